@@ -1,0 +1,28 @@
+//! The wire protocol: frames, headers, messages and status codes.
+//!
+//! PROTOCOL.md at the repository root is the normative description; this
+//! module implements it.
+
+mod codec;
+mod frame;
+mod hash;
+mod header;
+mod message;
+mod payload;
+mod status;
+
+pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec, MIN_MAX_FRAME_LEN};
+pub use frame::Frame;
+pub(crate) use hash::Hasher;
+pub use hash::{ContentHash, ParseHashError};
+pub use header::{
+    HEADER_LEN, Kind, LENGTH_PREFIX_LEN, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
+pub use message::{
+    Call, ChunkEnd, DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS, ErrorMessage, GoAway, Hello,
+    Limits, MAX_NAME_LEN, Message, OfferProgram, PeerRole, Ping, Pong, RequestData, Response,
+    SendData, SendProgram, VersionMismatch, Welcome,
+};
+pub use payload::Payload;
+pub use status::StatusCode;
