@@ -83,7 +83,7 @@ pub enum DecodeError {
         source: postcard::Error,
     },
     /// Bytes follow a body that has no payload.
-    #[error("{kind} body is followed by {count} unexpected bytes")]
+    #[error("{kind} body is followed by unexpected bytes ({count})")]
     TrailingBytes {
         /// The message kind.
         kind: Kind,

@@ -399,7 +399,7 @@ mod tests {
         ));
         assert_eq!(
             error.to_string(),
-            "Ping body is followed by 1 unexpected bytes"
+            "Ping body is followed by unexpected bytes (1)"
         );
 
         let error = decode(Kind::Cancel, &[0]).unwrap_err();
