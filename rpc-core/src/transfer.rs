@@ -241,17 +241,16 @@ impl ChunkReceiver {
                 actual: actual.to_string(),
             });
         }
-        Ok(join(self.parts, self.received))
+        Ok(join(self.parts))
     }
 }
 
 /// Joins chunks into one buffer, without copying when there is only one.
-fn join(mut parts: Vec<Bytes>, len: u64) -> Bytes {
+fn join(mut parts: Vec<Bytes>) -> Bytes {
     if parts.len() <= 1 {
         return parts.pop().unwrap_or_default();
     }
-    // `len` bytes are already held in `parts`, so it fits in memory.
-    let mut joined = BytesMut::with_capacity(len as usize);
+    let mut joined = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
     for part in parts {
         joined.extend_from_slice(&part);
     }

@@ -141,7 +141,10 @@ fn variant(error: &DecodeError) -> &'static str {
 }
 
 fn hex_decode(text: &str) -> Vec<u8> {
-    assert!(text.len() % 2 == 0, "odd number of hex digits in {text:?}");
+    assert!(
+        text.len().is_multiple_of(2),
+        "odd number of hex digits in {text:?}"
+    );
     (0..text.len())
         .step_by(2)
         .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex digits"))
@@ -190,7 +193,9 @@ fn valid_vectors_decode_and_reencode_exactly() {
         assert_eq!(vector["stream_id"], frame.stream_id, "vector {name}");
 
         let mut encoded = BytesMut::new();
-        FrameCodec::new().encode(&want, &mut encoded).unwrap();
+        FrameCodec::new()
+            .encode(want.clone(), &mut encoded)
+            .unwrap();
         assert_eq!(
             hex_encode(&encoded),
             hex,
@@ -285,7 +290,7 @@ fn print_vector_hex() {
         let name = field(&vector, "name");
         let mut encoded = BytesMut::new();
         FrameCodec::new()
-            .encode(&expected(name), &mut encoded)
+            .encode(expected(name), &mut encoded)
             .unwrap();
         println!("{name}: {}", hex_encode(&encoded));
     }

@@ -46,7 +46,7 @@ const MAX_RESERVE_AHEAD: usize = 64 << 10;
 /// let mut codec = FrameCodec::new();
 /// let mut buf = BytesMut::new();
 /// let ping = Frame::connection(Message::Ping(Ping { nonce: 1 }));
-/// codec.encode(&ping, &mut buf)?;
+/// codec.encode(ping.clone(), &mut buf)?;
 /// assert_eq!(&buf[..], b"\x00\x00\x00\x0d\x01\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01");
 /// assert_eq!(codec.decode(&mut buf)?, Some(ping));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -115,14 +115,14 @@ impl Decoder for FrameCodec {
                 max: self.max_frame_len,
             });
         }
-        // `len` fits in memory: it is at most `max_frame_len`, a `u32`.
-        let len = len as usize;
-        if len < HEADER_LEN {
+        if (len as usize) < HEADER_LEN {
             return Err(DecodeError::FrameTooShort {
-                len: len as u32,
+                len,
                 min: HEADER_LEN,
             });
         }
+        // `len` fits in memory: it is at most `max_frame_len`, a `u32`.
+        let len = len as usize;
         let header = match src
             .get(LENGTH_PREFIX_LEN..)
             .and_then(|rest| rest.first_chunk::<HEADER_LEN>())
@@ -161,14 +161,6 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder<&Frame> for FrameCodec {
-    type Error = EncodeError;
-
-    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        frame.encode(dst, self.peer_max_frame_len)
-    }
-}
-
 impl Encoder<Frame> for FrameCodec {
     type Error = EncodeError;
 
@@ -188,7 +180,7 @@ mod tests {
 
     fn encoded(frame: &Frame) -> BytesMut {
         let mut buf = BytesMut::new();
-        FrameCodec::new().encode(frame, &mut buf).unwrap();
+        frame.encode(&mut buf, DEFAULT_MAX_FRAME_LEN).unwrap();
         buf
     }
 
@@ -393,7 +385,7 @@ mod tests {
             }),
         );
         let mut buf = BytesMut::from(&b"kept"[..]);
-        let error = codec.encode(&big, &mut buf).unwrap_err();
+        let error = codec.encode(big, &mut buf).unwrap_err();
         assert!(
             matches!(error, EncodeError::FrameTooLarge { max: 16384, .. }),
             "{error:?}"
@@ -408,12 +400,12 @@ mod tests {
         let mut buf = BytesMut::new();
         let ping_on_stream = Frame::new(5, Message::Ping(Ping { nonce: 0 }));
         assert!(matches!(
-            FrameCodec::new().encode(&ping_on_stream, &mut buf),
+            FrameCodec::new().encode(ping_on_stream, &mut buf),
             Err(EncodeError::WrongStream { stream_id: 5, .. })
         ));
         let cancel_on_zero = Frame::connection(Message::Cancel);
         assert!(matches!(
-            FrameCodec::new().encode(&cancel_on_zero, &mut buf),
+            FrameCodec::new().encode(cancel_on_zero, &mut buf),
             Err(EncodeError::WrongStream { stream_id: 0, .. })
         ));
         assert!(buf.is_empty());

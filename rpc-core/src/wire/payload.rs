@@ -34,7 +34,6 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(chunked.inline(), None);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Payload {
     /// The payload is the rest of this frame.
     Inline(Bytes),

@@ -97,7 +97,9 @@ impl StatusCode {
     /// The class of the code: `1` to `5`, its hundreds digit.
     pub const fn class(self) -> u8 {
         // `self.0 <= 599`, so the quotient fits in a `u8`.
-        (self.0 / 100) as u8
+        #[allow(clippy::cast_possible_truncation)]
+        let class = (self.0 / 100) as u8;
+        class
     }
 
     /// A short lowercase description, or `None` for codes this version does
