@@ -33,9 +33,10 @@ const MAX_RESERVE_AHEAD: usize = 64 << 10;
 /// [`tokio_util::codec::Framed`].
 ///
 /// The decoder checks each length prefix against
-/// [`max_frame_len`](Self::max_frame_len) before buffering anything, checks
-/// the header as soon as it arrives (so garbage fails fast), and never
-/// reserves more than 64 KiB ahead of the bytes it has received. Inline
+/// [`max_frame_len`](Self::max_frame_len) before buffering anything (and
+/// `Hello` and `Welcome` frames against [`MIN_MAX_FRAME_LEN`]), checks the
+/// header as soon as it arrives (so garbage fails fast), and never reserves
+/// more than 64 KiB ahead of the bytes it has received. Inline
 /// payloads and chunks in decoded frames share the read buffer's memory.
 ///
 /// ```
@@ -130,6 +131,15 @@ impl Decoder for FrameCodec {
             Some(header) => Header::decode(header)?,
             None => return Ok(None),
         };
+        // Handshake frames travel before limits are exchanged, so they are
+        // held to the minimum limit: an unauthenticated peer cannot make this
+        // side buffer more than 16 KiB.
+        if header.kind.is_handshake() && len > MIN_MAX_FRAME_LEN as usize {
+            return Err(DecodeError::FrameTooLarge {
+                len: len as u64,
+                max: MIN_MAX_FRAME_LEN,
+            });
+        }
         let total = LENGTH_PREFIX_LEN + len;
         if src.len() < total {
             src.reserve((total - src.len()).min(MAX_RESERVE_AHEAD));
@@ -319,6 +329,30 @@ mod tests {
             panic!("expected a chunk");
         };
         assert_eq!(bytes.len(), max as usize - HEADER_LEN);
+    }
+
+    #[test]
+    fn handshake_frames_are_held_to_the_minimum_limit_both_ways() {
+        let mut buf = raw(MIN_MAX_FRAME_LEN + 1, Header::encode(Kind::Hello, 0), &[]);
+        let error = FrameCodec::new().decode(&mut buf).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "frame of 16385 bytes exceeds the limit of 16384"
+        );
+
+        let hello = Frame::connection(Message::Hello(crate::wire::Hello {
+            peer_name: String::new(),
+            role: crate::wire::PeerRole::Client,
+            token: Some("t".repeat(MIN_MAX_FRAME_LEN as usize)),
+            limits: crate::wire::Limits::default(),
+        }));
+        let error = FrameCodec::new()
+            .encode(hello, &mut BytesMut::new())
+            .unwrap_err();
+        assert!(
+            matches!(error, EncodeError::FrameTooLarge { max: 16384, .. }),
+            "{error:?}"
+        );
     }
 
     #[test]

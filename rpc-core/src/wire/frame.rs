@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::EncodeError;
 use crate::wire::header::{Header, stream_fits};
-use crate::wire::{HEADER_LEN, Kind, LENGTH_PREFIX_LEN, Message};
+use crate::wire::{HEADER_LEN, Kind, LENGTH_PREFIX_LEN, MIN_MAX_FRAME_LEN, Message};
 
 /// One unit on the wire: a message on a stream.
 ///
@@ -56,7 +56,8 @@ impl Frame {
     /// [`EncodeError::WrongStream`] if the stream id does not suit the kind,
     /// [`EncodeError::InvalidField`] if a field breaks a protocol rule, and
     /// [`EncodeError::FrameTooLarge`] if the frame would be longer than
-    /// `max_frame_len`. On error `dst` is left as it was.
+    /// `max_frame_len` (or, for `Hello` and `Welcome`, than
+    /// [`MIN_MAX_FRAME_LEN`]). On error `dst` is left as it was.
     pub fn encode_head(
         &self,
         dst: &mut BytesMut,
@@ -69,6 +70,11 @@ impl Frame {
                 stream_id: self.stream_id,
             });
         }
+        let max_frame_len = if kind.is_handshake() {
+            max_frame_len.min(MIN_MAX_FRAME_LEN)
+        } else {
+            max_frame_len
+        };
         let start = dst.len();
         dst.reserve(LENGTH_PREFIX_LEN + HEADER_LEN + 64);
         dst.put_u32(0);

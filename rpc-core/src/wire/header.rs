@@ -134,6 +134,13 @@ impl Kind {
         self as u8 >= 0x10
     }
 
+    /// Whether this kind opens a connection (`Hello`, `Welcome`). Such frames
+    /// are sent before the limits are known, so they must fit in
+    /// [`MIN_MAX_FRAME_LEN`](crate::MIN_MAX_FRAME_LEN).
+    pub const fn is_handshake(self) -> bool {
+        matches!(self, Kind::Hello | Kind::Welcome)
+    }
+
     /// Whether the body of this kind ends in a payload (see
     /// [`Payload`](crate::Payload)).
     pub const fn has_payload(self) -> bool {

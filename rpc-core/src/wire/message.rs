@@ -444,20 +444,20 @@ mod tests {
         let error = decode(Kind::Call, &[0, 0, 0, 0, 0, 0]).unwrap_err();
         assert_eq!(error.to_string(), "invalid method in Call: is empty");
 
-        let long = "x".repeat(MAX_NAME_LEN + 1);
-        let error = decode(
-            Kind::RequestData,
-            &body_of(&Message::RequestData(RequestData { name: "ok".into() })),
-        )
-        .map(|_| ());
-        assert!(error.is_ok());
-        let mut body = postcard::to_allocvec(&long).unwrap();
-        let error = decode(Kind::RequestData, &body).unwrap_err();
+        // Names of exactly the maximum length pass; one byte more fails.
+        let longest = Message::RequestData(RequestData {
+            name: "x".repeat(MAX_NAME_LEN),
+        });
+        assert_eq!(
+            decode(Kind::RequestData, &body_of(&longest)).unwrap(),
+            longest
+        );
+        let too_long = postcard::to_allocvec(&"x".repeat(MAX_NAME_LEN + 1)).unwrap();
+        let error = decode(Kind::RequestData, &too_long).unwrap_err();
         assert_eq!(
             error.to_string(),
             "invalid name in RequestData: longer than 1024 bytes"
         );
-        body.clear();
 
         let limits = Limits {
             max_frame_len: 100,
