@@ -6,6 +6,9 @@
 //!
 //! Run with `cargo bench -p rpc-core --bench codec`.
 
+// A bench panics on a broken setup; that is the right report.
+#![allow(clippy::expect_used, clippy::cast_precision_loss)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
