@@ -68,11 +68,23 @@
 //! [postcard]: https://postcard.jamesmunns.com/wire-format
 #![doc(test(attr(deny(warnings))))]
 
+mod client;
+mod conn;
 mod error;
+mod server;
 mod transfer;
 mod wire;
 
-pub use error::{DecodeError, EncodeError, TransferError};
+pub use client::{
+    CallOptions, Client, ClientConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES,
+};
+pub use error::{DecodeError, EncodeError, RemoteError, RpcError, ServeError, TransferError};
+pub use server::{
+    Context, DEFAULT_DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STORE_BYTES,
+    DESCRIBE_METHOD, FunctionInfo, FunctionOptions, Server, ServerConfig, ServerHandle,
+};
 pub use transfer::{ChunkFrames, ChunkReceiver, ChunkSender, DEFAULT_CHUNK_LEN, chunk_len_for};
 pub use wire::{
     Call, ChunkEnd, ContentHash, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN,

@@ -1,0 +1,360 @@
+//! The client: one multiplexed connection shared by every clone, with
+//! deadlines, cancellation, reconnection and retries.
+
+mod connection;
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::error::{RemoteError, RpcError};
+use crate::server::registry::{DESCRIBE_METHOD, FunctionInfo};
+use crate::wire::{DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS};
+use connection::Connection;
+
+/// The default for [`ClientConfig::connect_timeout`]: 5 seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default for [`ClientConfig::timeout`]: 30 seconds.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default for [`ClientConfig::max_retries`]: 3.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// The default for [`ClientConfig::keepalive`]: 15 seconds.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Settings of a [`Client`]. Every field has a safe default.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The name announced to servers. The default is `"rpc-client"`.
+    pub name: String,
+    /// The shared-secret token presented in the handshake. The default is
+    /// none (anonymous).
+    pub token: Option<String>,
+    /// How long connecting and the handshake may take. The default is
+    /// [`DEFAULT_CONNECT_TIMEOUT`], 5 s.
+    pub connect_timeout: Duration,
+    /// The deadline of calls that set none themselves; `None` waits forever.
+    /// The default is [`DEFAULT_CALL_TIMEOUT`], 30 s.
+    pub timeout: Option<Duration>,
+    /// How many times an idempotent call is retried after the connection
+    /// failed under it. The default is [`DEFAULT_MAX_RETRIES`], 3.
+    pub max_retries: u32,
+    /// The first wait before reconnecting; it doubles after each failure up
+    /// to [`max_backoff`](Self::max_backoff). The default is 50 ms.
+    pub initial_backoff: Duration,
+    /// The longest wait between reconnection attempts. The default is 2 s.
+    pub max_backoff: Duration,
+    /// A ping is sent after this long without traffic; a server silent for
+    /// twice as long is considered gone. `None` disables keepalive. The
+    /// default is [`DEFAULT_KEEPALIVE`], 15 s.
+    pub keepalive: Option<Duration>,
+    /// The largest frame this client accepts. The default is
+    /// [`DEFAULT_MAX_FRAME_LEN`], 1 MiB.
+    pub max_frame_len: u32,
+    /// The largest response payload this client accepts. The default is
+    /// [`DEFAULT_MAX_PAYLOAD_LEN`], 64 MiB.
+    pub max_payload_len: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            name: "rpc-client".into(),
+            token: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: Some(DEFAULT_CALL_TIMEOUT),
+            max_retries: DEFAULT_MAX_RETRIES,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
+        }
+    }
+}
+
+/// Options of one call.
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::CallOptions;
+///
+/// let options = CallOptions::new().timeout(Duration::from_millis(250)).idempotent();
+/// # drop(options);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+    idempotent: bool,
+    schema_hash: Option<u64>,
+}
+
+impl CallOptions {
+    /// The client's defaults: its configured timeout, not idempotent, no
+    /// schema check.
+    pub fn new() -> CallOptions {
+        CallOptions::default()
+    }
+
+    /// The call's deadline, counted from now. It is sent to the server, which
+    /// stops working on the call when it passes.
+    pub fn timeout(mut self, timeout: Duration) -> CallOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Declares the call safe to retry: if the connection fails under it, it
+    /// is sent again (up to [`ClientConfig::max_retries`] times, within its
+    /// deadline) with the same idempotency key, and the server runs it at
+    /// most once.
+    pub fn idempotent(mut self) -> CallOptions {
+        self.idempotent = true;
+        self
+    }
+
+    /// The schema hash of the function as this caller was built; a server
+    /// registered with another hash answers `409 incompatible`.
+    pub fn schema_hash(mut self, hash: u64) -> CallOptions {
+        self.schema_hash = Some(hash);
+        self
+    }
+}
+
+/// A client of one server address. Cheap to clone; every clone shares one
+/// connection, on which any number of calls from any number of tasks are in
+/// flight at once.
+///
+/// The connection is opened on the first call and reopened, with
+/// exponential backoff, after it fails. Calls in flight when it fails end
+/// with [`RpcError::Unavailable`], except idempotent ones, which are retried.
+///
+/// # Cancellation
+///
+/// Dropping a call's future before it completes sends `Cancel` to the
+/// server, which aborts the function.
+///
+/// ```no_run
+/// use rpc_core::Client;
+///
+/// # async fn run() -> Result<(), rpc_core::RpcError> {
+/// let client = Client::new("127.0.0.1:7000");
+/// let greeting: String = client.call("greet", &"world").await?;
+/// println!("{greeting}");
+/// # Ok(())
+/// # }
+/// # drop(run());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    addr: String,
+    config: ClientConfig,
+    current: RwLock<Option<Arc<Connection>>>,
+    /// Serialises reconnection attempts.
+    connecting: tokio::sync::Mutex<()>,
+    /// With `key_counter`, makes idempotency keys unique.
+    key_seed: u64,
+    key_counter: AtomicU64,
+}
+
+impl Client {
+    /// A client of the server at `addr` (`host:port`) with the default
+    /// configuration. Nothing connects until the first call.
+    pub fn new(addr: impl Into<String>) -> Client {
+        Client::with_config(addr, ClientConfig::default())
+    }
+
+    /// A client of the server at `addr` with `config`.
+    pub fn with_config(addr: impl Into<String>, config: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                addr: addr.into(),
+                config,
+                current: RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                key_seed: RandomState::new().hash_one(std::process::id()),
+                key_counter: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Calls `method` with `args` (a tuple for several arguments) and decodes
+    /// its result. A function's own error arrives as
+    /// [`RpcError::Application`] with the error still encoded; use
+    /// [`call_with`](Self::call_with) to decode it too.
+    ///
+    /// # Errors
+    ///
+    /// An [`RpcError`] saying why the call failed.
+    pub async fn call<A, R>(&self, method: &str, args: &A) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let args = encode_args(args)?;
+        let result = self.call_raw(method, args, CallOptions::new()).await?;
+        decode_result(&result)
+    }
+
+    /// Calls `method` with options, decoding a function's own error as `E`.
+    ///
+    /// # Errors
+    ///
+    /// An [`RpcError`] saying why the call failed.
+    pub async fn call_with<A, R, E>(
+        &self,
+        method: &str,
+        args: &A,
+        options: CallOptions,
+    ) -> Result<R, RpcError<E>>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        let args = encode_args(args)?;
+        let result = self.call_raw(method, args, options).await;
+        let bytes = result.map_err(|error| {
+            error.map_application(|RemoteError(bytes)| match postcard::from_bytes(&bytes) {
+                Ok(error) => RpcError::Application(error),
+                Err(error) => {
+                    RpcError::Internal(format!("the function's error did not decode: {error}"))
+                }
+            })
+        })?;
+        decode_result(&bytes)
+    }
+
+    /// Calls `method` with already-encoded arguments and returns the encoded
+    /// result.
+    ///
+    /// # Errors
+    ///
+    /// An [`RpcError`] saying why the call failed.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        args: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, RpcError> {
+        let timeout = options.timeout.or(self.inner.config.timeout);
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let key = options.idempotent.then(|| self.new_key());
+        let mut retries = 0;
+        loop {
+            let connection = self.connection(deadline).await?;
+            let result = connection
+                .call(method, args.clone(), deadline, key, options.schema_hash)
+                .instrument(tracing::debug_span!("call", method))
+                .await;
+            match result {
+                Err(RpcError::Unavailable(reason))
+                    if key.is_some() && retries < self.inner.config.max_retries =>
+                {
+                    retries += 1;
+                    tracing::debug!(method, %reason, retries, "retrying an idempotent call");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Lists the functions the server offers, with their schema hashes.
+    ///
+    /// # Errors
+    ///
+    /// An [`RpcError`] if the server cannot be asked.
+    pub async fn describe(&self) -> Result<Vec<FunctionInfo>, RpcError> {
+        self.call(DESCRIBE_METHOD, &()).await
+    }
+
+    /// The current connection, or a new one, reconnecting with backoff until
+    /// `deadline`.
+    async fn connection(&self, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
+        if let Some(connection) = self.live_connection() {
+            return Ok(connection);
+        }
+        let _turn = self.inner.connecting.lock().await;
+        if let Some(connection) = self.live_connection() {
+            return Ok(connection);
+        }
+        let config = &self.inner.config;
+        let mut backoff = config.initial_backoff;
+        loop {
+            let error = match Connection::open(&self.inner.addr, config).await {
+                Ok(connection) => {
+                    let connection = Arc::new(connection);
+                    *self
+                        .inner
+                        .current
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&connection));
+                    return Ok(connection);
+                }
+                Err(error @ RpcError::Unavailable(_)) => error,
+                Err(error) => return Err(error),
+            };
+            let wake = Instant::now() + backoff;
+            if deadline.is_some_and(|deadline| wake >= deadline) {
+                return Err(error);
+            }
+            tracing::debug!(addr = %self.inner.addr, %error, ?backoff, "reconnecting");
+            tokio::time::sleep_until(wake).await;
+            backoff = (backoff * 2).min(config.max_backoff);
+        }
+    }
+
+    fn live_connection(&self) -> Option<Arc<Connection>> {
+        let current = self
+            .inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|connection| connection.is_open())
+            .cloned()
+    }
+
+    fn new_key(&self) -> [u8; 16] {
+        let count = self.inner.key_counter.fetch_add(1, Ordering::Relaxed);
+        let mut key = [0u8; 16];
+        let (seed, counter) = key.split_at_mut(8);
+        seed.copy_from_slice(&self.inner.key_seed.to_le_bytes());
+        counter.copy_from_slice(&count.to_le_bytes());
+        key
+    }
+}
+
+fn encode_args<A: Serialize + ?Sized, E>(args: &A) -> Result<Bytes, RpcError<E>> {
+    postcard::to_allocvec(args)
+        .map(Bytes::from)
+        .map_err(|error| {
+            RpcError::BadRequest(format!("the arguments could not be encoded: {error}"))
+        })
+}
+
+fn decode_result<R: DeserializeOwned, E>(bytes: &[u8]) -> Result<R, RpcError<E>> {
+    postcard::from_bytes(bytes)
+        .map_err(|error| RpcError::Internal(format!("the result did not decode: {error}")))
+}
+
+/// The limits a client announces.
+pub(crate) fn announced_limits(config: &ClientConfig) -> crate::wire::Limits {
+    crate::wire::Limits {
+        max_frame_len: config.max_frame_len,
+        max_streams: DEFAULT_MAX_STREAMS,
+        max_payload_len: config.max_payload_len,
+        idle_timeout_ms: None,
+    }
+}

@@ -1,0 +1,373 @@
+//! One client connection: the handshake, the table of calls in flight, and
+//! the reader task that routes responses to them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::codec::{Framed, FramedRead};
+
+use crate::client::{ClientConfig, announced_limits};
+use crate::conn::{self, Outbox, Reply};
+use crate::error::{DecodeError, RemoteError, RpcError};
+use crate::transfer::{ChunkReceiver, chunk_len_for};
+use crate::wire::{
+    Call, Frame, FrameCodec, Hello, Limits, Message, Payload, PeerRole, Ping, Response, StatusCode,
+};
+
+type Waiter = oneshot::Sender<Result<Reply, RpcError>>;
+
+/// An open connection and its calls in flight.
+#[derive(Debug)]
+pub(super) struct Connection {
+    outbox: Outbox,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    chunk_len: usize,
+    server_limits: Limits,
+}
+
+/// What the connection shares with its reader task.
+#[derive(Debug)]
+struct Shared {
+    /// False once the connection failed or the server sent `GoAway`: new
+    /// calls go to a new connection.
+    open: AtomicBool,
+    in_flight: Mutex<HashMap<u64, Waiter>>,
+    /// Wakes the reader when the connection is dropped.
+    dropped: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn take(&self, id: u64) -> Option<Waiter> {
+        self.lock().remove(&id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the connection unusable and fails the calls in flight with ids
+    /// above `after` (all of them for 0) as unavailable: they never reached a
+    /// server that will answer.
+    fn fail_from(&self, after: u64, reason: &str) {
+        self.open.store(false, Ordering::Release);
+        let failed: Vec<Waiter> = {
+            let mut in_flight = self.lock();
+            let ids: Vec<u64> = in_flight.keys().copied().filter(|id| *id > after).collect();
+            ids.iter().filter_map(|id| in_flight.remove(id)).collect()
+        };
+        for waiter in failed {
+            let _ = waiter.send(Err(RpcError::Unavailable(reason.to_owned())));
+        }
+    }
+}
+
+impl Connection {
+    /// Connects to `addr` and performs the handshake.
+    pub(super) async fn open(addr: &str, config: &ClientConfig) -> Result<Connection, RpcError> {
+        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
+            RpcError::Unavailable(format!("could not {what} {addr}: {error}"))
+        };
+        let socket = match timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(error)) => return Err(unavailable("connect to", &error)),
+            Err(_) => return Err(unavailable("connect to", &"timed out")),
+        };
+        let _ = socket.set_nodelay(true);
+        let mut codec = FrameCodec::new();
+        codec.set_max_frame_len(config.max_frame_len);
+        let mut framed = Framed::new(socket, codec);
+        let hello = Hello {
+            peer_name: config.name.clone(),
+            role: PeerRole::Client,
+            token: config.token.clone(),
+            limits: announced_limits(config),
+        };
+        let answer = timeout(config.connect_timeout, async {
+            framed
+                .send(Frame::connection(Message::Hello(hello)))
+                .await?;
+            Ok::<_, std::io::Error>(framed.next().await)
+        })
+        .await;
+        let welcome = match answer {
+            Err(_) => return Err(unavailable("complete the handshake with", &"timed out")),
+            Ok(Err(error)) => return Err(unavailable("send the handshake to", &error)),
+            Ok(Ok(None)) => return Err(unavailable("complete the handshake with", &"closed")),
+            Ok(Ok(Some(Err(error)))) => return Err(unavailable("read the handshake of", &error)),
+            Ok(Ok(Some(Ok(frame)))) => match frame.message {
+                Message::Welcome(welcome) => welcome,
+                Message::Error(error) => {
+                    return Err(RpcError::from_status(error.status, error.message));
+                }
+                Message::VersionMismatch(mismatch) => {
+                    return Err(RpcError::Unavailable(format!(
+                        "{addr} speaks protocol versions {}..={}, not {}",
+                        mismatch.min_version,
+                        mismatch.max_version,
+                        crate::wire::PROTOCOL_VERSION
+                    )));
+                }
+                other => {
+                    return Err(RpcError::Internal(format!(
+                        "{addr} answered the handshake with {}",
+                        other.kind()
+                    )));
+                }
+            },
+        };
+        framed
+            .codec_mut()
+            .set_peer_max_frame_len(welcome.limits.max_frame_len);
+        let (reader, outbox, _writer) = conn::split(framed);
+        let shared = Arc::new(Shared {
+            open: AtomicBool::new(true),
+            in_flight: Mutex::new(HashMap::new()),
+            dropped: tokio::sync::Notify::new(),
+        });
+        let keepalive = config.keepalive;
+        let max_payload_len = config.max_payload_len;
+        tokio::spawn(read_loop(
+            reader,
+            Arc::clone(&shared),
+            outbox.clone(),
+            keepalive,
+            max_payload_len,
+        ));
+        tracing::debug!(%addr, server = %welcome.peer_name, "connected");
+        Ok(Connection {
+            outbox,
+            shared,
+            next_id: AtomicU64::new(1),
+            chunk_len: chunk_len_for(welcome.limits.max_frame_len),
+            server_limits: welcome.limits,
+        })
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.shared.open.load(Ordering::Acquire)
+    }
+
+    /// Makes one attempt at a call on this connection.
+    pub(super) async fn call(
+        &self,
+        method: &str,
+        args: Bytes,
+        deadline: Option<Instant>,
+        idempotency_key: Option<[u8; 16]>,
+        schema_hash: Option<u64>,
+    ) -> Result<Bytes, RpcError> {
+        if args.len() as u64 > self.server_limits.max_payload_len {
+            return Err(RpcError::ResourceExhausted(format!(
+                "arguments of {} bytes exceed the server's limit of {}",
+                args.len(),
+                self.server_limits.max_payload_len
+            )));
+        }
+        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
+        let (waiter, answer) = oneshot::channel();
+        self.shared.lock().insert(id, waiter);
+        let mut guard = CancelOnDrop {
+            id,
+            shared: &self.shared,
+            outbox: &self.outbox,
+            armed: true,
+        };
+        let timeout_ms = deadline.map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+        });
+        let sent = conn::send_with_payload(&self.outbox, id, args, self.chunk_len, |payload| {
+            Message::Call(Call {
+                method: method.to_owned(),
+                timeout_ms,
+                idempotency_key,
+                schema_hash,
+                payload,
+            })
+        });
+        if sent.await.is_err() {
+            guard.armed = false;
+            self.shared.take(id);
+            return Err(RpcError::Unavailable("the connection is closed".into()));
+        }
+        let answer = match deadline {
+            Some(deadline) => match timeout_at(deadline, answer).await {
+                Ok(answer) => answer,
+                // The guard cancels the call on the server.
+                Err(_) => return Err(RpcError::DeadlineExceeded),
+            },
+            None => answer.await,
+        };
+        guard.armed = false;
+        let reply = match answer {
+            Ok(reply) => reply?,
+            Err(_) => return Err(RpcError::Unavailable("the connection was lost".into())),
+        };
+        match reply.status {
+            StatusCode::OK => Ok(reply.payload),
+            StatusCode::APPLICATION_ERROR => Err(RpcError::Application(RemoteError(reply.payload))),
+            status => Err(RpcError::from_status(status, reply.message)),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // No call can use the connection any more: end its reader, which
+        // lets the writer flush and close.
+        self.shared.open.store(false, Ordering::Release);
+        self.shared.dropped.notify_one();
+    }
+}
+
+/// Cancels a call on the server if its future is dropped before it ends.
+struct CancelOnDrop<'a> {
+    id: u64,
+    shared: &'a Shared,
+    outbox: &'a Outbox,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.shared.take(self.id);
+        let cancel = Frame::new(self.id, Message::Cancel);
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(cancel)) =
+            self.outbox.try_send(cancel)
+        {
+            let outbox = self.outbox.clone();
+            tokio::spawn(async move {
+                let _ = outbox.send(cancel).await;
+            });
+        }
+    }
+}
+
+/// A response whose payload is arriving in chunks.
+struct Download {
+    response: Response,
+    receiver: ChunkReceiver,
+}
+
+/// Routes responses to their calls until the connection ends, and keeps it
+/// alive with pings.
+async fn read_loop(
+    mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    keepalive: Option<Duration>,
+    max_payload_len: u64,
+) {
+    let mut downloads: HashMap<u64, Download> = HashMap::new();
+    let mut last_heard = Instant::now();
+    let mut pinged = false;
+    let tick = keepalive.unwrap_or(Duration::from_secs(3600));
+    let reason = loop {
+        let frame = tokio::select! {
+            frame = reader.next() => frame,
+            () = shared.dropped.notified() => break "the client no longer uses it".to_owned(),
+            () = tokio::time::sleep_until(last_heard + tick), if keepalive.is_some() => {
+                if pinged {
+                    break "the server stopped answering pings".to_owned();
+                }
+                pinged = true;
+                last_heard = Instant::now();
+                let _ = outbox.send(Frame::connection(Message::Ping(Ping { nonce: 0 }))).await;
+                continue;
+            }
+        };
+        last_heard = Instant::now();
+        pinged = false;
+        let frame = match frame {
+            None => break "the server closed the connection".to_owned(),
+            Some(Err(DecodeError::Io(error))) => break format!("the connection failed: {error}"),
+            Some(Err(error)) => break format!("the server broke the protocol: {error}"),
+            Some(Ok(frame)) => frame,
+        };
+        let id = frame.stream_id;
+        match frame.message {
+            Message::Response(response) => match response.payload {
+                Payload::Inline(ref payload) => {
+                    let reply = Reply {
+                        status: response.status,
+                        payload: payload.clone(),
+                        message: response.message,
+                    };
+                    deliver(&shared, id, Ok(reply));
+                }
+                Payload::Chunked { len } => match ChunkReceiver::new(len, max_payload_len) {
+                    Ok(receiver) => {
+                        downloads.insert(id, Download { response, receiver });
+                    }
+                    Err(error) => {
+                        deliver(
+                            &shared,
+                            id,
+                            Err(RpcError::ResourceExhausted(error.to_string())),
+                        );
+                        let _ = outbox.send(Frame::new(id, Message::Cancel)).await;
+                    }
+                },
+            },
+            Message::Chunk(bytes) => {
+                if let Some(download) = downloads.get_mut(&id)
+                    && let Err(error) = download.receiver.push(bytes)
+                {
+                    downloads.remove(&id);
+                    deliver(&shared, id, Err(RpcError::Internal(error.to_string())));
+                    let _ = outbox.send(Frame::new(id, Message::Cancel)).await;
+                }
+            }
+            Message::ChunkEnd(end) => {
+                if let Some(download) = downloads.remove(&id) {
+                    let result = download
+                        .receiver
+                        .finish(end.hash)
+                        .map(|payload| Reply {
+                            status: download.response.status,
+                            message: download.response.message,
+                            payload,
+                        })
+                        .map_err(|error| RpcError::Internal(error.to_string()));
+                    deliver(&shared, id, result);
+                }
+            }
+            Message::Ping(ping) => {
+                let pong = Message::Pong(crate::wire::Pong { nonce: ping.nonce });
+                let _ = outbox.send(Frame::connection(pong)).await;
+            }
+            Message::GoAway(goaway) => {
+                tracing::debug!(last = goaway.last_stream_id, "the server is going away");
+                shared.fail_from(goaway.last_stream_id, "the server is shutting down");
+            }
+            Message::Error(error) => {
+                break format!(
+                    "the server closed the connection: {} {}",
+                    error.status, error.message
+                );
+            }
+            _ => {}
+        }
+    };
+    tracing::debug!(%reason, "connection ended");
+    shared.fail_from(0, &reason);
+}
+
+fn deliver(shared: &Shared, id: u64, result: Result<Reply, RpcError>) {
+    if let Some(waiter) = shared.take(id) {
+        let _ = waiter.send(result);
+    }
+}

@@ -1,0 +1,124 @@
+//! Connection plumbing shared by clients and servers: splitting a framed
+//! transport into a reader and a writer task, and sending responses.
+
+pub(crate) mod writer;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::codec::{Framed, FramedRead};
+
+use crate::transfer::ChunkSender;
+use crate::wire::{Frame, FrameCodec, Message, Payload, Response, StatusCode};
+
+/// A response's content: its status, message and payload.
+#[derive(Clone, Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) payload: Bytes,
+}
+
+/// A byte stream a connection runs on: TCP, TLS over TCP, or a test pipe.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The read side of a connection.
+pub(crate) type ReadHalf = tokio::io::ReadHalf<Box<dyn Io>>;
+
+/// Queues frames for the connection's writer task. Sending waits when the
+/// queue is full: backpressure from a slow peer reaches whoever produces.
+pub(crate) type Outbox = mpsc::Sender<Frame>;
+
+/// Splits a framed transport (after its handshake) into a frame reader, an
+/// outbox, and the writer task draining the outbox. Bytes the handshake read
+/// ahead stay in the reader's buffer.
+pub(crate) fn split<T: Io>(
+    framed: Framed<T, FrameCodec>,
+) -> (FramedRead<ReadHalf, FrameCodec>, Outbox, JoinHandle<()>) {
+    let peer_max_frame_len = framed.codec().peer_max_frame_len();
+    let parts = framed.into_parts();
+    let io: Box<dyn Io> = Box::new(parts.io);
+    let (read, write) = tokio::io::split(io);
+    let mut reader = FramedRead::new(read, parts.codec);
+    reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    let (outbox, frames) = mpsc::channel(writer::OUTBOX_CAPACITY);
+    let writer = tokio::spawn(writer::run(write, frames, peer_max_frame_len));
+    (reader, outbox, writer)
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn unix_time_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Sends `reply` as the `Response` of stream `id`: inline when it fits in
+/// `chunk_len`, chunked otherwise, or `429` if it is larger than the peer
+/// accepts.
+pub(crate) async fn send_reply(
+    outbox: &Outbox,
+    id: u64,
+    reply: Reply,
+    received_at: Instant,
+    chunk_len: usize,
+    peer_max_payload_len: u64,
+) {
+    let Reply {
+        mut status,
+        mut message,
+        mut payload,
+    } = reply;
+    if payload.len() as u64 > peer_max_payload_len {
+        status = StatusCode::RESOURCE_EXHAUSTED;
+        message = format!(
+            "the result of {} bytes is more than the caller's limit of {peer_max_payload_len}",
+            payload.len()
+        );
+        payload = Bytes::new();
+    }
+    let _ = send_with_payload(outbox, id, payload, chunk_len, |payload| {
+        Message::Response(Response {
+            status,
+            server_time_ms: unix_time_ms(),
+            elapsed_us: u64::try_from(received_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+            message,
+            payload,
+        })
+    })
+    .await;
+}
+
+/// Sends the message `build` makes around `payload` on stream `id`, inline
+/// if the payload fits in `chunk_len`, chunked otherwise.
+///
+/// # Errors
+///
+/// `Err(())` if the connection's writer is gone.
+pub(crate) async fn send_with_payload(
+    outbox: &Outbox,
+    id: u64,
+    payload: Bytes,
+    chunk_len: usize,
+    build: impl FnOnce(Payload) -> Message,
+) -> Result<(), ()> {
+    if payload.len() <= chunk_len {
+        let message = build(Payload::Inline(payload));
+        return outbox.send(Frame::new(id, message)).await.map_err(drop);
+    }
+    let message = build(Payload::Chunked {
+        len: payload.len() as u64,
+    });
+    outbox.send(Frame::new(id, message)).await.map_err(drop)?;
+    for frame in ChunkSender::frames(id, payload, chunk_len) {
+        outbox.send(frame).await.map_err(drop)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Registered functions: type-erased handlers, their options, and the
+//! context a handler sees.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::wire::StatusCode;
+
+/// The name of the built-in function that lists a server's functions.
+pub const DESCRIBE_METHOD: &str = "rpc.describe";
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a handler produced, before it becomes a `Response`.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// `200` with the encoded result.
+    Ok(Bytes),
+    /// `422` with the function's own encoded error.
+    Failed(Bytes),
+    /// Any other status, with a message.
+    Status(StatusCode, String),
+}
+
+pub(crate) type Handler = Arc<dyn Fn(Context, Bytes) -> BoxFuture<Outcome> + Send + Sync>;
+
+/// What a handler knows about the call it serves.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub(crate) peer: Arc<PeerInfo>,
+    pub(crate) method: Arc<str>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// The connection a call arrived on.
+#[derive(Debug)]
+pub(crate) struct PeerInfo {
+    pub(crate) name: String,
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) role: Option<String>,
+}
+
+impl Context {
+    /// The name the caller gave in its handshake.
+    pub fn peer_name(&self) -> &str {
+        &self.peer.name
+    }
+
+    /// The caller's address, when the transport has one.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.addr
+    }
+
+    /// The access role the caller's token granted, or `None` if anonymous.
+    pub fn role(&self) -> Option<&str> {
+        self.peer.role.as_deref()
+    }
+
+    /// The function being called.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// When the caller stops waiting; the server abandons the call then.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// Options of a registered function.
+///
+/// ```
+/// use rpc_core::{Context, FunctionOptions, Server};
+///
+/// let options = FunctionOptions::new()
+///     .roles(["admin"])
+///     .schema_hash(0x5eed)
+///     .description("drops every cache");
+/// let server = Server::builder()
+///     .token("s3cret", "admin")
+///     .function_with("flush", options, |context: Context, (): ()| async move {
+///         Ok::<_, String>(format!("flushed for {}", context.peer_name()))
+///     });
+/// # drop(server);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct FunctionOptions {
+    pub(crate) roles: Option<Vec<String>>,
+    pub(crate) schema_hash: Option<u64>,
+    pub(crate) description: String,
+}
+
+impl FunctionOptions {
+    /// Options that let any caller in, with no schema hash.
+    pub fn new() -> FunctionOptions {
+        FunctionOptions::default()
+    }
+
+    /// Only callers whose token granted one of `roles` may call the function;
+    /// others get `403 forbidden` and the handler never runs. The default lets
+    /// every caller in, anonymous ones included.
+    pub fn roles<I, S>(mut self, roles: I) -> FunctionOptions
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles = Some(roles.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The hash of the function's name and argument and result types. A call
+    /// carrying a different hash gets `409 incompatible`. The default is none:
+    /// no check.
+    pub fn schema_hash(mut self, hash: u64) -> FunctionOptions {
+        self.schema_hash = Some(hash);
+        self
+    }
+
+    /// A human-readable description, listed by introspection.
+    pub fn description(mut self, text: impl Into<String>) -> FunctionOptions {
+        self.description = text.into();
+        self
+    }
+}
+
+/// One function a server offers, as listed by [`DESCRIBE_METHOD`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// The name callers use.
+    pub name: String,
+    /// The hash of its name and types, if registered with one.
+    pub schema_hash: Option<u64>,
+    /// The roles allowed to call it; `None` means every caller.
+    pub roles: Option<Vec<String>>,
+    /// What it does.
+    pub description: String,
+}
+
+pub(crate) struct Function {
+    pub(crate) handler: Handler,
+    pub(crate) options: FunctionOptions,
+}
+
+impl Function {
+    /// Whether a caller with `role` may call this function.
+    pub(crate) fn admits(&self, role: Option<&str>) -> bool {
+        match (&self.options.roles, role) {
+            (None, _) => true,
+            (Some(allowed), Some(role)) => allowed.iter().any(|allowed| allowed == role),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// Wraps a typed async function as a handler: decodes the arguments with
+/// postcard (`400` if they do not decode) and encodes the result or error.
+pub(crate) fn typed<A, R, E, F, Fut>(function: F) -> Handler
+where
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+    E: Serialize + 'static,
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+{
+    let function = Arc::new(function);
+    Arc::new(move |context: Context, args: Bytes| {
+        let function = Arc::clone(&function);
+        let decoded = postcard::from_bytes::<A>(&args);
+        Box::pin(async move {
+            let args = match decoded {
+                Ok(args) => args,
+                Err(error) => {
+                    return Outcome::Status(
+                        StatusCode::BAD_REQUEST,
+                        format!("arguments of {} did not decode: {error}", context.method),
+                    );
+                }
+            };
+            match function(context, args).await {
+                Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
+                Err(error) => encode(&error).map_or_else(|status| status, Outcome::Failed),
+            }
+        })
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Bytes, Outcome> {
+    postcard::to_allocvec(value)
+        .map(Bytes::from)
+        .map_err(|error| {
+            Outcome::Status(
+                StatusCode::INTERNAL,
+                format!("the result could not be encoded: {error}"),
+            )
+        })
+}
+
+/// The functions of a server, by name.
+pub(crate) type Registry = HashMap<String, Function>;
+
+/// The answer to [`DESCRIBE_METHOD`]: every function, sorted by name.
+pub(crate) fn describe(registry: &Registry) -> Vec<FunctionInfo> {
+    let mut infos: Vec<FunctionInfo> = registry
+        .iter()
+        .map(|(name, function)| FunctionInfo {
+            name: name.clone(),
+            schema_hash: function.options.schema_hash,
+            roles: function.options.roles.clone(),
+            description: function.options.description.clone(),
+        })
+        .collect();
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    infos
+}

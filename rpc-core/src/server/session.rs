@@ -1,0 +1,511 @@
+//! The frame loop of an established server connection: requests in, one
+//! task per call, responses out through the connection's writer.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio_util::codec::FramedRead;
+
+use crate::conn::{self, Outbox};
+use crate::error::DecodeError;
+use crate::server::connection::Shared;
+use crate::server::dedup::{self, Claim, Completion, Reply};
+use crate::server::registry::{self, Context, DESCRIBE_METHOD, Outcome, PeerInfo};
+use crate::transfer::ChunkReceiver;
+use crate::wire::{
+    Call, ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Pong,
+    StatusCode,
+};
+
+/// A request whose payload is still arriving in chunks.
+struct Upload {
+    request: Request,
+    receiver: ChunkReceiver,
+}
+
+/// A request that carries a payload, waiting for it.
+enum Request {
+    Call(Call, Instant),
+    SendData(String),
+    SendProgram(ContentHash),
+}
+
+/// Why the session loop stopped.
+enum Ending {
+    /// The peer closed, or shutdown finished: close quietly.
+    Quiet,
+    /// The peer broke the protocol: tell it, then close.
+    Fatal(StatusCode, String),
+}
+
+/// A protocol violation: the status and message of the `Error` to send
+/// before closing.
+type Violation = (StatusCode, String);
+
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    peer: Arc<PeerInfo>,
+    peer_limits: Limits,
+    outbox: Outbox,
+    /// Calls running, each returning its stream id when done.
+    tasks: JoinSet<u64>,
+    running: HashMap<u64, AbortHandle>,
+    uploads: HashMap<u64, Upload>,
+    /// The highest stream id the peer opened.
+    last_stream_id: u64,
+    /// The peer sent `GoAway`: finish what runs, then close.
+    peer_going_away: bool,
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: Arc<PeerInfo>,
+        peer_limits: Limits,
+        outbox: Outbox,
+    ) -> Session {
+        Session {
+            shared,
+            peer,
+            peer_limits,
+            outbox,
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            uploads: HashMap::new(),
+            last_stream_id: 0,
+            peer_going_away: false,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
+        mut shutdown: watch::Receiver<Option<Instant>>,
+    ) {
+        let idle = self.shared.config.idle_timeout;
+        let mut idle_deadline = idle.map(|idle| Instant::now() + idle);
+        // Set once draining: by shutdown (with its deadline) or the peer's
+        // GoAway (no deadline of ours).
+        let mut draining: Option<Option<Instant>> = None;
+        let ending = loop {
+            if draining.is_some() && self.running.is_empty() && self.uploads.is_empty() {
+                break Ending::Quiet;
+            }
+            let grace_deadline = draining.flatten();
+            tokio::select! {
+                frame = reader.next() => {
+                    idle_deadline = idle.map(|idle| Instant::now() + idle);
+                    match frame {
+                        None => break Ending::Quiet,
+                        Some(Err(DecodeError::Io(error))) => {
+                            tracing::debug!(%error, "read failed");
+                            break Ending::Quiet;
+                        }
+                        Some(Err(error)) => break Ending::Fatal(error.status(), error.to_string()),
+                        Some(Ok(frame)) => {
+                            let accepting = draining.is_none();
+                            if let Err((status, message)) = self.handle(frame, accepting).await {
+                                break Ending::Fatal(status, message);
+                            }
+                            if draining.is_none() && self.peer_going_away {
+                                draining = Some(None);
+                            }
+                        }
+                    }
+                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(id) = done {
+                        self.running.remove(&id);
+                    }
+                }
+                changed = shutdown.changed(), if draining.is_none() => {
+                    let deadline = if changed.is_ok() { *shutdown.borrow() } else { Some(Instant::now()) };
+                    let goaway = GoAway {
+                        last_stream_id: self.last_stream_id,
+                        status: StatusCode::UNAVAILABLE,
+                        message: "the server is shutting down".into(),
+                    };
+                    let _ = self.outbox.send(Frame::connection(Message::GoAway(goaway))).await;
+                    draining = Some(deadline);
+                }
+                () = sleep_until(grace_deadline.unwrap_or_else(far_future)), if grace_deadline.is_some() => {
+                    tracing::debug!(left = self.running.len(), "shutdown grace over; cancelling calls");
+                    break Ending::Quiet;
+                }
+                () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() && self.running.is_empty() => {
+                    tracing::debug!("idle; closing");
+                    break Ending::Quiet;
+                }
+            }
+        };
+        // Whatever still runs is cancelled: the peer left, broke the
+        // protocol, or the grace period is over.
+        self.tasks.abort_all();
+        if let Ending::Fatal(status, message) = ending {
+            tracing::debug!(%status, %message, "protocol error; closing");
+            let error = ErrorMessage { status, message };
+            let _ = self
+                .outbox
+                .send(Frame::connection(Message::Error(error)))
+                .await;
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+impl Session {
+    /// Handles one frame. New requests are served only while `accepting`;
+    /// during shutdown they are ignored, as the `GoAway` announced.
+    async fn handle(&mut self, frame: Frame, accepting: bool) -> Result<(), Violation> {
+        let id = frame.stream_id;
+        let received_at = Instant::now();
+        match frame.message {
+            Message::Ping(ping) => {
+                let pong = Message::Pong(Pong { nonce: ping.nonce });
+                self.send(Frame::connection(pong)).await;
+            }
+            Message::Pong(_) => {}
+            Message::GoAway(_) => self.peer_going_away = true,
+            Message::Cancel => {
+                if let Some(task) = self.running.remove(&id) {
+                    task.abort();
+                }
+                self.uploads.remove(&id);
+            }
+            Message::Chunk(bytes) => self.chunk(id, bytes).await,
+            Message::ChunkEnd(end) => {
+                if let Some(upload) = self.uploads.remove(&id) {
+                    match upload.receiver.finish(end.hash) {
+                        Ok(payload) => self.dispatch(id, upload.request, payload).await,
+                        Err(error) => {
+                            self.respond_status(id, error.status(), error.to_string(), received_at)
+                                .await;
+                        }
+                    }
+                }
+            }
+            message @ (Message::Call(_)
+            | Message::SendData(_)
+            | Message::RequestData(_)
+            | Message::OfferProgram(_)
+            | Message::SendProgram(_)) => {
+                self.open_stream(id)?;
+                if accepting {
+                    self.request(id, message, received_at).await;
+                }
+            }
+            other => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("{} is not expected from a client", other.kind()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that a request opens a new stream: odd, as the opener's ids
+    /// are, and above every id the peer used before.
+    fn open_stream(&mut self, id: u64) -> Result<(), Violation> {
+        if id.is_multiple_of(2) || id <= self.last_stream_id {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "stream {id} is not a new stream of the connection's opener (last was {})",
+                    self.last_stream_id
+                ),
+            ));
+        }
+        self.last_stream_id = id;
+        Ok(())
+    }
+
+    /// Starts serving a request, or starts receiving its chunked payload.
+    async fn request(&mut self, id: u64, message: Message, received_at: Instant) {
+        let busy = self.running.len() + self.uploads.len();
+        if busy >= self.shared.config.max_in_flight as usize {
+            let message =
+                format!("{busy} requests are already in flight on this connection, the limit");
+            self.respond_status(id, StatusCode::RESOURCE_EXHAUSTED, message, received_at)
+                .await;
+            return;
+        }
+        let (request, payload) = match message {
+            Message::Call(mut call) => {
+                if let Err((status, message)) = self.admit(&call) {
+                    self.respond_status(id, status, message, received_at).await;
+                    return;
+                }
+                let payload = std::mem::take(&mut call.payload);
+                (Request::Call(call, received_at), payload)
+            }
+            Message::SendData(send) => (Request::SendData(send.name), send.payload),
+            Message::SendProgram(send) => (Request::SendProgram(send.hash), send.payload),
+            Message::RequestData(request) => {
+                match self.shared.data.get(&request.name) {
+                    Some(value) => {
+                        let reply = Reply {
+                            status: StatusCode::OK,
+                            message: String::new(),
+                            payload: value,
+                        };
+                        self.respond(id, reply, received_at).await;
+                    }
+                    None => {
+                        let message = format!("no value named {:?}", request.name);
+                        self.respond_status(id, StatusCode::NOT_FOUND, message, received_at)
+                            .await;
+                    }
+                }
+                return;
+            }
+            Message::OfferProgram(offer) => {
+                let (status, message) = if self.shared.programs.contains(&offer.hash) {
+                    (StatusCode::OK, String::new())
+                } else if offer.len > self.shared.config.max_payload_len
+                    || !self.shared.programs.fits(offer.len)
+                {
+                    let message = format!(
+                        "a program of {} bytes is more than this server accepts",
+                        offer.len
+                    );
+                    (StatusCode::RESOURCE_EXHAUSTED, message)
+                } else {
+                    (StatusCode::NOT_FOUND, "send the program".into())
+                };
+                self.respond_status(id, status, message, received_at).await;
+                return;
+            }
+            _ => return,
+        };
+        match payload {
+            Payload::Inline(bytes) => self.dispatch(id, request, bytes).await,
+            Payload::Chunked { len } => {
+                match ChunkReceiver::new(len, self.shared.config.max_payload_len) {
+                    Ok(receiver) => {
+                        self.uploads.insert(id, Upload { request, receiver });
+                    }
+                    Err(error) => {
+                        self.respond_status(id, error.status(), error.to_string(), received_at)
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks that a call may run: the function exists, the caller's role may
+    /// call it, and the types agree.
+    fn admit(&self, call: &Call) -> Result<(), (StatusCode, String)> {
+        if call.method == DESCRIBE_METHOD {
+            return Ok(());
+        }
+        let Some(function) = self.shared.registry.get(&call.method) else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("no function named {:?}", call.method),
+            ));
+        };
+        if !function.admits(self.peer.role.as_deref()) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("the caller's role may not call {:?}", call.method),
+            ));
+        }
+        if let (Some(theirs), Some(ours)) = (call.schema_hash, function.options.schema_hash)
+            && theirs != ours
+        {
+            return Err((
+                StatusCode::INCOMPATIBLE,
+                format!(
+                    "{:?} has schema {ours:016x} here but the caller was built for {theirs:016x}",
+                    call.method
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Serves a request whose payload has fully arrived.
+    async fn dispatch(&mut self, id: u64, request: Request, payload: Bytes) {
+        match request {
+            Request::Call(call, received_at) => self.start_call(id, call, payload, received_at),
+            Request::SendData(name) => {
+                let received_at = Instant::now();
+                let (status, message) = match self.shared.data.insert(name, payload) {
+                    Ok(()) => (StatusCode::OK, String::new()),
+                    Err(full) => (
+                        StatusCode::RESOURCE_EXHAUSTED,
+                        format!(
+                            "the data store has {} bytes free, {} needed",
+                            full.free, full.len
+                        ),
+                    ),
+                };
+                self.respond_status(id, status, message, received_at).await;
+            }
+            Request::SendProgram(hash) => {
+                let received_at = Instant::now();
+                let actual = ContentHash::of(&payload);
+                let (status, message) = if actual != hash {
+                    let message = format!("the program's bytes hash to {actual}, not {hash}");
+                    (StatusCode::BAD_REQUEST, message)
+                } else {
+                    match self.shared.programs.insert(hash, payload) {
+                        Ok(()) => (StatusCode::OK, String::new()),
+                        Err(full) => (
+                            StatusCode::RESOURCE_EXHAUSTED,
+                            format!(
+                                "the program store has {} bytes free, {} needed",
+                                full.free, full.len
+                            ),
+                        ),
+                    }
+                };
+                self.respond_status(id, status, message, received_at).await;
+            }
+        }
+    }
+
+    /// Runs a call in its own task, which answers when done.
+    fn start_call(&mut self, id: u64, call: Call, args: Bytes, received_at: Instant) {
+        let deadline = call
+            .timeout_ms
+            .map(|ms| received_at + Duration::from_millis(ms));
+        let context = Context {
+            peer: Arc::clone(&self.peer),
+            method: Arc::from(call.method.as_str()),
+            deadline,
+        };
+        let claim = call.idempotency_key.map(|key| self.shared.dedup.claim(key));
+        let work: registry::BoxFuture<Reply> = match claim {
+            Some(Claim::Wait(slot)) => Box::pin(async move {
+                match dedup::wait(slot).await {
+                    Some(reply) => (*reply).clone(),
+                    None => Reply::from(Outcome::Status(
+                        StatusCode::UNAVAILABLE,
+                        "the first attempt of this call was abandoned; retry".into(),
+                    )),
+                }
+            }),
+            Some(Claim::Run(completion)) => self.invoke(context, args, Some(completion)),
+            None => self.invoke(context, args, None),
+        };
+        let outbox = self.outbox.clone();
+        let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
+        let max_payload = self.peer_limits.max_payload_len;
+        let span =
+            tracing::debug_span!("call", method = %call.method, id, status = tracing::field::Empty);
+        let task = async move {
+            let reply = match deadline {
+                Some(deadline) => timeout_at(deadline, work).await.unwrap_or_else(|_| {
+                    Reply::from(Outcome::Status(
+                        StatusCode::DEADLINE_EXCEEDED,
+                        "the call's deadline passed".into(),
+                    ))
+                }),
+                None => work.await,
+            };
+            tracing::Span::current().record("status", reply.status.as_u16());
+            conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
+            id
+        };
+        let handle = self
+            .tasks
+            .spawn(tracing::Instrument::instrument(task, span));
+        self.running.insert(id, handle);
+    }
+
+    /// The future that runs the function (or the introspection call), turns
+    /// a panic into `500`, and reports to duplicates.
+    fn invoke(
+        &self,
+        context: Context,
+        args: Bytes,
+        completion: Option<Completion>,
+    ) -> registry::BoxFuture<Reply> {
+        let run: registry::BoxFuture<Outcome> = if &*context.method == DESCRIBE_METHOD {
+            let infos = registry::describe(&self.shared.registry);
+            Box::pin(async move {
+                match postcard::to_allocvec(&infos) {
+                    Ok(bytes) => Outcome::Ok(Bytes::from(bytes)),
+                    Err(error) => Outcome::Status(StatusCode::INTERNAL, error.to_string()),
+                }
+            })
+        } else {
+            match self.shared.registry.get(&*context.method) {
+                Some(function) => (function.handler)(context, args),
+                None => Box::pin(async { Outcome::Status(StatusCode::NOT_FOUND, String::new()) }),
+            }
+        };
+        Box::pin(async move {
+            let outcome = AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!("a function panicked");
+                    Outcome::Status(StatusCode::INTERNAL, "the function panicked".into())
+                });
+            let reply = Reply::from(outcome);
+            if let Some(completion) = completion {
+                completion.finish(&reply);
+            }
+            reply
+        })
+    }
+
+    /// Adds a chunk to the stream's upload; chunks of streams not uploading
+    /// (cancelled, failed, unknown) are ignored.
+    async fn chunk(&mut self, id: u64, bytes: Bytes) {
+        let Some(upload) = self.uploads.get_mut(&id) else {
+            return;
+        };
+        if let Err(error) = upload.receiver.push(bytes) {
+            self.uploads.remove(&id);
+            self.respond_status(id, error.status(), error.to_string(), Instant::now())
+                .await;
+        }
+    }
+
+    async fn respond_status(
+        &self,
+        id: u64,
+        status: StatusCode,
+        message: String,
+        received_at: Instant,
+    ) {
+        let reply = Reply {
+            status,
+            message,
+            payload: Bytes::new(),
+        };
+        self.respond(id, reply, received_at).await;
+    }
+
+    async fn respond(&self, id: u64, reply: Reply, received_at: Instant) {
+        let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
+        conn::send_reply(
+            &self.outbox,
+            id,
+            reply,
+            received_at,
+            chunk_len,
+            self.peer_limits.max_payload_len,
+        )
+        .await;
+    }
+
+    async fn send(&self, frame: Frame) {
+        let _ = self.outbox.send(frame).await;
+    }
+}
