@@ -16,7 +16,10 @@ use tracing::Instrument;
 
 use crate::error::{RemoteError, RpcError};
 use crate::server::registry::{DESCRIBE_METHOD, FunctionInfo};
-use crate::wire::{DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS};
+use crate::wire::{
+    ContentHash, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS, Message,
+    OfferProgram, Payload, RequestData, SendData, SendProgram, StatusCode,
+};
 use connection::Connection;
 
 /// The default for [`ClientConfig::connect_timeout`]: 5 seconds.
@@ -225,12 +228,14 @@ impl Client {
         let args = encode_args(args)?;
         let result = self.call_raw(method, args, options).await;
         let bytes = result.map_err(|error| {
-            error.map_application(|RemoteError(bytes)| match postcard::from_bytes(&bytes) {
-                Ok(error) => RpcError::Application(error),
-                Err(error) => {
-                    RpcError::Internal(format!("the function's error did not decode: {error}"))
-                }
-            })
+            error.map_application(
+                |RemoteError(bytes)| match crate::wire::decode_exact(&bytes) {
+                    Ok(error) => RpcError::Application(error),
+                    Err(error) => {
+                        RpcError::Internal(format!("the function's error did not decode: {error}"))
+                    }
+                },
+            )
         })?;
         decode_result(&bytes)
     }
@@ -265,6 +270,96 @@ impl Client {
                     tracing::debug!(method, %reason, retries, "retrying an idempotent call");
                 }
                 result => return result,
+            }
+        }
+    }
+
+    /// Stores `value` under `name` in the server's data store, replacing any
+    /// value of that name. Values larger than a frame travel chunked.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::ResourceExhausted`] if the store or the payload limit is
+    /// full, or another [`RpcError`] if the request failed.
+    pub async fn send_data(&self, name: &str, value: Bytes) -> Result<(), RpcError> {
+        self.request(value, |payload| {
+            Message::SendData(SendData {
+                name: name.to_owned(),
+                payload,
+            })
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Fetches the value named `name` from the server's data store.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::NotFound`] if there is none, or another [`RpcError`] if
+    /// the request failed.
+    pub async fn request_data(&self, name: &str) -> Result<Bytes, RpcError> {
+        self.request(Bytes::new(), |_| {
+            Message::RequestData(RequestData {
+                name: name.to_owned(),
+            })
+        })
+        .await
+    }
+
+    /// Ships a program to the server: offers its SHA-256 first, and sends the
+    /// bytes only if the server lacks them. Returns the program's hash and
+    /// whether its bytes had to be sent.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::BadRequest`] if the server rejects the program,
+    /// [`RpcError::ResourceExhausted`] if it is too large, or another
+    /// [`RpcError`] if the request failed.
+    pub async fn send_program(&self, program: Bytes) -> Result<(ContentHash, bool), RpcError> {
+        let hash = ContentHash::of(&program);
+        let len = program.len() as u64;
+        let offer = self
+            .request(Bytes::new(), |_| {
+                Message::OfferProgram(OfferProgram { hash, len })
+            })
+            .await;
+        match offer {
+            Ok(_) => return Ok((hash, false)),
+            Err(RpcError::NotFound(_)) => {}
+            Err(error) => return Err(error),
+        }
+        self.request(program, |payload| {
+            Message::SendProgram(SendProgram { hash, payload })
+        })
+        .await?;
+        Ok((hash, true))
+    }
+
+    /// Sends a request that is safe to repeat (data, programs), with the
+    /// client's default deadline and retries, and returns the response's
+    /// payload if it is `200`.
+    async fn request(
+        &self,
+        payload: Bytes,
+        build: impl Fn(Payload) -> Message,
+    ) -> Result<Bytes, RpcError> {
+        let deadline = self
+            .inner
+            .config
+            .timeout
+            .map(|timeout| Instant::now() + timeout);
+        let mut retries = 0;
+        loop {
+            let connection = self.connection(deadline).await?;
+            let reply = connection.request(payload.clone(), deadline, &build).await;
+            match reply {
+                Ok(reply) if reply.status == StatusCode::OK => return Ok(reply.payload),
+                Ok(reply) => return Err(RpcError::from_status(reply.status, reply.message)),
+                Err(RpcError::Unavailable(_)) if retries < self.inner.config.max_retries => {
+                    retries += 1;
+                }
+                Err(error) => return Err(error),
             }
         }
     }
@@ -345,7 +440,7 @@ fn encode_args<A: Serialize + ?Sized, E>(args: &A) -> Result<Bytes, RpcError<E>>
 }
 
 fn decode_result<R: DeserializeOwned, E>(bytes: &[u8]) -> Result<R, RpcError<E>> {
-    postcard::from_bytes(bytes)
+    crate::wire::decode_exact(bytes)
         .map_err(|error| RpcError::Internal(format!("the result did not decode: {error}")))
 }
 

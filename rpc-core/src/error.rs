@@ -251,9 +251,9 @@ impl RemoteError {
     ///
     /// # Errors
     ///
-    /// The postcard error if the bytes are not an `E`.
+    /// The postcard error if the bytes are not exactly one `E`.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, postcard::Error> {
-        postcard::from_bytes(&self.0)
+        crate::wire::decode_exact(&self.0)
     }
 }
 

@@ -26,3 +26,13 @@ pub use message::{
 };
 pub use payload::Payload;
 pub use status::StatusCode;
+
+/// Decodes exactly one `T` from `bytes` with postcard: unlike
+/// `postcard::from_bytes`, leftover bytes are an error, since they mean the
+/// bytes were not what the reader expected.
+pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> postcard::Result<T> {
+    match postcard::take_from_bytes(bytes)? {
+        (value, []) => Ok(value),
+        (_, _) => Err(postcard::Error::DeserializeBadEncoding),
+    }
+}

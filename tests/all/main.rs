@@ -2,7 +2,11 @@
 
 // Test code panics on purpose: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+// Helpers are `pub` within the test crate for its modules.
+#![allow(unreachable_pub)]
 
+mod calls;
 mod properties;
+mod support;
 mod tcp;
 mod vectors;

@@ -166,10 +166,40 @@ impl Connection {
         idempotency_key: Option<[u8; 16]>,
         schema_hash: Option<u64>,
     ) -> Result<Bytes, RpcError> {
-        if args.len() as u64 > self.server_limits.max_payload_len {
+        let timeout_ms = deadline.map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+        });
+        let reply = self
+            .request(args, deadline, |payload| {
+                Message::Call(Call {
+                    method: method.to_owned(),
+                    timeout_ms,
+                    idempotency_key,
+                    schema_hash,
+                    payload,
+                })
+            })
+            .await?;
+        match reply.status {
+            StatusCode::OK => Ok(reply.payload),
+            StatusCode::APPLICATION_ERROR => Err(RpcError::Application(RemoteError(reply.payload))),
+            status => Err(RpcError::from_status(status, reply.message)),
+        }
+    }
+
+    /// Sends the request `build` makes around `payload` on a new stream and
+    /// waits for its response until `deadline`.
+    pub(super) async fn request(
+        &self,
+        payload: Bytes,
+        deadline: Option<Instant>,
+        build: impl FnOnce(Payload) -> Message,
+    ) -> Result<Reply, RpcError> {
+        if payload.len() as u64 > self.server_limits.max_payload_len {
             return Err(RpcError::ResourceExhausted(format!(
-                "arguments of {} bytes exceed the server's limit of {}",
-                args.len(),
+                "a payload of {} bytes exceeds the server's limit of {}",
+                payload.len(),
                 self.server_limits.max_payload_len
             )));
         }
@@ -182,19 +212,7 @@ impl Connection {
             outbox: &self.outbox,
             armed: true,
         };
-        let timeout_ms = deadline.map(|deadline| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
-        });
-        let sent = conn::send_with_payload(&self.outbox, id, args, self.chunk_len, |payload| {
-            Message::Call(Call {
-                method: method.to_owned(),
-                timeout_ms,
-                idempotency_key,
-                schema_hash,
-                payload,
-            })
-        });
+        let sent = conn::send_with_payload(&self.outbox, id, payload, self.chunk_len, build);
         if sent.await.is_err() {
             guard.armed = false;
             self.shared.take(id);
@@ -203,20 +221,15 @@ impl Connection {
         let answer = match deadline {
             Some(deadline) => match timeout_at(deadline, answer).await {
                 Ok(answer) => answer,
-                // The guard cancels the call on the server.
+                // The guard cancels the request on the server.
                 Err(_) => return Err(RpcError::DeadlineExceeded),
             },
             None => answer.await,
         };
         guard.armed = false;
-        let reply = match answer {
-            Ok(reply) => reply?,
-            Err(_) => return Err(RpcError::Unavailable("the connection was lost".into())),
-        };
-        match reply.status {
-            StatusCode::OK => Ok(reply.payload),
-            StatusCode::APPLICATION_ERROR => Err(RpcError::Application(RemoteError(reply.payload))),
-            status => Err(RpcError::from_status(status, reply.message)),
+        match answer {
+            Ok(reply) => reply,
+            Err(_) => Err(RpcError::Unavailable("the connection was lost".into())),
         }
     }
 }

@@ -173,7 +173,7 @@ where
     let function = Arc::new(function);
     Arc::new(move |context: Context, args: Bytes| {
         let function = Arc::clone(&function);
-        let decoded = postcard::from_bytes::<A>(&args);
+        let decoded = crate::wire::decode_exact::<A>(&args);
         Box::pin(async move {
             let args = match decoded {
                 Ok(args) => args,

@@ -1,7 +1,7 @@
 //! The frame loop of an established server connection: requests in, one
 //! task per call, responses out through the connection's writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,9 @@ enum Request {
 
 /// Why the session loop stopped.
 enum Ending {
-    /// The peer closed, or shutdown finished: close quietly.
+    /// The peer closed the connection or it failed.
+    PeerLeft,
+    /// Shutdown or idleness: close quietly.
     Quiet,
     /// The peer broke the protocol: tell it, then close.
     Fatal(StatusCode, String),
@@ -57,6 +59,10 @@ pub(crate) struct Session {
     /// Calls running, each returning its stream id when done.
     tasks: JoinSet<u64>,
     running: HashMap<u64, AbortHandle>,
+    /// Running calls that carry an idempotency key. They outlive a lost
+    /// connection, so that the caller's retry gets their response instead
+    /// of running them again.
+    keyed: HashSet<u64>,
     uploads: HashMap<u64, Upload>,
     /// The highest stream id the peer opened.
     last_stream_id: u64,
@@ -78,6 +84,7 @@ impl Session {
             outbox,
             tasks: JoinSet::new(),
             running: HashMap::new(),
+            keyed: HashSet::new(),
             uploads: HashMap::new(),
             last_stream_id: 0,
             peer_going_away: false,
@@ -103,10 +110,10 @@ impl Session {
                 frame = reader.next() => {
                     idle_deadline = idle.map(|idle| Instant::now() + idle);
                     match frame {
-                        None => break Ending::Quiet,
+                        None => break Ending::PeerLeft,
                         Some(Err(DecodeError::Io(error))) => {
                             tracing::debug!(%error, "read failed");
-                            break Ending::Quiet;
+                            break Ending::PeerLeft;
                         }
                         Some(Err(error)) => break Ending::Fatal(error.status(), error.to_string()),
                         Some(Ok(frame)) => {
@@ -123,6 +130,7 @@ impl Session {
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Ok(id) = done {
                         self.running.remove(&id);
+                        self.keyed.remove(&id);
                     }
                 }
                 changed = shutdown.changed(), if draining.is_none() => {
@@ -146,8 +154,18 @@ impl Session {
             }
         };
         // Whatever still runs is cancelled: the peer left, broke the
-        // protocol, or the grace period is over.
-        self.tasks.abort_all();
+        // protocol, or the grace period is over. Only calls a lost peer may
+        // retry (those with an idempotency key) finish, for the retry.
+        if matches!(ending, Ending::PeerLeft) {
+            for (id, task) in &self.running {
+                if !self.keyed.contains(id) {
+                    task.abort();
+                }
+            }
+            self.tasks.detach_all();
+        } else {
+            self.tasks.abort_all();
+        }
         if let Ending::Fatal(status, message) = ending {
             tracing::debug!(%status, %message, "protocol error; closing");
             let error = ErrorMessage { status, message };
@@ -180,6 +198,7 @@ impl Session {
                 if let Some(task) = self.running.remove(&id) {
                     task.abort();
                 }
+                self.keyed.remove(&id);
                 self.uploads.remove(&id);
             }
             Message::Chunk(bytes) => self.chunk(id, bytes).await,
@@ -424,6 +443,9 @@ impl Session {
             .tasks
             .spawn(tracing::Instrument::instrument(task, span));
         self.running.insert(id, handle);
+        if call.idempotency_key.is_some() {
+            self.keyed.insert(id);
+        }
     }
 
     /// The future that runs the function (or the introspection call), turns

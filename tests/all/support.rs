@@ -1,0 +1,127 @@
+//! Helpers shared by the runtime tests: a server with a few functions, and
+//! a TCP proxy whose connections a test can cut.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rpc_core::{Context, FunctionOptions, Server, ServerConfig, ServerHandle};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A function's own error, returned by `divide`.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MathError {
+    DivisionByZero,
+}
+
+/// Counters the test functions update, so tests can see what ran.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Calls of `slow` that started.
+    pub started: AtomicUsize,
+    /// Calls of `slow` whose future was dropped before finishing.
+    pub dropped: AtomicUsize,
+    /// Calls of `slow` that finished.
+    pub finished: AtomicUsize,
+}
+
+struct CountDrop(Arc<Counters>, bool);
+
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A server with `add`, `greet`, `divide` (which can fail with `MathError`),
+/// `echo` (bytes), `slow` (sleeps the given milliseconds), `whoami`, and
+/// `admin_only` (role `admin`).
+pub fn test_server(counters: &Arc<Counters>) -> Server {
+    let slow_counters = Arc::clone(counters);
+    Server::builder()
+        .config(ServerConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        })
+        .function("add", |(a, b): (i64, i64)| async move { Ok::<_, ()>(a + b) })
+        .function("greet", |name: String| async move {
+            Ok::<_, ()>(format!("hello, {name}"))
+        })
+        .function("divide", |(a, b): (i64, i64)| async move {
+            if b == 0 {
+                Err(MathError::DivisionByZero)
+            } else {
+                Ok(a / b)
+            }
+        })
+        .function("echo", |bytes: Vec<u8>| async move { Ok::<_, ()>(bytes) })
+        .function("slow", move |millis: u64| {
+            let counters = Arc::clone(&slow_counters);
+            async move {
+                counters.started.fetch_add(1, Ordering::SeqCst);
+                let mut guard = CountDrop(Arc::clone(&counters), false);
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                guard.1 = true;
+                counters.finished.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(millis)
+            }
+        })
+        .function_with(
+            "whoami",
+            FunctionOptions::new(),
+            |context: Context, (): ()| async move {
+                Ok::<_, ()>(context.role().map(str::to_owned))
+            },
+        )
+        .function_with(
+            "admin_only",
+            FunctionOptions::new().roles(["admin"]).schema_hash(0xabcd),
+            |_: Context, (): ()| async move { Ok::<_, ()>("secret".to_owned()) },
+        )
+}
+
+/// Starts the test server on a free loopback port.
+pub async fn start(counters: &Arc<Counters>) -> ServerHandle {
+    test_server(counters).bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Waits until `condition` holds, for at most 5 seconds.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A TCP proxy to `target`. Sending `true` on the returned channel cuts
+/// every connection it carries at that moment; new ones still go through.
+pub async fn proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cuts) = watch::channel(0u64);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut cuts = cuts.clone();
+            cuts.borrow_and_update();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cuts.changed() => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
