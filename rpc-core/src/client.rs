@@ -263,13 +263,12 @@ impl Client {
                 .instrument(tracing::debug_span!("call", method))
                 .await;
             match result {
-                Err(RpcError::Unavailable(reason))
-                    if key.is_some() && retries < self.inner.config.max_retries =>
-                {
+                Ok(result) => return Ok(result),
+                Err(failed) if self.may_retry(&failed, key.is_some(), retries) => {
                     retries += 1;
-                    tracing::debug!(method, %reason, retries, "retrying an idempotent call");
+                    tracing::debug!(method, error = %failed.error, retries, "retrying");
                 }
-                result => return result,
+                Err(failed) => return Err(failed.error),
             }
         }
     }
@@ -356,12 +355,19 @@ impl Client {
             match reply {
                 Ok(reply) if reply.status == StatusCode::OK => return Ok(reply.payload),
                 Ok(reply) => return Err(RpcError::from_status(reply.status, reply.message)),
-                Err(RpcError::Unavailable(_)) if retries < self.inner.config.max_retries => {
-                    retries += 1;
-                }
-                Err(error) => return Err(error),
+                Err(failed) if self.may_retry(&failed, true, retries) => retries += 1,
+                Err(failed) => return Err(failed.error),
             }
         }
+    }
+
+    /// Whether a failed attempt is tried again: when the connection failed
+    /// under it and either the server never processed it or it is safe to
+    /// repeat, within the retry budget.
+    fn may_retry(&self, failed: &connection::Failed, idempotent: bool, retries: u32) -> bool {
+        matches!(failed.error, RpcError::Unavailable(_))
+            && (failed.unprocessed || idempotent)
+            && retries < self.inner.config.max_retries
     }
 
     /// Lists the functions the server offers, with their schema hashes.

@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 mod calls;
+mod faults;
 mod properties;
 mod support;
 mod tcp;

@@ -21,7 +21,26 @@ use crate::wire::{
     Call, Frame, FrameCodec, Hello, Limits, Message, Payload, PeerRole, Ping, Response, StatusCode,
 };
 
-type Waiter = oneshot::Sender<Result<Reply, RpcError>>;
+type Waiter = oneshot::Sender<Result<Reply, Failed>>;
+
+/// Why one attempt at a request failed.
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: RpcError,
+    /// The server certainly did not process the request (it was never sent,
+    /// or the server's `GoAway` excluded it), so sending it again is safe
+    /// even if it is not idempotent.
+    pub(super) unprocessed: bool,
+}
+
+impl Failed {
+    fn processed(error: RpcError) -> Failed {
+        Failed {
+            error,
+            unprocessed: false,
+        }
+    }
+}
 
 /// An open connection and its calls in flight.
 #[derive(Debug)]
@@ -58,7 +77,7 @@ impl Shared {
     /// Marks the connection unusable and fails the calls in flight with ids
     /// above `after` (all of them for 0) as unavailable: they never reached a
     /// server that will answer.
-    fn fail_from(&self, after: u64, reason: &str) {
+    fn fail_from(&self, after: u64, reason: &str, unprocessed: bool) {
         self.open.store(false, Ordering::Release);
         let failed: Vec<Waiter> = {
             let mut in_flight = self.lock();
@@ -66,7 +85,10 @@ impl Shared {
             ids.iter().filter_map(|id| in_flight.remove(id)).collect()
         };
         for waiter in failed {
-            let _ = waiter.send(Err(RpcError::Unavailable(reason.to_owned())));
+            let _ = waiter.send(Err(Failed {
+                error: RpcError::Unavailable(reason.to_owned()),
+                unprocessed,
+            }));
         }
     }
 }
@@ -165,7 +187,7 @@ impl Connection {
         deadline: Option<Instant>,
         idempotency_key: Option<[u8; 16]>,
         schema_hash: Option<u64>,
-    ) -> Result<Bytes, RpcError> {
+    ) -> Result<Bytes, Failed> {
         let timeout_ms = deadline.map(|deadline| {
             let left = deadline.saturating_duration_since(Instant::now());
             u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
@@ -183,8 +205,13 @@ impl Connection {
             .await?;
         match reply.status {
             StatusCode::OK => Ok(reply.payload),
-            StatusCode::APPLICATION_ERROR => Err(RpcError::Application(RemoteError(reply.payload))),
-            status => Err(RpcError::from_status(status, reply.message)),
+            StatusCode::APPLICATION_ERROR => Err(Failed::processed(RpcError::Application(
+                RemoteError(reply.payload),
+            ))),
+            status => Err(Failed::processed(RpcError::from_status(
+                status,
+                reply.message,
+            ))),
         }
     }
 
@@ -195,13 +222,13 @@ impl Connection {
         payload: Bytes,
         deadline: Option<Instant>,
         build: impl FnOnce(Payload) -> Message,
-    ) -> Result<Reply, RpcError> {
+    ) -> Result<Reply, Failed> {
         if payload.len() as u64 > self.server_limits.max_payload_len {
-            return Err(RpcError::ResourceExhausted(format!(
+            return Err(Failed::processed(RpcError::ResourceExhausted(format!(
                 "a payload of {} bytes exceeds the server's limit of {}",
                 payload.len(),
                 self.server_limits.max_payload_len
-            )));
+            ))));
         }
         let id = self.next_id.fetch_add(2, Ordering::Relaxed);
         let (waiter, answer) = oneshot::channel();
@@ -216,20 +243,25 @@ impl Connection {
         if sent.await.is_err() {
             guard.armed = false;
             self.shared.take(id);
-            return Err(RpcError::Unavailable("the connection is closed".into()));
+            return Err(Failed {
+                error: RpcError::Unavailable("the connection is closed".into()),
+                unprocessed: true,
+            });
         }
         let answer = match deadline {
             Some(deadline) => match timeout_at(deadline, answer).await {
                 Ok(answer) => answer,
                 // The guard cancels the request on the server.
-                Err(_) => return Err(RpcError::DeadlineExceeded),
+                Err(_) => return Err(Failed::processed(RpcError::DeadlineExceeded)),
             },
             None => answer.await,
         };
         guard.armed = false;
         match answer {
             Ok(reply) => reply,
-            Err(_) => Err(RpcError::Unavailable("the connection was lost".into())),
+            Err(_) => Err(Failed::processed(RpcError::Unavailable(
+                "the connection was lost".into(),
+            ))),
         }
     }
 }
@@ -326,11 +358,8 @@ async fn read_loop(
                         downloads.insert(id, Download { response, receiver });
                     }
                     Err(error) => {
-                        deliver(
-                            &shared,
-                            id,
-                            Err(RpcError::ResourceExhausted(error.to_string())),
-                        );
+                        let error = RpcError::ResourceExhausted(error.to_string());
+                        deliver(&shared, id, Err(Failed::processed(error)));
                         let _ = outbox.send(Frame::new(id, Message::Cancel)).await;
                     }
                 },
@@ -340,7 +369,8 @@ async fn read_loop(
                     && let Err(error) = download.receiver.push(bytes)
                 {
                     downloads.remove(&id);
-                    deliver(&shared, id, Err(RpcError::Internal(error.to_string())));
+                    let error = RpcError::Internal(error.to_string());
+                    deliver(&shared, id, Err(Failed::processed(error)));
                     let _ = outbox.send(Frame::new(id, Message::Cancel)).await;
                 }
             }
@@ -354,7 +384,7 @@ async fn read_loop(
                             message: download.response.message,
                             payload,
                         })
-                        .map_err(|error| RpcError::Internal(error.to_string()));
+                        .map_err(|error| Failed::processed(RpcError::Internal(error.to_string())));
                     deliver(&shared, id, result);
                 }
             }
@@ -364,7 +394,7 @@ async fn read_loop(
             }
             Message::GoAway(goaway) => {
                 tracing::debug!(last = goaway.last_stream_id, "the server is going away");
-                shared.fail_from(goaway.last_stream_id, "the server is shutting down");
+                shared.fail_from(goaway.last_stream_id, "the server is shutting down", true);
             }
             Message::Error(error) => {
                 break format!(
@@ -376,10 +406,10 @@ async fn read_loop(
         }
     };
     tracing::debug!(%reason, "connection ended");
-    shared.fail_from(0, &reason);
+    shared.fail_from(0, &reason, false);
 }
 
-fn deliver(shared: &Shared, id: u64, result: Result<Reply, RpcError>) {
+fn deliver(shared: &Shared, id: u64, result: Result<Reply, Failed>) {
     if let Some(waiter) = shared.take(id) {
         let _ = waiter.send(result);
     }

@@ -1,0 +1,374 @@
+//! Faults and hostile peers against the runtime. After each, a well-behaved
+//! client still gets correct answers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rpc_core::{
+    Call, CallOptions, Client, ClientConfig, Frame, FrameCodec, Hello, Limits, Message, Payload,
+    PeerRole, RpcError, StatusCode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_util::codec::Framed;
+
+use crate::support::{Counters, eventually, proxy, start, test_server};
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+async fn assert_answers(client: &Client) {
+    let sum: i64 = client.call("add", &(40i64, 2i64)).await.unwrap();
+    assert_eq!(sum, 42);
+}
+
+/// Opens a raw framed connection and completes the handshake.
+async fn raw_session(addr: std::net::SocketAddr) -> Framed<TcpStream, FrameCodec> {
+    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), FrameCodec::new());
+    let hello = Hello {
+        peer_name: "raw".into(),
+        role: PeerRole::Client,
+        token: None,
+        limits: Limits::default(),
+    };
+    framed
+        .send(Frame::connection(Message::Hello(hello)))
+        .await
+        .unwrap();
+    let welcome = framed.next().await.unwrap().unwrap();
+    assert!(matches!(welcome.message, Message::Welcome(_)));
+    framed
+}
+
+/// Reads until the server closes, returning the frames it sent.
+async fn frames_until_close(framed: &mut Framed<TcpStream, FrameCodec>) -> Vec<Message> {
+    let mut messages = Vec::new();
+    while let Some(frame) = timeout(PATIENCE, framed.next())
+        .await
+        .expect("the server closes the connection")
+    {
+        match frame {
+            Ok(frame) => messages.push(frame.message),
+            Err(_) => break,
+        }
+    }
+    messages
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let client = Client::new(server.local_addr().to_string());
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = timeout(PATIENCE, silent.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0)), "closed without a word: {read:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn garbage_after_the_handshake_gets_an_error_and_a_close() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let client = Client::new(server.local_addr().to_string());
+    assert_answers(&client).await;
+
+    let framed = raw_session(server.local_addr()).await;
+    let mut socket = framed.into_inner();
+    socket
+        .write_all(&[0, 0, 0, 14, 1, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 9, 9])
+        .await
+        .unwrap();
+    let mut framed = Framed::new(socket, FrameCodec::new());
+    let messages = frames_until_close(&mut framed).await;
+    let Some(Message::Error(error)) = messages.last() else {
+        panic!("expected an Error frame, got {messages:?}");
+    };
+    assert_eq!(error.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error.message, "unknown message kind 0x7f");
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_gets_an_error_and_a_close() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let client = Client::new(server.local_addr().to_string());
+
+    let framed = raw_session(server.local_addr()).await;
+    let mut socket = framed.into_inner();
+    socket
+        .write_all(&(64u32 << 20).to_be_bytes())
+        .await
+        .unwrap();
+    let mut framed = Framed::new(socket, FrameCodec::new());
+    let messages = frames_until_close(&mut framed).await;
+    let Some(Message::Error(error)) = messages.last() else {
+        panic!("expected an Error frame, got {messages:?}");
+    };
+    assert_eq!(error.status, StatusCode::RESOURCE_EXHAUSTED);
+    assert_eq!(
+        error.message,
+        "frame of 67108864 bytes exceeds the limit of 1048576"
+    );
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_reused_stream_id_is_a_protocol_error() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let mut framed = raw_session(server.local_addr()).await;
+    let call = |method: &str| {
+        Frame::new(
+            1,
+            Message::Call(Call {
+                method: method.into(),
+                timeout_ms: None,
+                idempotency_key: None,
+                schema_hash: None,
+                payload: Payload::from(Bytes::from(postcard::to_allocvec(&(1i64, 2i64)).unwrap())),
+            }),
+        )
+    };
+    framed.send(call("add")).await.unwrap();
+    framed.send(call("add")).await.unwrap();
+    let messages = frames_until_close(&mut framed).await;
+    assert!(matches!(messages.first(), Some(Message::Response(r)) if r.status == StatusCode::OK));
+    let Some(Message::Error(error)) = messages.last() else {
+        panic!("expected an Error frame, got {messages:?}");
+    };
+    assert_eq!(error.status, StatusCode::BAD_REQUEST);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_call_cancels_the_handler() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let mut framed = raw_session(server.local_addr()).await;
+    let call = Call {
+        method: "slow".into(),
+        timeout_ms: None,
+        idempotency_key: None,
+        schema_hash: None,
+        payload: Payload::from(Bytes::from(postcard::to_allocvec(&60_000u64).unwrap())),
+    };
+    framed
+        .send(Frame::new(1, Message::Call(call)))
+        .await
+        .unwrap();
+    eventually("the call to start", || {
+        counters.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    drop(framed);
+    eventually("the handler to be dropped", || {
+        counters.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_answers(&Client::new(server.local_addr().to_string())).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn five_hundred_connections_at_once() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let addr = server.local_addr().to_string();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..500i64 {
+        let client = Client::new(addr.clone());
+        calls.spawn(async move {
+            let sum: i64 = client.call("add", &(i, 1i64)).await.unwrap();
+            assert_eq!(sum, i + 1);
+            client
+        });
+    }
+    let mut clients = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        clients.push(done.unwrap());
+    }
+    assert_eq!(clients.len(), 500);
+    // All 500 stay connected and usable.
+    for client in clients.iter().step_by(50) {
+        assert_answers(client).await;
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_told_unavailable() {
+    let counters = Arc::new(Counters::default());
+    let server = test_server(&counters)
+        .config(rpc_core::ServerConfig {
+            max_connections: 2,
+            ..rpc_core::ServerConfig::default()
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+    let first = Client::new(addr.clone());
+    let second = Client::new(addr.clone());
+    assert_answers(&first).await;
+    assert_answers(&second).await;
+    let config = ClientConfig {
+        timeout: Some(Duration::from_millis(500)),
+        ..ClientConfig::default()
+    };
+    let third = Client::with_config(addr, config);
+    let error = third
+        .call::<_, i64>("add", &(1i64, 1i64))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RpcError::Unavailable(message) if message.contains("connection limit")),
+        "{error:?}"
+    );
+    assert_answers(&first).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_calls_in_flight_finish() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let client = Client::new(server.local_addr().to_string());
+    assert_answers(&client).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        calls.spawn(async move { client.call::<_, u64>("slow", &300u64).await });
+    }
+    eventually("the calls to start", || {
+        counters.started.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
+    while let Some(done) = calls.join_next().await {
+        assert_eq!(done.unwrap().unwrap(), 300);
+    }
+}
+
+#[tokio::test]
+async fn shutdown_past_its_grace_fails_calls_as_unavailable() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let addr = server.local_addr().to_string();
+    let config = ClientConfig {
+        timeout: Some(Duration::from_secs(3)),
+        max_retries: 0,
+        ..ClientConfig::default()
+    };
+    let client = Client::with_config(addr, config);
+    assert_answers(&client).await;
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move { client.call::<_, u64>("slow", &60_000u64).await })
+    };
+    eventually("the call to start", || {
+        counters.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let started = Instant::now();
+    server.shutdown(Duration::from_millis(200)).await;
+    let error = slow.await.unwrap().unwrap_err();
+    assert!(matches!(error, RpcError::Unavailable(_)), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "nothing hangs");
+    // With the server gone, calls fail clearly instead of hanging.
+    let error = client
+        .call::<_, i64>("add", &(1i64, 1i64))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RpcError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_server_is_reconnected_to() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let addr = server.local_addr();
+    let config = ClientConfig {
+        timeout: Some(Duration::from_secs(5)),
+        ..ClientConfig::default()
+    };
+    let client = Client::with_config(addr.to_string(), config);
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_millis(100)).await;
+
+    // Restart on the same port a little later; the client's next call waits
+    // for it, reconnecting with backoff.
+    let restarted = {
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            test_server(&counters).bind(addr).await.unwrap()
+        })
+    };
+    assert_answers(&client).await;
+    restarted
+        .await
+        .unwrap()
+        .shutdown(Duration::from_secs(1))
+        .await;
+}
+
+#[tokio::test]
+async fn an_idempotent_call_retried_after_a_lost_connection_runs_once() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let (proxy_addr, cut) = proxy(server.local_addr()).await;
+    let client = Client::new(proxy_addr.to_string());
+    assert_answers(&client).await;
+
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let options = CallOptions::new().idempotent();
+            client
+                .call_with::<_, u64, ()>("slow", &400u64, options)
+                .await
+        })
+    };
+    eventually("the call to start", || {
+        counters.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    cut.send_modify(|cuts| *cuts += 1);
+    assert_eq!(
+        call.await.unwrap().unwrap(),
+        400,
+        "the retry got the result"
+    );
+    assert_eq!(
+        counters.started.load(Ordering::SeqCst),
+        1,
+        "the function ran once"
+    );
+    assert_eq!(counters.finished.load(Ordering::SeqCst), 1);
+
+    // A call that is not idempotent is not retried: it fails clearly.
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.call::<_, u64>("slow", &400u64).await })
+    };
+    eventually("the second call to start", || {
+        counters.started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    cut.send_modify(|cuts| *cuts += 1);
+    let error = call.await.unwrap().unwrap_err();
+    assert!(matches!(error, RpcError::Unavailable(_)), "{error:?}");
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
