@@ -253,7 +253,8 @@ impl Client {
         options: CallOptions,
     ) -> Result<Bytes, RpcError> {
         let timeout = options.timeout.or(self.inner.config.timeout);
-        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        // A timeout too large to represent means no deadline.
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let key = options.idempotent.then(|| self.new_key());
         let mut retries = 0;
         loop {
@@ -347,7 +348,7 @@ impl Client {
             .inner
             .config
             .timeout
-            .map(|timeout| Instant::now() + timeout);
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let mut retries = 0;
         loop {
             let connection = self.connection(deadline).await?;

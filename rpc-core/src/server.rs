@@ -274,7 +274,11 @@ impl ServerHandle {
     /// cancels what is left and closes. Returns when every connection is
     /// closed.
     pub async fn shutdown(self, grace: Duration) {
-        self.shutdown.send_replace(Some(Instant::now() + grace));
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(grace)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        self.shutdown.send_replace(Some(deadline));
         let _ = self.task.await;
     }
 }

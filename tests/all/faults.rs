@@ -372,3 +372,82 @@ async fn an_idempotent_call_retried_after_a_lost_connection_runs_once() {
     assert_answers(&client).await;
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn extreme_timeouts_are_served_not_panicked_on() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let mut framed = raw_session(server.local_addr()).await;
+    for (id, timeout_ms) in [(1, u64::MAX), (3, 0)] {
+        let call = Call {
+            method: "add".into(),
+            timeout_ms: Some(timeout_ms),
+            idempotency_key: None,
+            schema_hash: None,
+            payload: Payload::from(Bytes::from(postcard::to_allocvec(&(1i64, 2i64)).unwrap())),
+        };
+        framed
+            .send(Frame::new(id, Message::Call(call)))
+            .await
+            .unwrap();
+        let frame = timeout(PATIENCE, framed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Response(response) = frame.message else {
+            panic!("expected a response");
+        };
+        // No deadline at all, or one already past: both get an answer.
+        assert!(
+            [StatusCode::OK, StatusCode::DEADLINE_EXCEEDED].contains(&response.status),
+            "{response:?}"
+        );
+    }
+    let client = Client::with_config(
+        server.local_addr().to_string(),
+        ClientConfig {
+            timeout: Some(Duration::MAX),
+            ..ClientConfig::default()
+        },
+    );
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_clients_reconnect() {
+    let counters = Arc::new(Counters::default());
+    let server = test_server(&counters)
+        .config(rpc_core::ServerConfig {
+            idle_timeout: Some(Duration::from_millis(200)),
+            ..rpc_core::ServerConfig::default()
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut idle = raw_session(server.local_addr()).await;
+    let started = Instant::now();
+    let messages = frames_until_close(&mut idle).await;
+    assert!(
+        matches!(&messages[..], [Message::GoAway(goaway)] if goaway.last_stream_id == 0),
+        "{messages:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    // A client whose keepalive pings more often than the idle timeout keeps
+    // its connection; one without keepalive loses it but reconnects.
+    for keepalive in [Some(Duration::from_millis(50)), None] {
+        let client = Client::with_config(
+            server.local_addr().to_string(),
+            ClientConfig {
+                keepalive,
+                ..ClientConfig::default()
+            },
+        );
+        assert_answers(&client).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_answers(&client).await;
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}

@@ -97,7 +97,7 @@ impl Session {
         mut shutdown: watch::Receiver<Option<Instant>>,
     ) {
         let idle = self.shared.config.idle_timeout;
-        let mut idle_deadline = idle.map(|idle| Instant::now() + idle);
+        let mut idle_deadline = idle.and_then(|idle| Instant::now().checked_add(idle));
         // Set once draining: by shutdown (with its deadline) or the peer's
         // GoAway (no deadline of ours).
         let mut draining: Option<Option<Instant>> = None;
@@ -108,7 +108,7 @@ impl Session {
             let grace_deadline = draining.flatten();
             tokio::select! {
                 frame = reader.next() => {
-                    idle_deadline = idle.map(|idle| Instant::now() + idle);
+                    idle_deadline = idle.and_then(|idle| Instant::now().checked_add(idle));
                     match frame {
                         None => break Ending::PeerLeft,
                         Some(Err(DecodeError::Io(error))) => {
@@ -149,6 +149,14 @@ impl Session {
                 }
                 () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() && self.running.is_empty() => {
                     tracing::debug!("idle; closing");
+                    // Say so first, so that a request crossing the close is
+                    // known to be unprocessed and safe to send again.
+                    let goaway = GoAway {
+                        last_stream_id: self.last_stream_id,
+                        status: StatusCode::UNAVAILABLE,
+                        message: "the connection was idle".into(),
+                    };
+                    let _ = self.outbox.send(Frame::connection(Message::GoAway(goaway))).await;
                     break Ending::Quiet;
                 }
             }
@@ -400,7 +408,7 @@ impl Session {
     fn start_call(&mut self, id: u64, call: Call, args: Bytes, received_at: Instant) {
         let deadline = call
             .timeout_ms
-            .map(|ms| received_at + Duration::from_millis(ms));
+            .and_then(|ms| received_at.checked_add(Duration::from_millis(ms)));
         let context = Context {
             peer: Arc::clone(&self.peer),
             method: Arc::from(call.method.as_str()),
