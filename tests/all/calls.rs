@@ -178,7 +178,8 @@ async fn dropping_a_call_cancels_it_on_the_server() {
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test]
+// Two worker threads, so that calls race to open streams for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_calls_share_one_connection() {
     let counters = Arc::new(Counters::default());
     let server = crate::support::test_server(&counters)

@@ -2,7 +2,7 @@
 //! the reader task that routes responses to them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio_util::codec::{Framed, FramedRead};
 use crate::client::{ClientConfig, announced_limits};
 use crate::conn::{self, Outbox, Reply};
 use crate::error::{DecodeError, RemoteError, RpcError};
-use crate::transfer::{ChunkReceiver, chunk_len_for};
+use crate::transfer::{ChunkReceiver, ChunkSender, chunk_len_for};
 use crate::wire::{
     Call, Frame, FrameCodec, Hello, Limits, Message, Payload, PeerRole, Ping, Response, StatusCode,
 };
@@ -47,7 +47,8 @@ impl Failed {
 pub(super) struct Connection {
     outbox: Outbox,
     shared: Arc<Shared>,
-    next_id: AtomicU64,
+    /// The next stream id to open: odd, increasing.
+    next_id: Mutex<u64>,
     chunk_len: usize,
     server_limits: Limits,
 }
@@ -169,7 +170,7 @@ impl Connection {
         Ok(Connection {
             outbox,
             shared,
-            next_id: AtomicU64::new(1),
+            next_id: Mutex::new(1),
             chunk_len: chunk_len_for(welcome.limits.max_frame_len),
             server_limits: welcome.limits,
         })
@@ -230,23 +231,45 @@ impl Connection {
                 self.server_limits.max_payload_len
             ))));
         }
-        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
+        let closed = || Failed {
+            error: RpcError::Unavailable("the connection is closed".into()),
+            // A request the server cannot have seen whole is unprocessed.
+            unprocessed: true,
+        };
+        let chunk_len = self.chunk_len;
+        let (first, chunked) = if payload.len() <= chunk_len {
+            (build(Payload::Inline(payload)), None)
+        } else {
+            let len = payload.len() as u64;
+            (build(Payload::Chunked { len }), Some(payload))
+        };
+        // Stream ids must reach the server in increasing order, so the id is
+        // taken and the opening frame queued in one step, under a lock held
+        // for no await: the queue slot is reserved beforehand.
+        let slot = self.outbox.reserve().await.map_err(|_| closed())?;
         let (waiter, answer) = oneshot::channel();
-        self.shared.lock().insert(id, waiter);
+        let id = {
+            let mut next_id = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = *next_id;
+            *next_id += 2;
+            self.shared.lock().insert(id, waiter);
+            slot.send(Frame::new(id, first));
+            id
+        };
         let mut guard = CancelOnDrop {
             id,
             shared: &self.shared,
             outbox: &self.outbox,
             armed: true,
         };
-        let sent = conn::send_with_payload(&self.outbox, id, payload, self.chunk_len, build);
-        if sent.await.is_err() {
-            guard.armed = false;
-            self.shared.take(id);
-            return Err(Failed {
-                error: RpcError::Unavailable("the connection is closed".into()),
-                unprocessed: true,
-            });
+        if let Some(payload) = chunked {
+            for frame in ChunkSender::frames(id, payload, chunk_len) {
+                if self.outbox.send(frame).await.is_err() {
+                    guard.armed = false;
+                    self.shared.take(id);
+                    return Err(closed());
+                }
+            }
         }
         let answer = match deadline {
             Some(deadline) => match timeout_at(deadline, answer).await {
@@ -317,25 +340,32 @@ async fn read_loop(
     max_payload_len: u64,
 ) {
     let mut downloads: HashMap<u64, Download> = HashMap::new();
-    let mut last_heard = Instant::now();
-    let mut pinged = false;
+    // Silence is sampled by a ticker instead of a timer reset per frame.
     let tick = keepalive.unwrap_or(Duration::from_secs(3600));
+    let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard_since_tick = false;
+    let mut pinged = false;
+    let dropped = shared.dropped.notified();
+    tokio::pin!(dropped);
     let reason = loop {
         let frame = tokio::select! {
             frame = reader.next() => frame,
-            () = shared.dropped.notified() => break "the client no longer uses it".to_owned(),
-            () = tokio::time::sleep_until(last_heard + tick), if keepalive.is_some() => {
-                if pinged {
+            () = &mut dropped => break "the client no longer uses it".to_owned(),
+            _ = ticker.tick(), if keepalive.is_some() => {
+                if heard_since_tick {
+                    heard_since_tick = false;
+                    pinged = false;
+                } else if pinged {
                     break "the server stopped answering pings".to_owned();
+                } else {
+                    pinged = true;
+                    let _ = outbox.send(Frame::connection(Message::Ping(Ping { nonce: 0 }))).await;
                 }
-                pinged = true;
-                last_heard = Instant::now();
-                let _ = outbox.send(Frame::connection(Message::Ping(Ping { nonce: 0 }))).await;
                 continue;
             }
         };
-        last_heard = Instant::now();
-        pinged = false;
+        heard_since_tick = true;
         let frame = match frame {
             None => break "the server closed the connection".to_owned(),
             Some(Err(DecodeError::Io(error))) => break format!("the connection failed: {error}"),

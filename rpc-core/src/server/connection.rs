@@ -74,9 +74,8 @@ pub(crate) async fn serve<T>(
         role,
     });
     let (reader, outbox, writer) = conn::split(framed);
-    Session::new(shared, peer, hello.limits, outbox)
-        .run(reader, shutdown)
-        .await;
+    let (session, done) = Session::new(shared, peer, hello.limits, outbox);
+    session.run(reader, shutdown, done).await;
     // The session dropped its outbox; the writer flushes and closes.
     let _ = writer.await;
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::codec::FramedRead;
 
@@ -56,8 +56,8 @@ pub(crate) struct Session {
     peer: Arc<PeerInfo>,
     peer_limits: Limits,
     outbox: Outbox,
-    /// Calls running, each returning its stream id when done.
-    tasks: JoinSet<u64>,
+    /// Running calls report their stream id here when done.
+    done: mpsc::UnboundedSender<u64>,
     running: HashMap<u64, AbortHandle>,
     /// Running calls that carry an idempotency key. They outlive a lost
     /// connection, so that the caller's retry gets their response instead
@@ -71,44 +71,65 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A session, and the receiver its [`run`](Self::run) loop needs.
     pub(crate) fn new(
         shared: Arc<Shared>,
         peer: Arc<PeerInfo>,
         peer_limits: Limits,
         outbox: Outbox,
-    ) -> Session {
-        Session {
+    ) -> (Session, mpsc::UnboundedReceiver<u64>) {
+        let (done, finished) = mpsc::unbounded_channel();
+        let session = Session {
             shared,
             peer,
             peer_limits,
             outbox,
-            tasks: JoinSet::new(),
+            done,
             running: HashMap::new(),
             keyed: HashSet::new(),
             uploads: HashMap::new(),
             last_stream_id: 0,
             peer_going_away: false,
-        }
+        };
+        (session, finished)
     }
 
     pub(crate) async fn run(
         mut self,
         mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
         mut shutdown: watch::Receiver<Option<Instant>>,
+        mut done: mpsc::UnboundedReceiver<u64>,
     ) {
+        // Idleness is sampled by a ticker at a quarter of the timeout rather
+        // than by a timer reset on every frame, which would cost a timer
+        // registration per frame.
         let idle = self.shared.config.idle_timeout;
-        let mut idle_deadline = idle.and_then(|idle| Instant::now().checked_add(idle));
-        // Set once draining: by shutdown (with its deadline) or the peer's
-        // GoAway (no deadline of ours).
-        let mut draining: Option<Option<Instant>> = None;
+        let tick = idle.map_or(Duration::from_secs(3600), |idle| {
+            (idle / 4).max(Duration::from_millis(1))
+        });
+        let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut frames_since_tick = 0u64;
+        let mut quiet_ticks = 0u32;
+        let shutdown_signal = async move {
+            match shutdown.changed().await {
+                Ok(()) => *shutdown.borrow(),
+                Err(_) => Some(Instant::now()),
+            }
+        };
+        tokio::pin!(shutdown_signal);
+        let grace = sleep_until(far_future());
+        tokio::pin!(grace);
+        // Set once draining: by shutdown (with a grace deadline) or by the
+        // peer's GoAway.
+        let mut draining = false;
         let ending = loop {
-            if draining.is_some() && self.running.is_empty() && self.uploads.is_empty() {
+            if draining && self.running.is_empty() && self.uploads.is_empty() {
                 break Ending::Quiet;
             }
-            let grace_deadline = draining.flatten();
             tokio::select! {
                 frame = reader.next() => {
-                    idle_deadline = idle.and_then(|idle| Instant::now().checked_add(idle));
+                    frames_since_tick += 1;
                     match frame {
                         None => break Ending::PeerLeft,
                         Some(Err(DecodeError::Io(error))) => {
@@ -117,62 +138,57 @@ impl Session {
                         }
                         Some(Err(error)) => break Ending::Fatal(error.status(), error.to_string()),
                         Some(Ok(frame)) => {
-                            let accepting = draining.is_none();
-                            if let Err((status, message)) = self.handle(frame, accepting).await {
+                            if let Err((status, message)) = self.handle(frame, !draining).await {
                                 break Ending::Fatal(status, message);
                             }
-                            if draining.is_none() && self.peer_going_away {
-                                draining = Some(None);
-                            }
+                            draining |= self.peer_going_away;
                         }
                     }
                 }
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    if let Ok(id) = done {
-                        self.running.remove(&id);
-                        self.keyed.remove(&id);
-                    }
+                Some(id) = done.recv() => {
+                    self.running.remove(&id);
+                    self.keyed.remove(&id);
                 }
-                changed = shutdown.changed(), if draining.is_none() => {
-                    let deadline = if changed.is_ok() { *shutdown.borrow() } else { Some(Instant::now()) };
+                deadline = &mut shutdown_signal, if !draining => {
                     let goaway = GoAway {
                         last_stream_id: self.last_stream_id,
                         status: StatusCode::UNAVAILABLE,
                         message: "the server is shutting down".into(),
                     };
                     let _ = self.outbox.send(Frame::connection(Message::GoAway(goaway))).await;
-                    draining = Some(deadline);
+                    grace.as_mut().reset(deadline.unwrap_or_else(Instant::now));
+                    draining = true;
                 }
-                () = sleep_until(grace_deadline.unwrap_or_else(far_future)), if grace_deadline.is_some() => {
+                () = &mut grace => {
                     tracing::debug!(left = self.running.len(), "shutdown grace over; cancelling calls");
                     break Ending::Quiet;
                 }
-                () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() && self.running.is_empty() => {
-                    tracing::debug!("idle; closing");
-                    // Say so first, so that a request crossing the close is
-                    // known to be unprocessed and safe to send again.
-                    let goaway = GoAway {
-                        last_stream_id: self.last_stream_id,
-                        status: StatusCode::UNAVAILABLE,
-                        message: "the connection was idle".into(),
-                    };
-                    let _ = self.outbox.send(Frame::connection(Message::GoAway(goaway))).await;
-                    break Ending::Quiet;
+                _ = ticker.tick(), if idle.is_some() => {
+                    quiet_ticks = if frames_since_tick == 0 && self.running.is_empty() { quiet_ticks + 1 } else { 0 };
+                    frames_since_tick = 0;
+                    if quiet_ticks >= 4 {
+                        tracing::debug!("idle; closing");
+                        // Say so first, so that a request crossing the close
+                        // is known to be unprocessed and safe to send again.
+                        let goaway = GoAway {
+                            last_stream_id: self.last_stream_id,
+                            status: StatusCode::UNAVAILABLE,
+                            message: "the connection was idle".into(),
+                        };
+                        let _ = self.outbox.send(Frame::connection(Message::GoAway(goaway))).await;
+                        break Ending::Quiet;
+                    }
                 }
             }
         };
         // Whatever still runs is cancelled: the peer left, broke the
         // protocol, or the grace period is over. Only calls a lost peer may
         // retry (those with an idempotency key) finish, for the retry.
-        if matches!(ending, Ending::PeerLeft) {
-            for (id, task) in &self.running {
-                if !self.keyed.contains(id) {
-                    task.abort();
-                }
+        let keep_keyed = matches!(ending, Ending::PeerLeft);
+        for (id, task) in &self.running {
+            if !(keep_keyed && self.keyed.contains(id)) {
+                task.abort();
             }
-            self.tasks.detach_all();
-        } else {
-            self.tasks.abort_all();
         }
         if let Ending::Fatal(status, message) = ending {
             tracing::debug!(%status, %message, "protocol error; closing");
@@ -429,6 +445,7 @@ impl Session {
             None => self.invoke(context, args, None),
         };
         let outbox = self.outbox.clone();
+        let done = self.done.clone();
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         let max_payload = self.peer_limits.max_payload_len;
         let span =
@@ -445,12 +462,10 @@ impl Session {
             };
             tracing::Span::current().record("status", reply.status.as_u16());
             conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
-            id
+            let _ = done.send(id);
         };
-        let handle = self
-            .tasks
-            .spawn(tracing::Instrument::instrument(task, span));
-        self.running.insert(id, handle);
+        let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
+        self.running.insert(id, handle.abort_handle());
         if call.idempotency_key.is_some() {
             self.keyed.insert(id);
         }

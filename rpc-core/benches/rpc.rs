@@ -1,0 +1,324 @@
+//! Client and server over loopback TCP against a raw floor measured in the
+//! same run: the same frames echoed by a bare `LengthDelimitedCodec` server.
+//!
+//! Measures sequential round-trip latency of a 64-byte call (p50, p99),
+//! pipelined throughput (1 connection x 128 in flight, 4 x 64), and bulk
+//! transfer of 1 MiB and 16 MiB payloads, each as a ratio to the floor.
+//!
+//! Run with `cargo bench -p rpc-core --bench rpc`.
+
+// A bench panics on a broken setup; that is the right report.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use rpc_core::{
+    Call, ChunkSender, Client, DEFAULT_MAX_FRAME_LEN, Frame, Message, Payload, Server,
+    ServerConfig, chunk_len_for,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+const SMALL: usize = 64;
+const LATENCY_CALLS: usize = 5_000;
+const PIPELINED_CALLS: usize = 50_000;
+
+/// A connection to the floor server, split so that a round trip writes and
+/// reads at once (a large payload would otherwise fill both sockets' buffers
+/// and stall).
+struct FloorConnection {
+    sink: SplitSink<Framed<TcpStream, LengthDelimitedCodec>, Bytes>,
+    stream: SplitStream<Framed<TcpStream, LengthDelimitedCodec>>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let server = Server::builder()
+        .config(ServerConfig {
+            max_in_flight: 1024,
+            max_payload_len: 64 << 20,
+            ..ServerConfig::default()
+        })
+        .function("echo", |bytes: Bytes| async move { Ok::<_, ()>(bytes) })
+        .bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = server.local_addr().to_string();
+    let floor = spawn_floor().await;
+    println!(
+        "rpc-core client/server vs the same frames echoed by a LengthDelimitedCodec server (loopback TCP)"
+    );
+
+    // RPC_BENCH=latency|pipelined|bulk runs one section, for profiling.
+    let only = std::env::var("RPC_BENCH").ok();
+    let runs = |section: &str| only.as_deref().is_none_or(|only| only == section);
+    let args = Bytes::from(vec![7u8; SMALL]);
+    let frames = call_frames(&args);
+    let client = Client::new(addr.clone());
+    let mut raw = connect_floor(floor).await;
+    if runs("latency") {
+        latency(&client, &args, &mut raw, &frames).await;
+    }
+    if runs("pipelined") {
+        for (connections, in_flight) in [(1, 128), (4, 64)] {
+            let ours = pipelined_ours(&addr, connections, in_flight, &args).await;
+            let floor_rate = pipelined_floor(floor, connections, in_flight, &frames).await;
+            println!(
+                "pipelined {connections} conn x {in_flight:>3} in flight        {:>9.0} calls/s | floor {:>9.0} calls/s | ratio {:.2}x",
+                ours,
+                floor_rate,
+                ours / floor_rate
+            );
+        }
+    }
+    if runs("bulk") {
+        bulk(&client, &mut raw).await;
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Sequential round trips of a 64-byte call.
+async fn latency(client: &Client, args: &Bytes, raw: &mut FloorConnection, frames: &[Bytes]) {
+    let _: Bytes = client.call("echo", args).await.unwrap();
+    let mut ours = Vec::with_capacity(LATENCY_CALLS);
+    for _ in 0..LATENCY_CALLS {
+        let started = Instant::now();
+        let _: Bytes = client.call("echo", args).await.unwrap();
+        ours.push(started.elapsed());
+    }
+    round_trip(raw, frames).await;
+    let mut floor_times = Vec::with_capacity(LATENCY_CALLS);
+    for _ in 0..LATENCY_CALLS {
+        let started = Instant::now();
+        round_trip(raw, frames).await;
+        floor_times.push(started.elapsed());
+    }
+    for (name, quantile) in [("p50", 0.50), ("p99", 0.99)] {
+        let (a, b) = (
+            percentile(&mut ours, quantile),
+            percentile(&mut floor_times, quantile),
+        );
+        println!(
+            "latency {name}, 64-byte call          {:>9.1} us | floor {:>9.1} us | ratio {:.2}x",
+            micros(a),
+            micros(b),
+            a.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+}
+
+/// The payload goes to the server and comes back.
+async fn bulk(client: &Client, raw: &mut FloorConnection) {
+    for size in [1usize << 20, 16 << 20] {
+        let payload = Bytes::from(vec![0x5au8; size]);
+        let _: Bytes = client.call("echo", &payload).await.unwrap();
+        let rounds = (64 << 20) / size;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let echoed: Bytes = client.call("echo", &payload).await.unwrap();
+            assert_eq!(echoed.len(), size);
+        }
+        let ours = (2 * size * rounds) as f64 / started.elapsed().as_secs_f64();
+        let frames = call_frames(&payload);
+        round_trip(raw, &frames).await;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            round_trip(raw, &frames).await;
+        }
+        let theirs = (2 * size * rounds) as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "bulk {:>2} MiB echo                    {:>9.0} MiB/s  | floor {:>9.0} MiB/s  | ratio {:.2}x",
+            size >> 20,
+            ours / f64::from(1 << 20),
+            theirs / f64::from(1 << 20),
+            ours / theirs
+        );
+    }
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+fn percentile(samples: &mut [Duration], quantile: f64) -> Duration {
+    samples.sort_unstable();
+    let index = ((samples.len() as f64 - 1.0) * quantile).round() as usize;
+    samples[index.min(samples.len() - 1)]
+}
+
+/// The frames a client sends for one `echo` call with `args`, without their
+/// length prefixes (the floor's codec adds those): inline or chunked, as the
+/// client does.
+fn call_frames(args: &Bytes) -> Vec<Bytes> {
+    let encoded = Bytes::from(postcard::to_allocvec(args).unwrap());
+    let chunk_len = chunk_len_for(DEFAULT_MAX_FRAME_LEN);
+    let call = |payload| {
+        Message::Call(Call {
+            method: "echo".into(),
+            timeout_ms: Some(30_000),
+            idempotency_key: None,
+            schema_hash: None,
+            payload,
+        })
+    };
+    let mut frames = Vec::new();
+    if encoded.len() <= chunk_len {
+        frames.push(Frame::new(1, call(Payload::Inline(encoded))));
+    } else {
+        let len = encoded.len() as u64;
+        frames.push(Frame::new(1, call(Payload::Chunked { len })));
+        frames.extend(ChunkSender::frames(1, encoded, chunk_len));
+    }
+    frames
+        .iter()
+        .map(|frame| {
+            let mut buf = BytesMut::new();
+            frame.encode(&mut buf, u32::MAX).unwrap();
+            buf.split_off(4).freeze()
+        })
+        .collect()
+}
+
+fn floor_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(64 << 20)
+        .new_codec()
+}
+
+/// A server that echoes every frame, flushing once per batch of frames
+/// already received.
+async fn spawn_floor() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            socket.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let mut framed = Framed::new(socket, floor_codec());
+                while let Some(Ok(frame)) = framed.next().await {
+                    if framed.feed(frame.freeze()).await.is_err() {
+                        return;
+                    }
+                    while let Some(Some(Ok(frame))) = framed.next().now_or_never() {
+                        if framed.feed(frame.freeze()).await.is_err() {
+                            return;
+                        }
+                    }
+                    if SinkExt::<Bytes>::flush(&mut framed).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn connect_floor(addr: SocketAddr) -> FloorConnection {
+    let socket = TcpStream::connect(addr).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    let (sink, stream) = Framed::new(socket, floor_codec()).split();
+    FloorConnection { sink, stream }
+}
+
+/// Sends the frames of one call and reads back as many.
+async fn round_trip(raw: &mut FloorConnection, frames: &[Bytes]) {
+    let write = async {
+        for frame in frames {
+            raw.sink.feed(frame.clone()).await.unwrap();
+        }
+        raw.sink.flush().await.unwrap();
+    };
+    let read = async {
+        for _ in frames {
+            raw.stream.next().await.unwrap().unwrap();
+        }
+    };
+    tokio::join!(write, read);
+}
+
+async fn pipelined_ours(addr: &str, connections: usize, in_flight: usize, args: &Bytes) -> f64 {
+    let clients: Vec<Client> = (0..connections).map(|_| Client::new(addr)).collect();
+    for client in &clients {
+        let _: Bytes = client.call("echo", args).await.unwrap();
+    }
+    let remaining = Arc::new(AtomicUsize::new(PIPELINED_CALLS));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in &clients {
+        for _ in 0..in_flight {
+            let client = client.clone();
+            let args = args.clone();
+            let remaining = Arc::clone(&remaining);
+            tasks.spawn(async move {
+                while remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let _: Bytes = client.call("echo", &args).await.unwrap();
+                }
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    PIPELINED_CALLS as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn pipelined_floor(
+    addr: SocketAddr,
+    connections: usize,
+    in_flight: usize,
+    frames: &[Bytes],
+) -> f64 {
+    let frame = frames.first().cloned().unwrap();
+    let per_connection = PIPELINED_CALLS / connections;
+    let mut sockets = Vec::new();
+    for _ in 0..connections {
+        sockets.push(connect_floor(addr).await);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for FloorConnection {
+        mut sink,
+        mut stream,
+    } in sockets
+    {
+        let frame = frame.clone();
+        tasks.spawn(async move {
+            let window = Arc::new(Semaphore::new(in_flight));
+            let writer = {
+                let window = Arc::clone(&window);
+                tokio::spawn(async move {
+                    for _ in 0..per_connection {
+                        window.acquire().await.unwrap().forget();
+                        sink.feed(frame.clone()).await.unwrap();
+                        if window.available_permits() == 0 {
+                            sink.flush().await.unwrap();
+                        }
+                    }
+                    sink.flush().await.unwrap();
+                    sink
+                })
+            };
+            for _ in 0..per_connection {
+                stream.next().await.unwrap().unwrap();
+                window.add_permits(1);
+            }
+            drop(writer.await.unwrap());
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    (per_connection * connections) as f64 / started.elapsed().as_secs_f64()
+}
