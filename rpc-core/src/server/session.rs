@@ -2,6 +2,7 @@
 //! task per call, responses out through the connection's writer.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -464,7 +465,16 @@ impl Session {
             conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
             let _ = done.send(id);
         };
-        let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
+        // Most functions finish without waiting: run them right here, so that
+        // their responses join the same write as their neighbours' and cost
+        // no task, and spawn only those that wait. A future may be polled
+        // with any waker first; the spawned task polls it again with its own.
+        let mut task = Box::pin(tracing::Instrument::instrument(task, span));
+        let mut no_wake = std::task::Context::from_waker(std::task::Waker::noop());
+        if task.as_mut().poll(&mut no_wake).is_ready() {
+            return;
+        }
+        let handle = tokio::spawn(task);
         self.running.insert(id, handle.abort_handle());
         if call.idempotency_key.is_some() {
             self.keyed.insert(id);
