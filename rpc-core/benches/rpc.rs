@@ -12,7 +12,8 @@
     clippy::expect_used,
     clippy::unwrap_used,
     clippy::cast_precision_loss,
-    clippy::cast_possible_truncation
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing
 )]
 
 use std::net::SocketAddr;

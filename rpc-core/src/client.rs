@@ -63,6 +63,9 @@ pub struct ClientConfig {
     /// The largest response payload this client accepts. The default is
     /// [`DEFAULT_MAX_PAYLOAD_LEN`], 64 MiB.
     pub max_payload_len: u64,
+    /// Connect with TLS. The default is none: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -78,6 +81,8 @@ impl Default for ClientConfig {
             keepalive: Some(DEFAULT_KEEPALIVE),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -72,6 +72,8 @@ mod client;
 mod conn;
 mod error;
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transfer;
 mod wire;
 

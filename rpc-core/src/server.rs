@@ -135,6 +135,8 @@ pub struct Server {
     registry: Registry,
     tokens: Tokens,
     config: ServerConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<crate::tls::rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -158,6 +160,14 @@ impl Server {
     /// Replaces the configuration.
     pub fn config(mut self, config: ServerConfig) -> Server {
         self.config = config;
+        self
+    }
+
+    /// Serves TLS only, with `config` (certificate chain and key). Requires
+    /// the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<crate::tls::rustls::ServerConfig>) -> Server {
+        self.tls = Some(config);
         self
     }
 
@@ -240,8 +250,12 @@ impl Server {
             config,
         });
         let (shutdown, watcher) = watch::channel(None);
+        #[cfg(feature = "tls")]
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        #[cfg(not(feature = "tls"))]
+        let tls = None;
         let task = tokio::spawn(
-            accept_loop(listener, shared, watcher)
+            accept_loop(listener, shared, watcher, tls)
                 .instrument(tracing::info_span!("server", addr = %local_addr)),
         );
         Ok(ServerHandle {
@@ -283,10 +297,17 @@ impl ServerHandle {
     }
 }
 
+#[cfg(feature = "tls")]
+type Acceptor = tokio_rustls::TlsAcceptor;
+/// Without the `tls` feature there is no acceptor.
+#[cfg(not(feature = "tls"))]
+type Acceptor = std::convert::Infallible;
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<connection::Shared>,
     mut shutdown: watch::Receiver<Option<Instant>>,
+    tls: Option<Acceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let mut connections = JoinSet::new();
@@ -308,8 +329,12 @@ async fn accept_loop(
                     Ok(permit) => {
                         let shared = Arc::clone(&shared);
                         let shutdown = shutdown.clone();
+                        #[allow(clippy::clone_on_copy, reason = "an acceptor is Copy only without TLS")]
+                        let tls = tls.clone();
                         connections.spawn(async move {
-                            connection::serve(socket, Some(addr), shared, shutdown).await;
+                            if let Some(io) = secure(socket, tls, &shared).await {
+                                connection::serve(io, Some(addr), shared, shutdown).await;
+                            }
                             drop(permit);
                         }.instrument(span));
                     }
@@ -324,4 +349,37 @@ async fn accept_loop(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Performs the TLS handshake if the server has TLS, within the handshake
+/// timeout; `None` if it fails.
+async fn secure(
+    socket: tokio::net::TcpStream,
+    tls: Option<Acceptor>,
+    shared: &connection::Shared,
+) -> Option<Box<dyn crate::conn::Io>> {
+    let Some(acceptor) = tls else {
+        return Some(Box::new(socket));
+    };
+    #[cfg(feature = "tls")]
+    {
+        let accepted =
+            tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(socket)).await;
+        match accepted {
+            Ok(Ok(stream)) => Some(Box::new(stream)),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("no TLS handshake in time");
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = shared;
+        match acceptor {}
+    }
 }

@@ -10,4 +10,5 @@ mod faults;
 mod properties;
 mod support;
 mod tcp;
+mod tls;
 mod vectors;

@@ -106,9 +106,13 @@ impl Connection {
             Err(_) => return Err(unavailable("connect to", &"timed out")),
         };
         let _ = socket.set_nodelay(true);
+        let io: Box<dyn conn::Io> = match secure(socket, config).await {
+            Ok(io) => io,
+            Err(error) => return Err(unavailable("set up TLS with", &error)),
+        };
         let mut codec = FrameCodec::new();
         codec.set_max_frame_len(config.max_frame_len);
-        let mut framed = Framed::new(socket, codec);
+        let mut framed = Framed::new(io, codec);
         let hello = Hello {
             peer_name: config.name.clone(),
             role: PeerRole::Client,
@@ -296,6 +300,26 @@ impl Drop for Connection {
         self.shared.open.store(false, Ordering::Release);
         self.shared.dropped.notify_one();
     }
+}
+
+/// Wraps the socket in TLS if the configuration asks for it.
+#[cfg(feature = "tls")]
+async fn secure(socket: TcpStream, config: &ClientConfig) -> std::io::Result<Box<dyn conn::Io>> {
+    let Some(tls) = &config.tls else {
+        return Ok(Box::new(socket));
+    };
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+    let stream = timeout(config.connect_timeout, connector.connect(name, socket))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    Ok(Box::new(stream))
+}
+
+#[cfg(not(feature = "tls"))]
+async fn secure(socket: TcpStream, _: &ClientConfig) -> std::io::Result<Box<dyn conn::Io>> {
+    Ok(Box::new(socket))
 }
 
 /// Cancels a call on the server if its future is dropped before it ends.
