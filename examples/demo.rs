@@ -1,370 +1,175 @@
-//! The main demo: a client and a server speaking the wire protocol over a real
-//! TCP socket on loopback, printing every exchange.
-//!
-//! It walks through the four purposes of the protocol (call a function, send
-//! data, request data, transfer a program), with a payload large enough to be
-//! chunked, and ends with a ping and a graceful shutdown.
+//! The main demo: a server with a few functions, a data store and a program
+//! store, and a client calling it over TCP on loopback, printing what
+//! happens: typed results, each kind of error, deadlines, a thousand
+//! concurrent calls on one connection, chunked data, program shipping,
+//! introspection and a graceful shutdown.
 //!
 //! Run it with `cargo run --example demo`.
 
-use std::collections::HashMap;
 use std::error::Error;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use rpc_core::{
-    Call, ChunkReceiver, ChunkSender, ContentHash, Frame, FrameCodec, GoAway, Hello, Limits,
-    Message, OfferProgram, Payload, PeerRole, Ping, RequestData, Response, SendData, SendProgram,
-    StatusCode, Welcome, chunk_len_for,
-};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::Framed;
+use rpc_core::{CallOptions, Client, ClientConfig, Context, FunctionOptions, RpcError, Server};
+use serde::{Deserialize, Serialize};
 
-type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
-type Connection = Framed<TcpStream, FrameCodec>;
-
-/// The smallest valid WebAssembly module.
-const PROGRAM: &[u8] = b"\0asm\x01\0\0\0";
+/// The error `divide` returns, typed on both sides.
+#[derive(Debug, Serialize, Deserialize)]
+enum MathError {
+    DivisionByZero,
+}
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    println!("server listening on {addr}");
-    let server = tokio::spawn(async move {
-        let (socket, peer) = listener.accept().await?;
-        println!("server accepted {peer}");
-        serve(Framed::new(socket, FrameCodec::new())).await
-    });
-
-    let mut conn = Framed::new(TcpStream::connect(addr).await?, FrameCodec::new());
-    let mut ids = (1u64..).step_by(2);
-    let mut next_id = move || ids.next().unwrap_or(u64::MAX);
-
-    // Handshake.
-    let hello = Hello {
-        peer_name: "demo-client".into(),
-        role: PeerRole::Client,
-        token: None,
-        limits: Limits::default(),
-    };
-    println!(
-        "-> Hello as {:?}, frames up to {} bytes",
-        hello.peer_name, hello.limits.max_frame_len
-    );
-    conn.send(Frame::connection(Message::Hello(hello))).await?;
-    let Message::Welcome(welcome) = next_message(&mut conn).await? else {
-        return Err("expected a Welcome".into());
-    };
-    println!(
-        "<- Welcome from {:?} ({:?}), payloads up to {} MiB",
-        welcome.peer_name,
-        welcome.role,
-        welcome.limits.max_payload_len >> 20
-    );
-    conn.codec_mut()
-        .set_peer_max_frame_len(welcome.limits.max_frame_len);
-
-    // Call a named function.
-    let id = next_id();
-    println!("-> Call #{id} greet(\"world\")");
-    send_with_payload(&mut conn, id, call("greet"), Bytes::from_static(b"world")).await?;
-    let (response, body) = receive_response(&mut conn, id).await?;
-    println!(
-        "<- Response #{id} {}: {:?} ({} us on the server)",
-        response.status,
-        String::from_utf8_lossy(&body),
-        response.elapsed_us
-    );
-
-    // Send data, large enough to travel chunked.
-    let dataset: Bytes = (0..3 << 20)
-        .map(|i: u32| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into();
-    let id = next_id();
-    let send = Message::SendData(SendData {
-        name: "dataset".into(),
-        payload: Payload::empty(),
-    });
-    let chunks = dataset
-        .len()
-        .div_ceil(chunk_len_for(conn.codec().peer_max_frame_len()));
-    println!(
-        "-> SendData #{id} \"dataset\": {} MiB in {chunks} chunks",
-        dataset.len() >> 20
-    );
-    send_with_payload(&mut conn, id, send, dataset.clone()).await?;
-    let (response, _) = receive_response(&mut conn, id).await?;
-    println!("<- Response #{id} {}", response.status);
-
-    // Request it back.
-    let id = next_id();
-    println!("-> RequestData #{id} \"dataset\"");
-    let request = Message::RequestData(RequestData {
-        name: "dataset".into(),
-    });
-    conn.send(Frame::new(id, request)).await?;
-    let (response, body) = receive_response(&mut conn, id).await?;
-    println!(
-        "<- Response #{id} {}: {} MiB, SHA-256 verified, identical: {}",
-        response.status,
-        body.len() >> 20,
-        body == dataset
-    );
-
-    // Transfer a program: offer by hash, send only if asked.
-    let hash = ContentHash::of(PROGRAM);
-    for attempt in 1..=2 {
-        let id = next_id();
-        println!(
-            "-> OfferProgram #{id} {}… ({} bytes)",
-            &hash.to_string()[..12],
-            PROGRAM.len()
-        );
-        let offer = OfferProgram {
-            hash,
-            len: PROGRAM.len() as u64,
-        };
-        conn.send(Frame::new(id, Message::OfferProgram(offer)))
-            .await?;
-        let (response, _) = receive_response(&mut conn, id).await?;
-        if response.status == StatusCode::OK {
-            println!(
-                "<- Response #{id} {}: already held, nothing to send (offer {attempt})",
-                response.status
-            );
-            break;
-        }
-        println!("<- Response #{id} {}: send it", response.status);
-        let id = next_id();
-        let send = Message::SendProgram(SendProgram {
-            hash,
-            payload: Payload::empty(),
-        });
-        println!("-> SendProgram #{id}");
-        send_with_payload(&mut conn, id, send, Bytes::from_static(PROGRAM)).await?;
-        let (response, _) = receive_response(&mut conn, id).await?;
-        println!("<- Response #{id} {}: stored", response.status);
-    }
-
-    // A function that does not exist.
-    let id = next_id();
-    println!("-> Call #{id} missing()");
-    send_with_payload(&mut conn, id, call("missing"), Bytes::new()).await?;
-    let (response, _) = receive_response(&mut conn, id).await?;
-    println!(
-        "<- Response #{id} {}: {}",
-        response.status, response.message
-    );
-
-    // Keepalive.
-    let started = Instant::now();
-    conn.send(Frame::connection(Message::Ping(Ping { nonce: 7 })))
+async fn main() -> Result<(), Box<dyn Error>> {
+    let server = Server::builder()
+        .token("demo-token", "admin")
+        .function(
+            "add",
+            |(a, b): (i64, i64)| async move { Ok::<_, ()>(a + b) },
+        )
+        .function("greet", |name: String| async move {
+            Ok::<_, ()>(format!("hello, {name}"))
+        })
+        .function("divide", |(a, b): (i64, i64)| async move {
+            if b == 0 {
+                Err(MathError::DivisionByZero)
+            } else {
+                Ok(a / b)
+            }
+        })
+        .function("sleep", |millis: u64| async move {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            Ok::<_, ()>(millis)
+        })
+        .function_with(
+            "whoami",
+            FunctionOptions::new()
+                .roles(["admin"])
+                .description("the caller's name and role"),
+            |context: Context, (): ()| async move {
+                Ok::<_, ()>(format!(
+                    "{} ({})",
+                    context.peer_name(),
+                    context.role().unwrap_or("-")
+                ))
+            },
+        )
+        .bind("127.0.0.1:0")
         .await?;
-    let Message::Pong(pong) = next_message(&mut conn).await? else {
-        return Err("expected a Pong".into());
-    };
+    let addr = server.local_addr().to_string();
+    println!("server listening on {addr}");
+
+    let client = Client::with_config(
+        addr.clone(),
+        ClientConfig {
+            name: "demo-client".into(),
+            token: Some("demo-token".into()),
+            ..ClientConfig::default()
+        },
+    );
+
+    let sum: i64 = client.call("add", &(2i64, 3i64)).await?;
+    println!("add(2, 3) = {sum}");
+    let greeting: String = client.call("greet", "world").await?;
+    println!("greet(\"world\") = {greeting:?}");
+    let me: String = client.call("whoami", &()).await?;
+    println!("whoami() = {me}  (needs role admin, granted by the token)");
+
+    let error = client
+        .call_with::<_, i64, MathError>("divide", &(1i64, 0i64), CallOptions::new())
+        .await
+        .unwrap_err();
+    println!("divide(1, 0) -> {error:?}  (the function's own typed error)");
+    let error = client
+        .call::<_, i64>("multiply", &(2i64, 3i64))
+        .await
+        .unwrap_err();
+    println!("multiply(2, 3) -> {error}");
+    let error = client
+        .call::<_, i64>("add", "two and three")
+        .await
+        .unwrap_err();
+    println!("add(\"two and three\") -> {error}");
+    let anonymous = Client::new(addr.clone());
+    let error = anonymous
+        .call::<_, i64>("add", &(1i64, 1i64))
+        .await
+        .unwrap_err();
+    println!("a client without the token -> {error}");
+
+    let options = CallOptions::new().timeout(Duration::from_millis(100));
+    let started = Instant::now();
+    let error = client
+        .call_with::<_, u64, ()>("sleep", &10_000u64, options)
+        .await
+        .unwrap_err();
     println!(
-        "-> Ping / <- Pong {} in {:?}",
-        pong.nonce,
+        "sleep(10 s) with a 100 ms deadline -> {error} after {:?}; the server stopped too",
         started.elapsed()
     );
 
-    // Graceful shutdown, announced by the client here.
-    let goaway = GoAway {
-        last_stream_id: 0,
-        status: StatusCode::UNAVAILABLE,
-        message: "done".into(),
-    };
-    conn.send(Frame::connection(Message::GoAway(goaway)))
-        .await?;
-    println!("-> GoAway");
-    drop(conn);
-    server.await??;
-    println!("server closed the connection; demo complete");
-    Ok(())
-}
-
-/// A call message whose payload `send_with_payload` fills in.
-fn call(method: &str) -> Message {
-    Message::Call(Call {
-        method: method.into(),
-        timeout_ms: Some(5_000),
-        idempotency_key: None,
-        schema_hash: None,
-        payload: Payload::empty(),
-    })
-}
-
-/// Sends a request with `payload`, inline if it fits in one frame, chunked
-/// otherwise; all frames go out in one flush.
-async fn send_with_payload(
-    conn: &mut Connection,
-    id: u64,
-    mut message: Message,
-    payload: Bytes,
-) -> Result<()> {
-    let chunk_len = chunk_len_for(conn.codec().peer_max_frame_len());
-    let chunked = payload.len() > chunk_len;
-    let slot = match &mut message {
-        Message::Call(call) => &mut call.payload,
-        Message::SendData(send) => &mut send.payload,
-        Message::SendProgram(send) => &mut send.payload,
-        Message::Response(response) => &mut response.payload,
-        _ => return Err("this message has no payload".into()),
-    };
-    *slot = if chunked {
-        Payload::Chunked {
-            len: payload.len() as u64,
-        }
-    } else {
-        Payload::Inline(payload.clone())
-    };
-    conn.feed(Frame::new(id, message)).await?;
-    if chunked {
-        for frame in ChunkSender::frames(id, payload, chunk_len) {
-            conn.feed(frame).await?;
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..1000i64 {
+        let client = client.clone();
+        calls.spawn(async move { client.call::<_, i64>("add", &(i, i)).await });
+    }
+    let mut correct = 0;
+    while let Some(result) = calls.join_next().await {
+        if result?.is_ok() {
+            correct += 1;
         }
     }
-    conn.flush().await?;
-    Ok(())
-}
+    println!(
+        "1000 concurrent calls on one connection: {correct} correct in {:?}",
+        started.elapsed()
+    );
 
-async fn next_message(conn: &mut Connection) -> Result<Message> {
-    match conn.next().await {
-        Some(frame) => Ok(frame?.message),
-        None => Err("the peer closed the connection".into()),
-    }
-}
+    let dataset = Bytes::from(
+        (0..3u32 << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    client.send_data("dataset", dataset.clone()).await?;
+    let fetched = client.request_data("dataset").await?;
+    println!(
+        "sent and fetched 3 MiB of data, chunked with SHA-256 checks: identical = {}",
+        fetched == dataset
+    );
 
-/// Reads the response of stream `id` and its payload, reassembling chunks.
-async fn receive_response(conn: &mut Connection, id: u64) -> Result<(Response, Bytes)> {
-    let frame = conn.next().await.ok_or("connection closed")??;
-    let Message::Response(response) = frame.message else {
-        return Err(format!("expected a response, got {}", frame.kind()).into());
+    let program = Bytes::from_static(b"\0asm\x01\0\0\0");
+    let (hash, sent) = client.send_program(program.clone()).await?;
+    println!(
+        "shipped program {}…: bytes sent = {sent}",
+        &hash.to_string()[..12]
+    );
+    let (_, sent) = client.send_program(program).await?;
+    println!("shipped it again: bytes sent = {sent} (the server has it)");
+
+    let functions = client.describe().await?;
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    println!("the server offers {names:?}");
+
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.call::<_, u64>("sleep", &300u64).await })
     };
-    if frame.stream_id != id {
-        return Err(format!("response for stream {}, expected {id}", frame.stream_id).into());
-    }
-    let body = receive_payload(conn, &response.payload, Limits::default().max_payload_len).await?;
-    Ok((response, body))
-}
-
-/// Returns an inline payload, or receives a chunked one.
-async fn receive_payload(conn: &mut Connection, payload: &Payload, max_len: u64) -> Result<Bytes> {
-    let len = match payload {
-        Payload::Inline(bytes) => return Ok(bytes.clone()),
-        Payload::Chunked { len } => *len,
-    };
-    let mut receiver = ChunkReceiver::new(len, max_len)?;
-    loop {
-        match next_message(conn).await? {
-            Message::Chunk(bytes) => receiver.push(bytes)?,
-            Message::ChunkEnd(end) => return Ok(receiver.finish(end.hash)?),
-            other => return Err(format!("expected a chunk, got {}", other.kind()).into()),
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.shutdown(Duration::from_secs(5)).await;
+    println!(
+        "graceful shutdown: the call in flight finished with {:?}",
+        in_flight.await?
+    );
+    let error = client
+        .call::<_, i64>("add", &(1i64, 1i64))
+        .await
+        .unwrap_err();
+    println!(
+        "a call after shutdown -> {}",
+        match error {
+            RpcError::Unavailable(_) => "unavailable, as expected".to_owned(),
+            other => other.to_string(),
         }
-    }
-}
-
-/// The server side: answers one connection until the peer says goodbye.
-async fn serve(mut conn: Connection) -> Result<()> {
-    let limits = Limits::default();
-    let Message::Hello(hello) = next_message(&mut conn).await? else {
-        return Err("expected a Hello".into());
-    };
-    conn.codec_mut()
-        .set_peer_max_frame_len(hello.limits.max_frame_len);
-    let welcome = Welcome {
-        peer_name: "demo-server".into(),
-        role: PeerRole::Server,
-        access_role: None,
-        limits,
-        server_time_ms: now_ms(),
-    };
-    conn.send(Frame::connection(Message::Welcome(welcome)))
-        .await?;
-
-    let mut store: HashMap<String, Bytes> = HashMap::new();
-    let mut programs: HashMap<ContentHash, Bytes> = HashMap::new();
-    while let Some(frame) = conn.next().await {
-        let frame = frame?;
-        let started = Instant::now();
-        let id = frame.stream_id;
-        let (status, message, body) = match frame.message {
-            Message::Ping(ping) => {
-                conn.send(Frame::connection(Message::Pong(rpc_core::Pong {
-                    nonce: ping.nonce,
-                })))
-                .await?;
-                continue;
-            }
-            Message::GoAway(_) => break,
-            Message::Call(call) => {
-                let args =
-                    receive_payload(&mut conn, &call.payload, limits.max_payload_len).await?;
-                match call.method.as_str() {
-                    "greet" => {
-                        let greeting = format!("hello, {}", String::from_utf8_lossy(&args));
-                        (StatusCode::OK, String::new(), Bytes::from(greeting))
-                    }
-                    other => (
-                        StatusCode::NOT_FOUND,
-                        format!("no function named {other}"),
-                        Bytes::new(),
-                    ),
-                }
-            }
-            Message::SendData(send) => {
-                let value =
-                    receive_payload(&mut conn, &send.payload, limits.max_payload_len).await?;
-                store.insert(send.name, value);
-                (StatusCode::OK, String::new(), Bytes::new())
-            }
-            Message::RequestData(request) => match store.get(&request.name) {
-                Some(value) => (StatusCode::OK, String::new(), value.clone()),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    format!("no value named {}", request.name),
-                    Bytes::new(),
-                ),
-            },
-            Message::OfferProgram(offer) if programs.contains_key(&offer.hash) => {
-                (StatusCode::OK, String::new(), Bytes::new())
-            }
-            Message::OfferProgram(_) => (StatusCode::NOT_FOUND, "send it".into(), Bytes::new()),
-            Message::SendProgram(send) => {
-                let program =
-                    receive_payload(&mut conn, &send.payload, limits.max_payload_len).await?;
-                if ContentHash::of(&program) == send.hash {
-                    programs.insert(send.hash, program);
-                    (StatusCode::OK, String::new(), Bytes::new())
-                } else {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        "bytes do not match the hash".into(),
-                        Bytes::new(),
-                    )
-                }
-            }
-            other => return Err(format!("unexpected {}", other.kind()).into()),
-        };
-        let response = Message::Response(Response {
-            status,
-            server_time_ms: now_ms(),
-            elapsed_us: started.elapsed().as_micros().try_into().unwrap_or(u64::MAX),
-            message,
-            payload: Payload::empty(),
-        });
-        send_with_payload(&mut conn, id, response, body).await?;
-    }
+    );
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    since_epoch.as_millis().try_into().unwrap_or(u64::MAX)
 }

@@ -253,7 +253,7 @@ impl RemoteError {
     ///
     /// The postcard error if the bytes are not exactly one `E`.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, postcard::Error> {
-        crate::wire::decode_exact(&self.0)
+        crate::wire::decode_exact(&self.0).map_err(Into::into)
     }
 }
 
@@ -272,8 +272,9 @@ impl std::fmt::Display for RemoteError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError<E = RemoteError> {
-    /// The function ran and returned its own error.
-    #[error("the remote function failed: {0}")]
+    /// The function ran and returned its own error, which this variant
+    /// holds.
+    #[error("the remote function returned its own error")]
     Application(E),
     /// No function has that name (`404`).
     #[error("not found: {0}")]

@@ -30,9 +30,27 @@ pub use status::StatusCode;
 /// Decodes exactly one `T` from `bytes` with postcard: unlike
 /// `postcard::from_bytes`, leftover bytes are an error, since they mean the
 /// bytes were not what the reader expected.
-pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> postcard::Result<T> {
-    match postcard::take_from_bytes(bytes)? {
+pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ValueError> {
+    match postcard::take_from_bytes(bytes).map_err(ValueError::Malformed)? {
         (value, []) => Ok(value),
-        (_, _) => Err(postcard::Error::DeserializeBadEncoding),
+        (_, rest) => Err(ValueError::Leftover(rest.len())),
+    }
+}
+
+/// Bytes are not exactly one value of the expected type.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ValueError {
+    #[error("{0}")]
+    Malformed(postcard::Error),
+    #[error("{0} bytes are left over after the value")]
+    Leftover(usize),
+}
+
+impl From<ValueError> for postcard::Error {
+    fn from(error: ValueError) -> postcard::Error {
+        match error {
+            ValueError::Malformed(error) => error,
+            ValueError::Leftover(_) => postcard::Error::DeserializeBadEncoding,
+        }
     }
 }
