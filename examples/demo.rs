@@ -19,6 +19,14 @@ enum MathError {
     DivisionByZero,
 }
 
+/// The error of a call that is meant to fail.
+fn failure<T: std::fmt::Debug, E>(result: Result<T, E>) -> Result<E, Box<dyn Error>> {
+    match result {
+        Ok(value) => Err(format!("expected an error, got {value:?}").into()),
+        Err(error) => Ok(error),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let server = Server::builder()
@@ -75,34 +83,27 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let me: String = client.call("whoami", &()).await?;
     println!("whoami() = {me}  (needs role admin, granted by the token)");
 
-    let error = client
-        .call_with::<_, i64, MathError>("divide", &(1i64, 0i64), CallOptions::new())
-        .await
-        .unwrap_err();
+    let error = failure(
+        client
+            .call_with::<_, i64, MathError>("divide", &(1i64, 0i64), CallOptions::new())
+            .await,
+    )?;
     println!("divide(1, 0) -> {error:?}  (the function's own typed error)");
-    let error = client
-        .call::<_, i64>("multiply", &(2i64, 3i64))
-        .await
-        .unwrap_err();
+    let error = failure(client.call::<_, i64>("multiply", &(2i64, 3i64)).await)?;
     println!("multiply(2, 3) -> {error}");
-    let error = client
-        .call::<_, i64>("add", "two and three")
-        .await
-        .unwrap_err();
+    let error = failure(client.call::<_, i64>("add", "two and three").await)?;
     println!("add(\"two and three\") -> {error}");
     let anonymous = Client::new(addr.clone());
-    let error = anonymous
-        .call::<_, i64>("add", &(1i64, 1i64))
-        .await
-        .unwrap_err();
+    let error = failure(anonymous.call::<_, i64>("add", &(1i64, 1i64)).await)?;
     println!("a client without the token -> {error}");
 
     let options = CallOptions::new().timeout(Duration::from_millis(100));
     let started = Instant::now();
-    let error = client
-        .call_with::<_, u64, ()>("sleep", &10_000u64, options)
-        .await
-        .unwrap_err();
+    let error = failure(
+        client
+            .call_with::<_, u64, ()>("sleep", &10_000u64, options)
+            .await,
+    )?;
     println!(
         "sleep(10 s) with a 100 ms deadline -> {error} after {:?}; the server stopped too",
         started.elapsed()
@@ -160,10 +161,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "graceful shutdown: the call in flight finished with {:?}",
         in_flight.await?
     );
-    let error = client
-        .call::<_, i64>("add", &(1i64, 1i64))
-        .await
-        .unwrap_err();
+    let error = failure(client.call::<_, i64>("add", &(1i64, 1i64)).await)?;
     println!(
         "a call after shutdown -> {}",
         match error {
