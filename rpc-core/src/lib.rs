@@ -1,7 +1,12 @@
 //! The core of a framework for remote procedure calls and for shipping
 //! WebAssembly programs to workers.
 //!
-//! This crate holds the **wire protocol**: length-prefixed frames, each a
+//! Most users need two types: a [`Server`] that hosts named functions (plus a
+//! data store and a program store), and a [`Client`] that calls them, many
+//! calls at once over one connection, with deadlines, cancellation,
+//! reconnection and retries. See [`Server`] for a complete example.
+//!
+//! Underneath is the **wire protocol**: length-prefixed frames, each a
 //! fixed 12-byte header and a [postcard]-encoded body, serving four purposes:
 //!
 //! | purpose | messages |
@@ -18,10 +23,10 @@
 //! [`ChunkReceiver`]). `PROTOCOL.md` at the repository root specifies every
 //! byte, with test vectors.
 //!
-//! # Example
+//! # Example: the protocol by hand
 //!
-//! A call and its response over an in-memory pipe; a TCP stream works the
-//! same way.
+//! A call and its response over an in-memory pipe, frame by frame; a TCP
+//! stream works the same way. The runtime does this for you.
 //!
 //! ```
 //! use bytes::Bytes;
