@@ -85,8 +85,9 @@ fn bench_decode(name: &str, frames: &[Frame], budget: Duration) {
     report(name, frames.len(), wire.len(), ours, floor);
 }
 
-fn bench_encode(name: &str, frames: &[Frame], budget: Duration) {
-    // The floor writes each frame's body, already encoded, behind a prefix.
+/// What the floor writes: each frame's body, already encoded, to be put
+/// behind a length prefix; and the total with prefixes.
+fn floor_bodies(frames: &[Frame]) -> (Vec<Bytes>, usize) {
     let bodies: Vec<Bytes> = frames
         .iter()
         .map(|frame| {
@@ -95,7 +96,12 @@ fn bench_encode(name: &str, frames: &[Frame], budget: Duration) {
                 .freeze()
         })
         .collect();
-    let total: usize = bodies.iter().map(|body| body.len() + 4).sum();
+    let total = bodies.iter().map(|body| body.len() + 4).sum();
+    (bodies, total)
+}
+
+fn bench_encode(name: &str, frames: &[Frame], budget: Duration) {
+    let (bodies, total) = floor_bodies(frames);
     let output = || BytesMut::with_capacity(total);
     let ours = fastest(budget, output, |mut buf| {
         let mut codec = FrameCodec::new();
@@ -140,15 +146,7 @@ fn main() {
 /// The zero-copy path: headers into one buffer, payloads handed back for a
 /// vectored write. The floor still copies each body behind its prefix.
 fn bench_encode_head(name: &str, frames: &[Frame], budget: Duration) {
-    let bodies: Vec<Bytes> = frames
-        .iter()
-        .map(|frame| {
-            encode_all(std::slice::from_ref(frame))
-                .split_off(4)
-                .freeze()
-        })
-        .collect();
-    let total: usize = bodies.iter().map(|body| body.len() + 4).sum();
+    let (bodies, total) = floor_bodies(frames);
     let ours = fastest(
         budget,
         || {

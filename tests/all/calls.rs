@@ -10,7 +10,7 @@ use rpc_core::{
     CallOptions, Client, ClientConfig, ContentHash, DESCRIBE_METHOD, RpcError, StatusCode,
 };
 
-use crate::support::{Counters, MathError, eventually, start};
+use crate::support::{Counters, MathError, eventually, start, start_with};
 
 #[tokio::test]
 async fn functions_answer_with_typed_results() {
@@ -182,14 +182,14 @@ async fn dropping_a_call_cancels_it_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_calls_share_one_connection() {
     let counters = Arc::new(Counters::default());
-    let server = crate::support::test_server(&counters)
-        .config(rpc_core::ServerConfig {
+    let server = start_with(
+        &counters,
+        rpc_core::ServerConfig {
             max_in_flight: 1000,
             ..rpc_core::ServerConfig::default()
-        })
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let client = Client::new(server.local_addr().to_string());
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..1000i64 {
@@ -216,14 +216,14 @@ async fn a_thousand_concurrent_calls_share_one_connection() {
 #[tokio::test]
 async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
     let counters = Arc::new(Counters::default());
-    let server = crate::support::test_server(&counters)
-        .config(rpc_core::ServerConfig {
+    let server = start_with(
+        &counters,
+        rpc_core::ServerConfig {
             max_in_flight: 4,
             ..rpc_core::ServerConfig::default()
-        })
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let client = Client::new(server.local_addr().to_string());
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..10 {

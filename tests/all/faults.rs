@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 
-use crate::support::{Counters, eventually, proxy, start, test_server};
+use crate::support::{Counters, eventually, proxy, start, start_with, test_server};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -209,14 +209,14 @@ async fn five_hundred_connections_at_once() {
 #[tokio::test]
 async fn connections_over_the_limit_are_told_unavailable() {
     let counters = Arc::new(Counters::default());
-    let server = test_server(&counters)
-        .config(rpc_core::ServerConfig {
+    let server = start_with(
+        &counters,
+        rpc_core::ServerConfig {
             max_connections: 2,
             ..rpc_core::ServerConfig::default()
-        })
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let addr = server.local_addr().to_string();
     let first = Client::new(addr.clone());
     let second = Client::new(addr.clone());
@@ -418,14 +418,14 @@ async fn extreme_timeouts_are_served_not_panicked_on() {
 #[tokio::test]
 async fn idle_connections_are_closed_but_clients_reconnect() {
     let counters = Arc::new(Counters::default());
-    let server = test_server(&counters)
-        .config(rpc_core::ServerConfig {
+    let server = start_with(
+        &counters,
+        rpc_core::ServerConfig {
             idle_timeout: Some(Duration::from_millis(200)),
             ..rpc_core::ServerConfig::default()
-        })
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let mut idle = raw_session(server.local_addr()).await;
     let started = Instant::now();
     let messages = frames_until_close(&mut idle).await;

@@ -90,6 +90,15 @@ pub async fn start(counters: &Arc<Counters>) -> ServerHandle {
     test_server(counters).bind("127.0.0.1:0").await.unwrap()
 }
 
+/// Starts the test server with `config` on a free loopback port.
+pub async fn start_with(counters: &Arc<Counters>, config: ServerConfig) -> ServerHandle {
+    test_server(counters)
+        .config(config)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
 /// Waits until `condition` holds, for at most 5 seconds.
 pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
