@@ -57,8 +57,8 @@ pub struct ClientConfig {
     /// twice as long is considered gone. `None` disables keepalive. The
     /// default is [`DEFAULT_KEEPALIVE`], 15 s.
     pub keepalive: Option<Duration>,
-    /// The largest frame this client accepts. The default is
-    /// [`DEFAULT_MAX_FRAME_LEN`], 1 MiB.
+    /// The largest frame this client accepts, at least 16 KiB (smaller values
+    /// are raised). The default is [`DEFAULT_MAX_FRAME_LEN`], 1 MiB.
     pub max_frame_len: u32,
     /// The largest response payload this client accepts. The default is
     /// [`DEFAULT_MAX_PAYLOAD_LEN`], 64 MiB.
@@ -459,7 +459,7 @@ fn decode_result<R: DeserializeOwned, E>(bytes: &[u8]) -> Result<R, RpcError<E>>
 /// The limits a client announces.
 pub(crate) fn announced_limits(config: &ClientConfig) -> crate::wire::Limits {
     crate::wire::Limits {
-        max_frame_len: config.max_frame_len,
+        max_frame_len: config.max_frame_len.max(crate::wire::MIN_MAX_FRAME_LEN),
         max_streams: DEFAULT_MAX_STREAMS,
         max_payload_len: config.max_payload_len,
         idle_timeout_ms: None,

@@ -373,6 +373,14 @@ impl<E> RpcError<E> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    /// A configuration value is out of range.
+    #[error("invalid server configuration: {field} {reason}")]
+    InvalidConfig {
+        /// The [`ServerConfig`](crate::ServerConfig) field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The listening address could not be bound.
     #[error("could not listen on {addr}")]
     Bind {

@@ -93,6 +93,35 @@ pub struct ServerConfig {
     pub max_store_bytes: u64,
 }
 
+impl ServerConfig {
+    /// Checks that every value can be announced to peers and enforced.
+    fn check(&self) -> Result<(), ServeError> {
+        let invalid = |field, reason| Err(ServeError::InvalidConfig { field, reason });
+        if self.max_frame_len < crate::wire::MIN_MAX_FRAME_LEN {
+            return invalid(
+                "max_frame_len",
+                "is below the protocol's 16384-byte minimum",
+            );
+        }
+        if self.max_in_flight == 0 {
+            return invalid("max_in_flight", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.handshake_timeout.is_zero() {
+            return invalid("handshake_timeout", "must be positive");
+        }
+        if self
+            .idle_timeout
+            .is_some_and(|idle| idle < Duration::from_millis(1))
+        {
+            return invalid("idle_timeout", "must be at least 1 ms when set");
+        }
+        Ok(())
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -224,11 +253,14 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`ServeError::Bind`] if the address cannot be bound.
+    /// [`ServeError::InvalidConfig`] if the configuration is out of range
+    /// (checked before binding), [`ServeError::Bind`] if the address cannot
+    /// be bound.
     pub async fn bind(
         self,
         addr: impl ToSocketAddrs + std::fmt::Display,
     ) -> Result<ServerHandle, ServeError> {
+        self.config.check()?;
         let shown = addr.to_string();
         let listener = TcpListener::bind(addr)
             .await

@@ -451,3 +451,56 @@ async fn idle_connections_are_closed_but_clients_reconnect() {
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn announced_uploads_are_capped_per_connection() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let mut framed = raw_session(server.local_addr()).await;
+    let upload = |id: u64| {
+        Frame::new(
+            id,
+            Message::SendData(rpc_core::SendData {
+                name: format!("blob{id}"),
+                payload: Payload::Chunked { len: 40 << 20 },
+            }),
+        )
+    };
+    // The first 40 MiB upload is accepted and waits for its chunks; a
+    // second would take the connection past one 64 MiB payload.
+    framed.send(upload(1)).await.unwrap();
+    framed.send(upload(3)).await.unwrap();
+    let frame = timeout(PATIENCE, framed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.stream_id, 3);
+    let Message::Response(response) = frame.message else {
+        panic!("expected a response");
+    };
+    assert_eq!(
+        response.status,
+        StatusCode::RESOURCE_EXHAUSTED,
+        "{}",
+        response.message
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_is_refused_before_binding() {
+    let counters = Arc::new(Counters::default());
+    let error = test_server(&counters)
+        .config(rpc_core::ServerConfig {
+            max_frame_len: 1024,
+            ..rpc_core::ServerConfig::default()
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid server configuration: max_frame_len is below the protocol's 16384-byte minimum"
+    );
+}

@@ -335,7 +335,23 @@ impl Session {
         match payload {
             Payload::Inline(bytes) => self.dispatch(id, request, bytes).await,
             Payload::Chunked { len } => {
-                match ChunkReceiver::new(len, self.shared.config.max_payload_len) {
+                // All uploads in progress on a connection together may hold
+                // at most one maximal payload, however many streams are open.
+                let max = self.shared.config.max_payload_len;
+                let held: u64 = self
+                    .uploads
+                    .values()
+                    .map(|upload| upload.receiver.announced())
+                    .sum();
+                if held.saturating_add(len) > max && !self.uploads.is_empty() {
+                    let message = format!(
+                        "uploads in progress on this connection already announce {held} bytes of the {max} allowed"
+                    );
+                    self.respond_status(id, StatusCode::RESOURCE_EXHAUSTED, message, received_at)
+                        .await;
+                    return;
+                }
+                match ChunkReceiver::new(len, max) {
                     Ok(receiver) => {
                         self.uploads.insert(id, Upload { request, receiver });
                     }
