@@ -264,10 +264,17 @@ impl Client {
         let mut retries = 0;
         loop {
             let connection = self.connection(deadline).await?;
+            let span =
+                tracing::debug_span!("call", method, retries, status = tracing::field::Empty);
             let result = connection
                 .call(method, args.clone(), deadline, key, options.schema_hash)
-                .instrument(tracing::debug_span!("call", method))
+                .instrument(span.clone())
                 .await;
+            let status = match &result {
+                Ok(_) => StatusCode::OK,
+                Err(failed) => failed.error.status(),
+            };
+            span.record("status", status.as_u16());
             match result {
                 Ok(result) => return Ok(result),
                 Err(failed) if self.may_retry(&failed, key.is_some(), retries) => {

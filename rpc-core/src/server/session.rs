@@ -2,9 +2,9 @@
 //! task per call, responses out through the connection's writer.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -200,6 +200,14 @@ impl Session {
                 .await;
         }
     }
+}
+
+/// Records a call's status and duration on its span, and logs it.
+fn record_outcome(span: &tracing::Span, reply: &Reply, received_at: Instant) {
+    let elapsed_us = u64::try_from(received_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.record("status", reply.status.as_u16());
+    span.record("elapsed_us", elapsed_us);
+    tracing::debug!(parent: span, status = reply.status.as_u16(), elapsed_us, "call answered");
 }
 
 fn far_future() -> Instant {
@@ -399,7 +407,9 @@ impl Session {
     /// Serves a request whose payload has fully arrived.
     async fn dispatch(&mut self, id: u64, request: Request, payload: Bytes) {
         match request {
-            Request::Call(call, received_at) => self.start_call(id, call, payload, received_at),
+            Request::Call(call, received_at) => {
+                self.start_call(id, call, payload, received_at).await;
+            }
             Request::SendData(name) => {
                 let received_at = Instant::now();
                 let (status, message) = match self.shared.data.insert(name, payload) {
@@ -438,7 +448,7 @@ impl Session {
     }
 
     /// Runs a call in its own task, which answers when done.
-    fn start_call(&mut self, id: u64, call: Call, args: Bytes, received_at: Instant) {
+    async fn start_call(&mut self, id: u64, call: Call, args: Bytes, received_at: Instant) {
         let deadline = call
             .timeout_ms
             .and_then(|ms| received_at.checked_add(Duration::from_millis(ms)));
@@ -461,12 +471,33 @@ impl Session {
             Some(Claim::Run(completion)) => self.invoke(context, args, Some(completion)),
             None => self.invoke(context, args, None),
         };
-        let outbox = self.outbox.clone();
-        let done = self.done.clone();
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         let max_payload = self.peer_limits.max_payload_len;
-        let span =
-            tracing::debug_span!("call", method = %call.method, id, status = tracing::field::Empty);
+        let span = tracing::debug_span!(
+            "call",
+            method = %call.method,
+            id,
+            status = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        // Most functions finish without waiting: run them right here, so that
+        // their responses join the same write as their neighbours' and cost
+        // no task and no timer; spawn only those that wait. A future may be
+        // polled with any waker first; the spawned task polls it again with
+        // its own.
+        let mut work = work;
+        let first_poll = {
+            let _entered = span.enter();
+            let mut no_wake = std::task::Context::from_waker(std::task::Waker::noop());
+            work.as_mut().poll(&mut no_wake)
+        };
+        if let Poll::Ready(reply) = first_poll {
+            record_outcome(&span, &reply, received_at);
+            conn::send_reply(&self.outbox, id, reply, received_at, chunk_len, max_payload).await;
+            return;
+        }
+        let outbox = self.outbox.clone();
+        let done = self.done.clone();
         let task = async move {
             let reply = match deadline {
                 Some(deadline) => timeout_at(deadline, work).await.unwrap_or_else(|_| {
@@ -477,20 +508,11 @@ impl Session {
                 }),
                 None => work.await,
             };
-            tracing::Span::current().record("status", reply.status.as_u16());
+            record_outcome(&tracing::Span::current(), &reply, received_at);
             conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
             let _ = done.send(id);
         };
-        // Most functions finish without waiting: run them right here, so that
-        // their responses join the same write as their neighbours' and cost
-        // no task, and spawn only those that wait. A future may be polled
-        // with any waker first; the spawned task polls it again with its own.
-        let mut task = Box::pin(tracing::Instrument::instrument(task, span));
-        let mut no_wake = std::task::Context::from_waker(std::task::Waker::noop());
-        if task.as_mut().poll(&mut no_wake).is_ready() {
-            return;
-        }
-        let handle = tokio::spawn(task);
+        let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
         self.running.insert(id, handle.abort_handle());
         if call.idempotency_key.is_some() {
             self.keyed.insert(id);
