@@ -1,0 +1,175 @@
+//! Calls: checking that one may run, running it (inline when it does not
+//! wait, in its own task when it does), and answering.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::time::{Instant, timeout_at};
+
+use super::Session;
+use crate::conn::{self, Reply};
+use crate::server::dedup::{self, Claim, Completion};
+use crate::server::registry::{self, Context, DESCRIBE_METHOD, Outcome};
+use crate::wire::{Call, StatusCode};
+
+impl Session {
+    /// Checks that a call may run: the function exists, the caller's role may
+    /// call it, and the types agree.
+    pub(super) fn admit(&self, call: &Call) -> Result<(), (StatusCode, String)> {
+        if call.method == DESCRIBE_METHOD {
+            return Ok(());
+        }
+        let Some(function) = self.shared.registry.get(&call.method) else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("no function named {:?}", call.method),
+            ));
+        };
+        if !function.admits(self.peer.role.as_deref()) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("the caller's role may not call {:?}", call.method),
+            ));
+        }
+        if let (Some(theirs), Some(ours)) = (call.schema_hash, function.options.schema_hash)
+            && theirs != ours
+        {
+            return Err((
+                StatusCode::INCOMPATIBLE,
+                format!(
+                    "{:?} has schema {ours:016x} here but the caller was built for {theirs:016x}",
+                    call.method
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a call in its own task, which answers when done.
+    pub(super) async fn start_call(
+        &mut self,
+        id: u64,
+        call: Call,
+        args: Bytes,
+        received_at: Instant,
+    ) {
+        let deadline = call
+            .timeout_ms
+            .and_then(|ms| received_at.checked_add(Duration::from_millis(ms)));
+        let context = Context {
+            peer: Arc::clone(&self.peer),
+            method: Arc::from(call.method.as_str()),
+            deadline,
+        };
+        let claim = call.idempotency_key.map(|key| self.shared.dedup.claim(key));
+        let work: registry::BoxFuture<Reply> = match claim {
+            Some(Claim::Wait(slot)) => Box::pin(async move {
+                match dedup::wait(slot).await {
+                    Some(reply) => (*reply).clone(),
+                    None => Reply::from(Outcome::Status(
+                        StatusCode::UNAVAILABLE,
+                        "the first attempt of this call was abandoned; retry".into(),
+                    )),
+                }
+            }),
+            Some(Claim::Run(completion)) => self.invoke(context, args, Some(completion)),
+            None => self.invoke(context, args, None),
+        };
+        let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
+        let max_payload = self.peer_limits.max_payload_len;
+        let span = tracing::debug_span!(
+            "call",
+            method = %call.method,
+            id,
+            status = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        // Most functions finish without waiting: run them right here, so that
+        // their responses join the same write as their neighbours' and cost
+        // no task and no timer; spawn only those that wait. A future may be
+        // polled with any waker first; the spawned task polls it again with
+        // its own.
+        let mut work = work;
+        let first_poll = {
+            let _entered = span.enter();
+            let mut no_wake = std::task::Context::from_waker(std::task::Waker::noop());
+            work.as_mut().poll(&mut no_wake)
+        };
+        if let Poll::Ready(reply) = first_poll {
+            record_outcome(&span, &reply, received_at);
+            conn::send_reply(&self.outbox, id, reply, received_at, chunk_len, max_payload).await;
+            return;
+        }
+        let outbox = self.outbox.clone();
+        let done = self.done.clone();
+        let task = async move {
+            let reply = match deadline {
+                Some(deadline) => timeout_at(deadline, work).await.unwrap_or_else(|_| {
+                    Reply::from(Outcome::Status(
+                        StatusCode::DEADLINE_EXCEEDED,
+                        "the call's deadline passed".into(),
+                    ))
+                }),
+                None => work.await,
+            };
+            record_outcome(&tracing::Span::current(), &reply, received_at);
+            conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
+            let _ = done.send(id);
+        };
+        let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
+        self.running.insert(id, handle.abort_handle());
+        if call.idempotency_key.is_some() {
+            self.keyed.insert(id);
+        }
+    }
+
+    /// The future that runs the function (or the introspection call), turns
+    /// a panic into `500`, and reports to duplicates.
+    fn invoke(
+        &self,
+        context: Context,
+        args: Bytes,
+        completion: Option<Completion>,
+    ) -> registry::BoxFuture<Reply> {
+        let run: registry::BoxFuture<Outcome> = if &*context.method == DESCRIBE_METHOD {
+            let infos = registry::describe(&self.shared.registry);
+            Box::pin(async move {
+                match postcard::to_allocvec(&infos) {
+                    Ok(bytes) => Outcome::Ok(Bytes::from(bytes)),
+                    Err(error) => Outcome::Status(StatusCode::INTERNAL, error.to_string()),
+                }
+            })
+        } else {
+            match self.shared.registry.get(&*context.method) {
+                Some(function) => (function.handler)(context, args),
+                None => Box::pin(async { Outcome::Status(StatusCode::NOT_FOUND, String::new()) }),
+            }
+        };
+        Box::pin(async move {
+            let outcome = AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!("a function panicked");
+                    Outcome::Status(StatusCode::INTERNAL, "the function panicked".into())
+                });
+            let reply = Reply::from(outcome);
+            if let Some(completion) = completion {
+                completion.finish(&reply);
+            }
+            reply
+        })
+    }
+}
+
+/// Records a call's status and duration on its span, and logs it.
+fn record_outcome(span: &tracing::Span, reply: &Reply, received_at: Instant) {
+    let elapsed_us = u64::try_from(received_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.record("status", reply.status.as_u16());
+    span.record("elapsed_us", elapsed_us);
+    tracing::debug!(parent: span, status = reply.status.as_u16(), elapsed_us, "call answered");
+}
