@@ -1,5 +1,7 @@
-//! The frame loop of an established server connection: requests in, one
-//! task per call, responses out through the connection's writer.
+//! The frame loop of an established server connection: requests in,
+//! responses out through the connection's writer.
+
+mod calls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,8 +20,6 @@ use crate::server::connection::Shared;
 use crate::server::dedup::Reply;
 use crate::server::registry::PeerInfo;
 use crate::transfer::ChunkReceiver;
-mod calls;
-
 use crate::wire::{
     Call, ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Pong,
     StatusCode,
