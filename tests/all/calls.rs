@@ -10,13 +10,11 @@ use rpc_core::{
     CallOptions, Client, ClientConfig, ContentHash, DESCRIBE_METHOD, RpcError, StatusCode,
 };
 
-use crate::support::{Counters, MathError, eventually, start, start_with};
+use crate::support::{Counters, MathError, eventually, fixture, start_with};
 
 #[tokio::test]
 async fn functions_answer_with_typed_results() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
 
     let sum: i64 = client.call("add", &(2i64, 3i64)).await.unwrap();
     assert_eq!(sum, 5);
@@ -32,9 +30,7 @@ async fn functions_answer_with_typed_results() {
 
 #[tokio::test]
 async fn each_failure_has_its_own_error() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
 
     // The function's own error, typed.
     let error = client
@@ -142,9 +138,7 @@ async fn tokens_grant_roles_and_wrong_tokens_are_refused() {
 
 #[tokio::test]
 async fn a_deadline_stops_the_call_on_both_sides() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (counters, server, client) = fixture().await;
     let options = CallOptions::new().timeout(Duration::from_millis(100));
     let error = client
         .call_with::<_, u64, ()>("slow", &10_000u64, options)
@@ -162,9 +156,7 @@ async fn a_deadline_stops_the_call_on_both_sides() {
 
 #[tokio::test]
 async fn dropping_a_call_cancels_it_on_the_server() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (counters, server, client) = fixture().await;
     let call = client.call::<_, u64>("slow", &10_000u64);
     let abandoned = tokio::time::timeout(Duration::from_millis(200), call).await;
     assert!(abandoned.is_err(), "the call cannot have finished");
@@ -244,9 +236,7 @@ async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
 
 #[tokio::test]
 async fn large_arguments_and_results_travel_chunked() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
     let blob: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
     let echoed: Vec<u8> = client.call("echo", &blob).await.unwrap();
     assert!(echoed == blob, "the echo differs");
@@ -304,9 +294,7 @@ async fn introspection_lists_functions_and_schemas_are_checked() {
 
 #[tokio::test]
 async fn raw_calls_carry_bytes_untouched() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
     let args = Bytes::from(postcard::to_allocvec(&(20i64, 22i64)).unwrap());
     let result = client
         .call_raw("add", args, CallOptions::new())
@@ -318,9 +306,7 @@ async fn raw_calls_carry_bytes_untouched() {
 
 #[tokio::test]
 async fn data_is_sent_and_requested_chunked_when_large() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
     let small = Bytes::from_static(b"{\"debug\":true}");
     client.send_data("config", small.clone()).await.unwrap();
     assert_eq!(client.request_data("config").await.unwrap(), small);
@@ -341,9 +327,7 @@ async fn data_is_sent_and_requested_chunked_when_large() {
 
 #[tokio::test]
 async fn programs_are_sent_only_when_missing() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
     let module = Bytes::from_static(b"\0asm\x01\0\0\0");
     let (hash, sent) = client.send_program(module.clone()).await.unwrap();
     assert_eq!(hash, ContentHash::of(&module));

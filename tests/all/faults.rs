@@ -16,7 +16,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 
-use crate::support::{Counters, eventually, proxy, start, start_with, test_server};
+use crate::support::{
+    Counters, eventually, fixture, next_response, proxy, start, start_with, test_server,
+};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -60,9 +62,7 @@ async fn frames_until_close(framed: &mut Framed<TcpStream, FrameCodec>) -> Vec<M
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
     let started = Instant::now();
     let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
     let mut buf = [0u8; 16];
@@ -75,9 +75,7 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
 
 #[tokio::test]
 async fn garbage_after_the_handshake_gets_an_error_and_a_close() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
     assert_answers(&client).await;
 
     let framed = raw_session(server.local_addr()).await;
@@ -99,9 +97,7 @@ async fn garbage_after_the_handshake_gets_an_error_and_a_close() {
 
 #[tokio::test]
 async fn a_frame_over_the_limit_gets_an_error_and_a_close() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (_counters, server, client) = fixture().await;
 
     let framed = raw_session(server.local_addr()).await;
     let mut socket = framed.into_inner();
@@ -241,9 +237,7 @@ async fn connections_over_the_limit_are_told_unavailable() {
 
 #[tokio::test]
 async fn shutdown_lets_calls_in_flight_finish() {
-    let counters = Arc::new(Counters::default());
-    let server = start(&counters).await;
-    let client = Client::new(server.local_addr().to_string());
+    let (counters, server, client) = fixture().await;
     assert_answers(&client).await;
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -390,14 +384,7 @@ async fn extreme_timeouts_are_served_not_panicked_on() {
             .send(Frame::new(id, Message::Call(call)))
             .await
             .unwrap();
-        let frame = timeout(PATIENCE, framed.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Message::Response(response) = frame.message else {
-            panic!("expected a response");
-        };
+        let (_, response) = next_response(&mut framed).await;
         // No deadline at all, or one already past: both get an answer.
         assert!(
             [StatusCode::OK, StatusCode::DEADLINE_EXCEEDED].contains(&response.status),
@@ -470,15 +457,8 @@ async fn announced_uploads_are_capped_per_connection() {
     // second would take the connection past one 64 MiB payload.
     framed.send(upload(1)).await.unwrap();
     framed.send(upload(3)).await.unwrap();
-    let frame = timeout(PATIENCE, framed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(frame.stream_id, 3);
-    let Message::Response(response) = frame.message else {
-        panic!("expected a response");
-    };
+    let (stream_id, response) = next_response(&mut framed).await;
+    assert_eq!(stream_id, 3);
     assert_eq!(
         response.status,
         StatusCode::RESOURCE_EXHAUSTED,

@@ -6,10 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rpc_core::{Context, FunctionOptions, Server, ServerConfig, ServerHandle};
+use futures_util::StreamExt;
+use rpc_core::{
+    Client, Context, FrameCodec, FunctionOptions, Message, Response, Server, ServerConfig,
+    ServerHandle,
+};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::codec::Framed;
 
 /// A function's own error, returned by `divide`.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +103,31 @@ pub async fn start_with(counters: &Arc<Counters>, config: ServerConfig) -> Serve
         .bind("127.0.0.1:0")
         .await
         .unwrap()
+}
+
+/// The test server on a free port, its counters, and a client of it.
+pub async fn fixture() -> (Arc<Counters>, ServerHandle, Client) {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let client = Client::new(server.local_addr().to_string());
+    (counters, server, client)
+}
+
+/// Reads the next frame, within 10 seconds, which must be a `Response`;
+/// returns its stream id and the response.
+pub async fn next_response<T>(conn: &mut Framed<T, FrameCodec>) -> (u64, Response)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = tokio::time::timeout(Duration::from_secs(10), conn.next())
+        .await
+        .expect("a frame in time")
+        .expect("a frame before the close")
+        .expect("a valid frame");
+    match frame.message {
+        Message::Response(response) => (frame.stream_id, response),
+        other => panic!("expected a response, got {:?}", other.kind()),
+    }
 }
 
 /// Waits until `condition` holds, for at most 5 seconds.

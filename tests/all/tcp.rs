@@ -14,6 +14,8 @@ use rpc_core::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+
+use crate::support::next_response;
 use tokio_util::codec::Framed;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -220,14 +222,7 @@ async fn a_large_payload_crosses_chunked_and_intact() {
     }
     conn.flush().await.unwrap();
 
-    let frame = timeout(PATIENCE, conn.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Message::Response(response) = frame.message else {
-        panic!("expected a response");
-    };
+    let (_, response) = next_response(&mut conn).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.message);
     assert_eq!(response.payload, Payload::Chunked { len });
     let mut receiver = ChunkReceiver::new(len, len).unwrap();
@@ -267,14 +262,7 @@ async fn a_tampered_chunked_transfer_fails_its_stream_only() {
     .await
     .unwrap();
     conn.flush().await.unwrap();
-    let frame = timeout(PATIENCE, conn.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Message::Response(response) = frame.message else {
-        panic!("expected a response");
-    };
+    let (_, response) = next_response(&mut conn).await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         response.message,
@@ -298,15 +286,8 @@ async fn a_tampered_chunked_transfer_fails_its_stream_only() {
         conn.feed(frame).await.unwrap();
     }
     conn.flush().await.unwrap();
-    let frame = timeout(PATIENCE, conn.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(frame.stream_id, 3);
-    let Message::Response(response) = frame.message else {
-        panic!("expected a response");
-    };
+    let (stream_id, response) = next_response(&mut conn).await;
+    assert_eq!(stream_id, 3);
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
     assert!(
         response.message.starts_with("content hash mismatch"),
