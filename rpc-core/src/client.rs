@@ -49,7 +49,10 @@ pub struct ClientConfig {
     /// failed under it. The default is [`DEFAULT_MAX_RETRIES`], 3.
     pub max_retries: u32,
     /// The first wait before reconnecting; it doubles after each failure up
-    /// to [`max_backoff`](Self::max_backoff). The default is 50 ms.
+    /// to [`max_backoff`](Self::max_backoff). A call reconnects until its
+    /// deadline; one without a deadline gives up after
+    /// [`max_retries`](Self::max_retries) + 1 failed attempts. The default is
+    /// 50 ms.
     pub initial_backoff: Duration,
     /// The longest wait between reconnection attempts. The default is 2 s.
     pub max_backoff: Duration,
@@ -404,6 +407,7 @@ impl Client {
         }
         let config = &self.inner.config;
         let mut backoff = config.initial_backoff;
+        let mut failures = 0u32;
         loop {
             let error = match Connection::open(&self.inner.addr, config).await {
                 Ok(connection) => {
@@ -418,8 +422,15 @@ impl Client {
                 Err(error @ RpcError::Unavailable(_)) => error,
                 Err(error) => return Err(error),
             };
+            // Reconnect until the deadline; without one, give up after as
+            // many attempts as a call may be retried, rather than forever.
+            failures += 1;
             let wake = Instant::now() + backoff;
-            if deadline.is_some_and(|deadline| wake >= deadline) {
+            let out_of_time = match deadline {
+                Some(deadline) => wake >= deadline,
+                None => failures > config.max_retries,
+            };
+            if out_of_time {
                 return Err(error);
             }
             tracing::debug!(addr = %self.inner.addr, %error, ?backoff, "reconnecting");

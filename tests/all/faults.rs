@@ -484,3 +484,27 @@ async fn an_invalid_configuration_is_refused_before_binding() {
         "invalid server configuration: max_frame_len is below the protocol's 16384-byte minimum"
     );
 }
+
+#[tokio::test]
+async fn a_call_without_deadline_to_a_dead_server_gives_up() {
+    // Bind and drop a listener to get a port nobody listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = Client::with_config(
+        addr.to_string(),
+        ClientConfig {
+            timeout: None,
+            max_retries: 2,
+            ..ClientConfig::default()
+        },
+    );
+    let started = Instant::now();
+    let error = timeout(PATIENCE, client.call::<_, i64>("add", &(1i64, 1i64)))
+        .await
+        .expect("the call gives up by itself")
+        .unwrap_err();
+    assert!(matches!(error, RpcError::Unavailable(_)), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
