@@ -2,6 +2,7 @@
 //! deadlines, cancellation, reconnection and retries.
 
 mod connection;
+mod in_flight;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::{Framed, FramedRead};
 
+use crate::client::in_flight::{InFlight, Waiter};
 use crate::client::{ClientConfig, announced_limits};
 use crate::conn::{self, Outbox, Reply};
 use crate::error::{DecodeError, RemoteError, RpcError};
@@ -20,8 +21,6 @@ use crate::transfer::{ChunkReceiver, ChunkSender, chunk_len_for};
 use crate::wire::{
     Call, Frame, FrameCodec, Hello, Limits, Message, Payload, PeerRole, Ping, Response, StatusCode,
 };
-
-type Waiter = oneshot::Sender<Result<Reply, Failed>>;
 
 /// Why one attempt at a request failed.
 #[derive(Debug)]
@@ -59,17 +58,19 @@ struct Shared {
     /// False once the connection failed or the server sent `GoAway`: new
     /// calls go to a new connection.
     open: AtomicBool,
-    in_flight: Mutex<HashMap<u64, Waiter>>,
+    in_flight: Mutex<InFlight>,
     /// Wakes the reader when the connection is dropped.
     dropped: tokio::sync::Notify,
+    /// Wakes the reader when a call's deadline is earlier than all others.
+    deadline_moved: tokio::sync::Notify,
 }
 
 impl Shared {
     fn take(&self, id: u64) -> Option<Waiter> {
-        self.lock().remove(&id)
+        self.lock().take(id)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -80,11 +81,7 @@ impl Shared {
     /// server that will answer.
     fn fail_from(&self, after: u64, reason: &str, unprocessed: bool) {
         self.open.store(false, Ordering::Release);
-        let failed: Vec<Waiter> = {
-            let mut in_flight = self.lock();
-            let ids: Vec<u64> = in_flight.keys().copied().filter(|id| *id > after).collect();
-            ids.iter().filter_map(|id| in_flight.remove(id)).collect()
-        };
+        let failed = self.lock().take_after(after);
         for waiter in failed {
             let _ = waiter.send(Err(Failed {
                 error: RpcError::Unavailable(reason.to_owned()),
@@ -158,8 +155,9 @@ impl Connection {
         let (reader, outbox, _writer) = conn::split(framed);
         let shared = Arc::new(Shared {
             open: AtomicBool::new(true),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(InFlight::default()),
             dropped: tokio::sync::Notify::new(),
+            deadline_moved: tokio::sync::Notify::new(),
         });
         let keepalive = config.keepalive;
         let max_payload_len = config.max_payload_len;
@@ -256,7 +254,9 @@ impl Connection {
             let mut next_id = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
             let id = *next_id;
             *next_id += 2;
-            self.shared.lock().insert(id, waiter);
+            if self.shared.lock().insert(id, waiter, deadline) {
+                self.shared.deadline_moved.notify_one();
+            }
             slot.send(Frame::new(id, first));
             id
         };
@@ -275,14 +275,9 @@ impl Connection {
                 }
             }
         }
-        let answer = match deadline {
-            Some(deadline) => match timeout_at(deadline, answer).await {
-                Ok(answer) => answer,
-                // The guard cancels the request on the server.
-                Err(_) => return Err(Failed::processed(RpcError::DeadlineExceeded)),
-            },
-            None => answer.await,
-        };
+        // The reader answers `DeadlineExceeded` when the deadline passes, and
+        // cancels the request on the server.
+        let answer = answer.await;
         guard.armed = false;
         match answer {
             Ok(reply) => reply,
@@ -372,10 +367,30 @@ async fn read_loop(
     let mut pinged = false;
     let dropped = shared.dropped.notified();
     tokio::pin!(dropped);
+    // One timer enforces every call's deadline: it is set to the earliest.
+    let deadline = sleep_until(far_future());
+    tokio::pin!(deadline);
+    let mut deadline_moved = Box::pin(shared.deadline_moved.notified());
     let reason = loop {
         let frame = tokio::select! {
             frame = reader.next() => frame,
             () = &mut dropped => break "the client no longer uses it".to_owned(),
+            () = &mut deadline_moved => {
+                deadline_moved.set(shared.deadline_moved.notified());
+                let earliest = shared.lock().earliest();
+                deadline.as_mut().reset(earliest.unwrap_or_else(far_future));
+                continue;
+            }
+            () = &mut deadline => {
+                let expired = shared.lock().take_expired(Instant::now());
+                for (id, waiter) in expired {
+                    let _ = waiter.send(Err(Failed::processed(RpcError::DeadlineExceeded)));
+                    let _ = outbox.send(Frame::new(id, Message::Cancel)).await;
+                }
+                let earliest = shared.lock().earliest();
+                deadline.as_mut().reset(earliest.unwrap_or_else(far_future));
+                continue;
+            }
             _ = ticker.tick(), if keepalive.is_some() => {
                 if heard_since_tick {
                     heard_since_tick = false;
@@ -461,6 +476,10 @@ async fn read_loop(
     };
     tracing::debug!(%reason, "connection ended");
     shared.fail_from(0, &reason, false);
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 fn deliver(shared: &Shared, id: u64, result: Result<Reply, Failed>) {
