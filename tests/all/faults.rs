@@ -45,6 +45,17 @@ async fn raw_session(addr: std::net::SocketAddr) -> Framed<TcpStream, FrameCodec
     framed
 }
 
+/// A call message with postcard-encoded `args`, for raw sessions.
+fn raw_call<A: serde::Serialize>(method: &str, args: &A, timeout_ms: Option<u64>) -> Call {
+    Call {
+        method: method.into(),
+        timeout_ms,
+        idempotency_key: None,
+        schema_hash: None,
+        payload: Payload::from(Bytes::from(postcard::to_allocvec(args).unwrap())),
+    }
+}
+
 /// Reads until the server closes, returning the frames it sent.
 async fn frames_until_close(framed: &mut Framed<TcpStream, FrameCodec>) -> Vec<Message> {
     let mut messages = Vec::new();
@@ -124,18 +135,7 @@ async fn a_reused_stream_id_is_a_protocol_error() {
     let counters = Arc::new(Counters::default());
     let server = start(&counters).await;
     let mut framed = raw_session(server.local_addr()).await;
-    let call = |method: &str| {
-        Frame::new(
-            1,
-            Message::Call(Call {
-                method: method.into(),
-                timeout_ms: None,
-                idempotency_key: None,
-                schema_hash: None,
-                payload: Payload::from(Bytes::from(postcard::to_allocvec(&(1i64, 2i64)).unwrap())),
-            }),
-        )
-    };
+    let call = |method: &str| Frame::new(1, Message::Call(raw_call(method, &(1i64, 2i64), None)));
     framed.send(call("add")).await.unwrap();
     framed.send(call("add")).await.unwrap();
     let messages = frames_until_close(&mut framed).await;
@@ -152,13 +152,7 @@ async fn a_client_that_disconnects_mid_call_cancels_the_handler() {
     let counters = Arc::new(Counters::default());
     let server = start(&counters).await;
     let mut framed = raw_session(server.local_addr()).await;
-    let call = Call {
-        method: "slow".into(),
-        timeout_ms: None,
-        idempotency_key: None,
-        schema_hash: None,
-        payload: Payload::from(Bytes::from(postcard::to_allocvec(&60_000u64).unwrap())),
-    };
+    let call = raw_call("slow", &60_000u64, None);
     framed
         .send(Frame::new(1, Message::Call(call)))
         .await
@@ -373,13 +367,7 @@ async fn extreme_timeouts_are_served_not_panicked_on() {
     let server = start(&counters).await;
     let mut framed = raw_session(server.local_addr()).await;
     for (id, timeout_ms) in [(1, u64::MAX), (3, 0)] {
-        let call = Call {
-            method: "add".into(),
-            timeout_ms: Some(timeout_ms),
-            idempotency_key: None,
-            schema_hash: None,
-            payload: Payload::from(Bytes::from(postcard::to_allocvec(&(1i64, 2i64)).unwrap())),
-        };
+        let call = raw_call("add", &(1i64, 2i64), Some(timeout_ms));
         framed
             .send(Frame::new(id, Message::Call(call)))
             .await
