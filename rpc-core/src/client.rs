@@ -151,6 +151,14 @@ impl CallOptions {
 /// Dropping a call's future before it completes sends `Cancel` to the
 /// server, which aborts the function.
 ///
+/// # Backpressure
+///
+/// Frames wait in a bounded queue (1024 frames) for the connection's writer.
+/// When the server reads slowly the queue fills and new calls wait to be
+/// queued, so a slow server slows its callers instead of growing memory.
+/// The server in turn answers calls beyond its in-flight limit with
+/// [`RpcError::ResourceExhausted`] rather than queueing them.
+///
 /// ```no_run
 /// use rpc_core::Client;
 ///

@@ -141,6 +141,21 @@ impl Default for ServerConfig {
 
 /// Builds a server: register functions and tokens, then [`bind`](Self::bind).
 ///
+/// # Backpressure
+///
+/// Each connection reads a request, starts it, and reads on. Calls beyond
+/// [`ServerConfig::max_in_flight`] are answered `429` without running, and
+/// responses wait in a bounded queue for the connection's writer: a client
+/// that stops reading fills that queue, and the server then stops reading
+/// from it too, so TCP pushes back instead of memory growing.
+///
+/// # Cancellation
+///
+/// A function stops (its future is dropped) when the caller cancels, when the
+/// call's deadline passes, or when the caller's connection drops, except for
+/// calls with an idempotency key, which finish so that a retry gets their
+/// result.
+///
 /// ```
 /// use rpc_core::{Client, Server};
 ///
