@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rpc_core::{
     Call, CallOptions, Client, ClientConfig, Frame, FrameCodec, Hello, Limits, Message, Payload,
-    PeerRole, RpcError, StatusCode,
+    PeerRole, RpcError, StatusCode, VersionMismatch,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -495,4 +495,31 @@ async fn a_call_without_deadline_to_a_dead_server_gives_up() {
         .unwrap_err();
     assert!(matches!(error, RpcError::Unavailable(_)), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn an_unknown_version_gets_a_version_mismatch_and_a_close() {
+    let (_counters, server, client) = fixture().await;
+    let v2_ping = [0, 0, 0, 13, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 42];
+    let expected = VersionMismatch {
+        min_version: 1,
+        max_version: 1,
+    };
+
+    // As the first frame, in place of a Hello.
+    let mut socket = TcpStream::connect(server.local_addr()).await.unwrap();
+    socket.write_all(&v2_ping).await.unwrap();
+    let mut framed = Framed::new(socket, FrameCodec::new());
+    let messages = frames_until_close(&mut framed).await;
+    assert_eq!(messages, [Message::VersionMismatch(expected)]);
+
+    // After the handshake.
+    let mut socket = raw_session(server.local_addr()).await.into_inner();
+    socket.write_all(&v2_ping).await.unwrap();
+    let mut framed = Framed::new(socket, FrameCodec::new());
+    let messages = frames_until_close(&mut framed).await;
+    assert_eq!(messages, [Message::VersionMismatch(expected)]);
+
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
 }

@@ -129,15 +129,8 @@ where
             status: StatusCode::BAD_REQUEST,
             message: format!("expected Hello as the first frame, got {}", other.kind()),
         }),
-        Err(DecodeError::UnsupportedVersion { .. }) => Message::VersionMismatch(VersionMismatch {
-            min_version: MIN_PROTOCOL_VERSION,
-            max_version: MAX_PROTOCOL_VERSION,
-        }),
         Err(DecodeError::Io(_)) => return None,
-        Err(error) => Message::Error(ErrorMessage {
-            status: error.status(),
-            message: error.to_string(),
-        }),
+        Err(error) => report(&error),
     };
     tracing::debug!(?refusal, "handshake refused");
     let _ = timeout(
@@ -146,6 +139,21 @@ where
     )
     .await;
     None
+}
+
+/// The frame that tells a peer why its input was refused: `VersionMismatch`
+/// for a version this server does not speak, an `Error` otherwise.
+pub(crate) fn report(error: &DecodeError) -> Message {
+    match error {
+        DecodeError::UnsupportedVersion { .. } => Message::VersionMismatch(VersionMismatch {
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: MAX_PROTOCOL_VERSION,
+        }),
+        error => Message::Error(ErrorMessage {
+            status: error.status(),
+            message: error.to_string(),
+        }),
+    }
 }
 
 fn own_limits(config: &ServerConfig) -> Limits {

@@ -16,7 +16,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::conn::{self, Outbox};
 use crate::error::DecodeError;
-use crate::server::connection::Shared;
+use crate::server::connection::{self, Shared};
 use crate::server::dedup::Reply;
 use crate::server::registry::PeerInfo;
 use crate::transfer::ChunkReceiver;
@@ -44,8 +44,8 @@ enum Ending {
     PeerLeft,
     /// Shutdown or idleness: close quietly.
     Quiet,
-    /// The peer broke the protocol: tell it, then close.
-    Fatal(StatusCode, String),
+    /// The peer broke the protocol: send it this, then close.
+    Fatal(Message),
 }
 
 /// A protocol violation: the status and message of the `Error` to send
@@ -137,10 +137,11 @@ impl Session {
                             tracing::debug!(%error, "read failed");
                             break Ending::PeerLeft;
                         }
-                        Some(Err(error)) => break Ending::Fatal(error.status(), error.to_string()),
+                        Some(Err(error)) => break Ending::Fatal(connection::report(&error)),
                         Some(Ok(frame)) => {
                             if let Err((status, message)) = self.handle(frame, !draining).await {
-                                break Ending::Fatal(status, message);
+                                let error = ErrorMessage { status, message };
+                                break Ending::Fatal(Message::Error(error));
                             }
                             draining |= self.peer_going_away;
                         }
@@ -191,13 +192,9 @@ impl Session {
                 task.abort();
             }
         }
-        if let Ending::Fatal(status, message) = ending {
-            tracing::debug!(%status, %message, "protocol error; closing");
-            let error = ErrorMessage { status, message };
-            let _ = self
-                .outbox
-                .send(Frame::connection(Message::Error(error)))
-                .await;
+        if let Ending::Fatal(report) = ending {
+            tracing::debug!(?report, "protocol error; closing");
+            let _ = self.outbox.send(Frame::connection(report)).await;
         }
     }
 }
