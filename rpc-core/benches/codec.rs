@@ -100,6 +100,23 @@ fn floor_bodies(frames: &[Frame]) -> (Vec<Bytes>, usize) {
     (bodies, total)
 }
 
+/// The floor of encoding: each body written behind a length prefix.
+fn encode_floor(bodies: &[Bytes], total: usize, budget: Duration) -> Duration {
+    fastest(
+        budget,
+        || BytesMut::with_capacity(total),
+        |mut buf| {
+            let mut codec = LengthDelimitedCodec::builder()
+                .max_frame_length(usize::MAX)
+                .new_codec();
+            for body in bodies {
+                codec.encode(body.clone(), &mut buf).expect("encodes");
+            }
+            black_box(buf);
+        },
+    )
+}
+
 fn bench_encode(name: &str, frames: &[Frame], budget: Duration) {
     let (bodies, total) = floor_bodies(frames);
     let output = || BytesMut::with_capacity(total);
@@ -110,15 +127,7 @@ fn bench_encode(name: &str, frames: &[Frame], budget: Duration) {
         }
         black_box(buf);
     });
-    let floor = fastest(budget, output, |mut buf| {
-        let mut codec = LengthDelimitedCodec::builder()
-            .max_frame_length(usize::MAX)
-            .new_codec();
-        for body in &bodies {
-            codec.encode(body.clone(), &mut buf).expect("encodes");
-        }
-        black_box(buf);
-    });
+    let floor = encode_floor(&bodies, total, budget);
     report(name, frames.len(), total, ours, floor);
 }
 
@@ -163,18 +172,6 @@ fn bench_encode_head(name: &str, frames: &[Frame], budget: Duration) {
             black_box((heads, tails));
         },
     );
-    let floor = fastest(
-        budget,
-        || BytesMut::with_capacity(total),
-        |mut buf| {
-            let mut codec = LengthDelimitedCodec::builder()
-                .max_frame_length(usize::MAX)
-                .new_codec();
-            for body in &bodies {
-                codec.encode(body.clone(), &mut buf).expect("encodes");
-            }
-            black_box(buf);
-        },
-    );
+    let floor = encode_floor(&bodies, total, budget);
     report(name, frames.len(), total, ours, floor);
 }

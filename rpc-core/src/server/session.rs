@@ -18,7 +18,7 @@ use crate::conn::{self, Outbox};
 use crate::error::DecodeError;
 use crate::server::connection::{self, Shared};
 use crate::server::dedup::Reply;
-use crate::server::registry::PeerInfo;
+use crate::server::registry::{Handler, PeerInfo};
 use crate::transfer::ChunkReceiver;
 use crate::wire::{
     Call, ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Pong,
@@ -33,7 +33,8 @@ struct Upload {
 
 /// A request that carries a payload, waiting for it.
 enum Request {
-    Call(Call, Instant),
+    /// The call, when it arrived, and its handler (`None`: introspection).
+    Call(Call, Instant, Option<Handler>),
     SendData(String),
     SendProgram(ContentHash),
 }
@@ -283,12 +284,15 @@ impl Session {
         }
         let (request, payload) = match message {
             Message::Call(mut call) => {
-                if let Err((status, message)) = self.admit(&call) {
-                    self.respond_status(id, status, message, received_at).await;
-                    return;
-                }
+                let handler = match self.admit(&call) {
+                    Ok(handler) => handler,
+                    Err((status, message)) => {
+                        self.respond_status(id, status, message, received_at).await;
+                        return;
+                    }
+                };
                 let payload = std::mem::take(&mut call.payload);
-                (Request::Call(call, received_at), payload)
+                (Request::Call(call, received_at, handler), payload)
             }
             Message::SendData(send) => (Request::SendData(send.name), send.payload),
             Message::SendProgram(send) => (Request::SendProgram(send.hash), send.payload),
@@ -364,8 +368,9 @@ impl Session {
     /// Serves a request whose payload has fully arrived.
     async fn dispatch(&mut self, id: u64, request: Request, payload: Bytes) {
         match request {
-            Request::Call(call, received_at) => {
-                self.start_call(id, call, payload, received_at).await;
+            Request::Call(call, received_at, handler) => {
+                self.start_call(id, call, handler, payload, received_at)
+                    .await;
             }
             Request::SendData(name) => {
                 let received_at = Instant::now();

@@ -13,15 +13,16 @@ use tokio::time::{Instant, timeout_at};
 use super::Session;
 use crate::conn::{self, Reply};
 use crate::server::dedup::{self, Claim, Completion};
-use crate::server::registry::{self, Context, DESCRIBE_METHOD, Outcome};
+use crate::server::registry::{self, Context, DESCRIBE_METHOD, Handler, Outcome};
 use crate::wire::{Call, StatusCode};
 
 impl Session {
     /// Checks that a call may run: the function exists, the caller's role may
-    /// call it, and the types agree.
-    pub(super) fn admit(&self, call: &Call) -> Result<(), (StatusCode, String)> {
+    /// call it, and the types agree. Returns the function's handler, or
+    /// `None` for the built-in introspection call.
+    pub(super) fn admit(&self, call: &Call) -> Result<Option<Handler>, (StatusCode, String)> {
         if call.method == DESCRIBE_METHOD {
-            return Ok(());
+            return Ok(None);
         }
         let Some(function) = self.shared.registry.get(&call.method) else {
             return Err((
@@ -46,7 +47,7 @@ impl Session {
                 ),
             ));
         }
-        Ok(())
+        Ok(Some(Arc::clone(&function.handler)))
     }
 
     /// Runs a call in its own task, which answers when done.
@@ -54,6 +55,7 @@ impl Session {
         &mut self,
         id: u64,
         call: Call,
+        handler: Option<Handler>,
         args: Bytes,
         received_at: Instant,
     ) {
@@ -76,8 +78,8 @@ impl Session {
                     )),
                 }
             }),
-            Some(Claim::Run(completion)) => self.invoke(context, args, Some(completion)),
-            None => self.invoke(context, args, None),
+            Some(Claim::Run(completion)) => self.invoke(context, handler, args, Some(completion)),
+            None => self.invoke(context, handler, args, None),
         };
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         let max_payload = self.peer_limits.max_payload_len;
@@ -127,26 +129,25 @@ impl Session {
         }
     }
 
-    /// The future that runs the function (or the introspection call), turns
-    /// a panic into `500`, and reports to duplicates.
+    /// The future that runs the function (`handler`, or the introspection
+    /// call for `None`), turns a panic into `500`, and reports to duplicates.
     fn invoke(
         &self,
         context: Context,
+        handler: Option<Handler>,
         args: Bytes,
         completion: Option<Completion>,
     ) -> registry::BoxFuture<Reply> {
-        let run: registry::BoxFuture<Outcome> = if &*context.method == DESCRIBE_METHOD {
-            let infos = registry::describe(&self.shared.registry);
-            Box::pin(async move {
-                match postcard::to_allocvec(&infos) {
-                    Ok(bytes) => Outcome::Ok(Bytes::from(bytes)),
-                    Err(error) => Outcome::Status(StatusCode::INTERNAL, error.to_string()),
-                }
-            })
-        } else {
-            match self.shared.registry.get(&*context.method) {
-                Some(function) => (function.handler)(context, args),
-                None => Box::pin(async { Outcome::Status(StatusCode::NOT_FOUND, String::new()) }),
+        let run: registry::BoxFuture<Outcome> = match handler {
+            Some(handler) => handler(context, args),
+            None => {
+                let infos = registry::describe(&self.shared.registry);
+                Box::pin(async move {
+                    match postcard::to_allocvec(&infos) {
+                        Ok(bytes) => Outcome::Ok(Bytes::from(bytes)),
+                        Err(error) => Outcome::Status(StatusCode::INTERNAL, error.to_string()),
+                    }
+                })
             }
         };
         Box::pin(async move {
