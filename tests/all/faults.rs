@@ -523,3 +523,47 @@ async fn an_unknown_version_gets_a_version_mismatch_and_a_close() {
     assert_answers(&client).await;
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_program_whose_bytes_do_not_match_its_hash_is_refused() {
+    let (_counters, server, client) = fixture().await;
+    let mut framed = raw_session(server.local_addr()).await;
+    let program = Bytes::from(vec![7u8; 100_000]);
+    let claimed = rpc_core::ContentHash::of(b"something else");
+    // Inline, and chunked (whose ChunkEnd hash does match the bytes).
+    let inline = rpc_core::SendProgram {
+        hash: claimed,
+        payload: Payload::from(program.clone()),
+    };
+    framed
+        .send(Frame::new(1, Message::SendProgram(inline)))
+        .await
+        .unwrap();
+    let chunked = rpc_core::SendProgram {
+        hash: claimed,
+        payload: Payload::Chunked {
+            len: program.len() as u64,
+        },
+    };
+    framed
+        .feed(Frame::new(3, Message::SendProgram(chunked)))
+        .await
+        .unwrap();
+    for frame in rpc_core::ChunkSender::frames(3, program, 16 << 10) {
+        framed.feed(frame).await.unwrap();
+    }
+    framed.flush().await.unwrap();
+    for expected_id in [1, 3] {
+        let (stream_id, response) = next_response(&mut framed).await;
+        assert_eq!(stream_id, expected_id);
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            response.message
+        );
+        assert!(response.message.contains("hash to"), "{}", response.message);
+    }
+    assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}

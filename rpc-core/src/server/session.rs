@@ -228,7 +228,10 @@ impl Session {
             Message::ChunkEnd(end) => {
                 if let Some(upload) = self.uploads.remove(&id) {
                     match upload.receiver.finish(end.hash) {
-                        Ok(payload) => self.dispatch(id, upload.request, payload).await,
+                        Ok(payload) => {
+                            self.dispatch(id, upload.request, payload, Some(end.hash))
+                                .await;
+                        }
                         Err(error) => {
                             self.respond_status(id, error.status(), error.to_string(), received_at)
                                 .await;
@@ -334,7 +337,7 @@ impl Session {
             _ => return,
         };
         match payload {
-            Payload::Inline(bytes) => self.dispatch(id, request, bytes).await,
+            Payload::Inline(bytes) => self.dispatch(id, request, bytes, None).await,
             Payload::Chunked { len } => {
                 // All uploads in progress on a connection together may hold
                 // at most one maximal payload, however many streams are open.
@@ -366,7 +369,15 @@ impl Session {
     }
 
     /// Serves a request whose payload has fully arrived.
-    async fn dispatch(&mut self, id: u64, request: Request, payload: Bytes) {
+    /// `hashed` is the payload's SHA-256 when a chunked transfer already
+    /// verified it, so it is not computed twice.
+    async fn dispatch(
+        &mut self,
+        id: u64,
+        request: Request,
+        payload: Bytes,
+        hashed: Option<ContentHash>,
+    ) {
         match request {
             Request::Call(call, received_at, handler) => {
                 self.start_call(id, call, handler, payload, received_at)
@@ -388,7 +399,7 @@ impl Session {
             }
             Request::SendProgram(hash) => {
                 let received_at = Instant::now();
-                let actual = ContentHash::of(&payload);
+                let actual = hashed.unwrap_or_else(|| ContentHash::of(&payload));
                 let (status, message) = if actual != hash {
                     let message = format!("the program's bytes hash to {actual}, not {hash}");
                     (StatusCode::BAD_REQUEST, message)
