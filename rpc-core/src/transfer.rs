@@ -1,12 +1,12 @@
 //! Chunked transfer: payloads larger than a frame, sent as a run of `Chunk`
-//! frames closed by a `ChunkEnd` that carries their SHA-256.
+//! frames closed by a `ChunkEnd` that may carry their SHA-256.
 //!
 //! ```text
 //! stream 5:  SendData { name, payload: Chunked { len: 600 KiB } }
 //! stream 5:  Chunk (256 KiB)
 //! stream 5:  Chunk (256 KiB)
 //! stream 5:  Chunk ( 88 KiB)
-//! stream 5:  ChunkEnd { hash: SHA-256 of the 600 KiB }
+//! stream 5:  ChunkEnd { hash: none, or SHA-256 of the 600 KiB }
 //! stream 5:  <- Response { status: 200 }
 //! ```
 
@@ -38,8 +38,12 @@ pub fn chunk_len_for(peer_max_frame_len: u32) -> usize {
         .clamp(1, DEFAULT_CHUNK_LEN)
 }
 
-/// Produces the `Chunk` and `ChunkEnd` frames of one chunked payload, hashing
-/// as it goes.
+/// Produces the `Chunk` and `ChunkEnd` frames of one chunked payload.
+///
+/// By default the `ChunkEnd` carries no digest: TCP and TLS already guard the
+/// bytes, and hashing costs more than sending them. Call
+/// [`with_digest`](Self::with_digest) (or [`ChunkFrames::with_digest`]) to
+/// hash as the chunks go and send the SHA-256 for an end-to-end check.
 ///
 /// Announce the length first, in the message that opens the stream (its
 /// payload is [`Payload::Chunked`](crate::Payload::Chunked)), then send the
@@ -55,7 +59,7 @@ pub fn chunk_len_for(peer_max_frame_len: u32) -> usize {
 /// let blob = Bytes::from(vec![7u8; 1000]);
 /// let mut receiver = ChunkReceiver::new(1000, 1 << 20)?;
 /// let mut end = None;
-/// for frame in ChunkSender::frames(3, blob.clone(), 300) {
+/// for frame in ChunkSender::frames(3, blob.clone(), 300).with_digest() {
 ///     match frame.message {
 ///         Message::Chunk(bytes) => receiver.push(bytes)?,
 ///         Message::ChunkEnd(chunk_end) => end = Some(chunk_end),
@@ -71,18 +75,27 @@ pub struct ChunkSender {
     stream_id: u64,
     announced: u64,
     sent: u64,
-    hasher: Hasher,
+    hasher: Option<Hasher>,
 }
 
 impl ChunkSender {
-    /// Starts a transfer of `len` bytes on stream `stream_id`.
+    /// Starts a transfer of `len` bytes on stream `stream_id`, closed by a
+    /// `ChunkEnd` without a digest.
     pub fn new(stream_id: u64, len: u64) -> ChunkSender {
         ChunkSender {
             stream_id,
             announced: len,
             sent: 0,
-            hasher: Hasher::default(),
+            hasher: None,
         }
+    }
+
+    /// Hashes the chunks as they go, so that the `ChunkEnd` carries their
+    /// SHA-256 and the receiver checks it. Call before the first chunk.
+    #[must_use]
+    pub fn with_digest(mut self) -> ChunkSender {
+        self.hasher = Some(Hasher::default());
+        self
     }
 
     /// All the frames for `payload`, in chunks of at most `chunk_len` bytes
@@ -110,7 +123,9 @@ impl ChunkSender {
             });
         }
         self.sent = sent;
-        self.hasher.update(&bytes);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&bytes);
+        }
         Ok(Frame::new(self.stream_id, Message::Chunk(bytes)))
     }
 
@@ -127,7 +142,7 @@ impl ChunkSender {
             });
         }
         let end = ChunkEnd {
-            hash: self.hasher.finish(),
+            hash: self.hasher.map(Hasher::finish),
         };
         Ok(Frame::new(self.stream_id, Message::ChunkEnd(end)))
     }
@@ -139,6 +154,16 @@ pub struct ChunkFrames {
     sender: Option<ChunkSender>,
     rest: Bytes,
     chunk_len: usize,
+}
+
+impl ChunkFrames {
+    /// Sends the payload's SHA-256 in the `ChunkEnd`; see
+    /// [`ChunkSender::with_digest`]. Call before taking the first frame.
+    #[must_use]
+    pub fn with_digest(mut self) -> ChunkFrames {
+        self.sender = self.sender.map(ChunkSender::with_digest);
+        self
+    }
 }
 
 impl Iterator for ChunkFrames {
@@ -157,7 +182,7 @@ impl Iterator for ChunkFrames {
 
 /// Receives one chunked payload: checks the announced length against a limit
 /// before anything arrives, each chunk against the announced length, and the
-/// whole against the SHA-256 in `ChunkEnd`.
+/// whole against the SHA-256 in `ChunkEnd` when it carries one.
 ///
 /// Chunks are kept as they arrived (slices of the read buffer) until
 /// [`finish`](Self::finish) joins them.
@@ -165,7 +190,6 @@ impl Iterator for ChunkFrames {
 pub struct ChunkReceiver {
     announced: u64,
     received: u64,
-    hasher: Hasher,
     parts: Vec<Bytes>,
 }
 
@@ -183,7 +207,6 @@ impl ChunkReceiver {
         Ok(ChunkReceiver {
             announced: len,
             received: 0,
-            hasher: Hasher::default(),
             parts: Vec::new(),
         })
     }
@@ -213,33 +236,39 @@ impl ChunkReceiver {
             });
         }
         self.received = received;
-        self.hasher.update(&chunk);
         if !chunk.is_empty() {
             self.parts.push(chunk);
         }
         Ok(())
     }
 
-    /// Ends the transfer with the hash from its `ChunkEnd`, returning the
-    /// payload.
+    /// Ends the transfer with the digest from its `ChunkEnd` (if any),
+    /// returning the payload.
     ///
     /// # Errors
     ///
     /// [`TransferError::Truncated`] if fewer bytes than announced arrived, and
-    /// [`TransferError::HashMismatch`] if they do not hash to `hash`.
-    pub fn finish(self, hash: ContentHash) -> Result<Bytes, TransferError> {
+    /// [`TransferError::HashMismatch`] if a digest was sent and the bytes do
+    /// not hash to it.
+    pub fn finish(self, hash: Option<ContentHash>) -> Result<Bytes, TransferError> {
         if self.received != self.announced {
             return Err(TransferError::Truncated {
                 received: self.received,
                 announced: self.announced,
             });
         }
-        let actual = self.hasher.finish();
-        if actual != hash {
-            return Err(TransferError::HashMismatch {
-                expected: hash.to_string(),
-                actual: actual.to_string(),
-            });
+        if let Some(expected) = hash {
+            let mut hasher = Hasher::default();
+            for part in &self.parts {
+                hasher.update(part);
+            }
+            let actual = hasher.finish();
+            if actual != expected {
+                return Err(TransferError::HashMismatch {
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
         }
         Ok(join(self.parts))
     }
@@ -262,7 +291,9 @@ mod tests {
     use super::*;
 
     fn run(payload: &[u8], chunk_len: usize) -> Vec<Frame> {
-        ChunkSender::frames(9, Bytes::copy_from_slice(payload), chunk_len).collect()
+        ChunkSender::frames(9, Bytes::copy_from_slice(payload), chunk_len)
+            .with_digest()
+            .collect()
     }
 
     #[test]
@@ -274,7 +305,7 @@ mod tests {
             .map(|frame| match &frame.message {
                 Message::Chunk(bytes) => bytes.len(),
                 Message::ChunkEnd(end) => {
-                    assert_eq!(end.hash, ContentHash::of(&payload));
+                    assert_eq!(end.hash, Some(ContentHash::of(&payload)));
                     0
                 }
                 other => panic!("unexpected {other:?}"),
@@ -320,6 +351,22 @@ mod tests {
     }
 
     #[test]
+    fn without_a_digest_the_end_carries_none_and_the_bytes_still_arrive() {
+        let payload = Bytes::from(vec![4u8; 1000]);
+        let mut receiver = ChunkReceiver::new(1000, 1000).unwrap();
+        let mut end = None;
+        for frame in ChunkSender::frames(1, payload.clone(), 256) {
+            match frame.message {
+                Message::Chunk(bytes) => receiver.push(bytes).unwrap(),
+                Message::ChunkEnd(chunk_end) => end = Some(chunk_end),
+                _ => unreachable!(),
+            }
+        }
+        assert_eq!(end, Some(ChunkEnd { hash: None }));
+        assert_eq!(receiver.finish(None).unwrap(), payload);
+    }
+
+    #[test]
     fn announced_length_over_the_limit_is_refused_up_front() {
         let error = ChunkReceiver::new(1 << 40, 64 << 20).unwrap_err();
         assert_eq!(
@@ -354,7 +401,9 @@ mod tests {
     fn a_short_transfer_is_refused() {
         let mut receiver = ChunkReceiver::new(10, 100).unwrap();
         receiver.push(Bytes::from_static(b"12345")).unwrap();
-        let error = receiver.finish(ContentHash::of(b"12345")).unwrap_err();
+        let error = receiver
+            .finish(Some(ContentHash::of(b"12345")))
+            .unwrap_err();
         assert_eq!(
             error,
             TransferError::Truncated {
@@ -368,7 +417,9 @@ mod tests {
     fn a_wrong_hash_is_refused() {
         let mut receiver = ChunkReceiver::new(5, 100).unwrap();
         receiver.push(Bytes::from_static(b"hello")).unwrap();
-        let error = receiver.finish(ContentHash::of(b"HELLO")).unwrap_err();
+        let error = receiver
+            .finish(Some(ContentHash::of(b"HELLO")))
+            .unwrap_err();
         let TransferError::HashMismatch { expected, actual } = &error else {
             panic!("expected a hash mismatch, got {error:?}");
         };

@@ -549,7 +549,7 @@ async fn a_program_whose_bytes_do_not_match_its_hash_is_refused() {
         .feed(Frame::new(3, Message::SendProgram(chunked)))
         .await
         .unwrap();
-    for frame in rpc_core::ChunkSender::frames(3, program, 16 << 10) {
+    for frame in rpc_core::ChunkSender::frames(3, program, 16 << 10).with_digest() {
         framed.feed(frame).await.unwrap();
     }
     framed.flush().await.unwrap();

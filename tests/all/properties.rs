@@ -152,7 +152,7 @@ fn stream_message() -> impl Strategy<Value = Message> {
         (hash(), payload())
             .prop_map(|(hash, payload)| Message::SendProgram(SendProgram { hash, payload })),
         vec(any::<u8>(), 0..600).prop_map(|bytes| Message::Chunk(Bytes::from(bytes))),
-        hash().prop_map(|hash| Message::ChunkEnd(ChunkEnd { hash })),
+        option::of(hash()).prop_map(|hash| Message::ChunkEnd(ChunkEnd { hash })),
     ]
 }
 

@@ -270,8 +270,9 @@ async fn a_tampered_chunked_transfer_fails_its_stream_only() {
     );
 
     // A hash that does not match.
-    let mut frames: Vec<Frame> =
-        ChunkSender::frames(3, Bytes::from_static(b"0123456789"), 4).collect();
+    let mut frames: Vec<Frame> = ChunkSender::frames(3, Bytes::from_static(b"0123456789"), 4)
+        .with_digest()
+        .collect();
     if let Some(Frame {
         message: Message::Chunk(bytes),
         ..

@@ -107,13 +107,14 @@ fn expected(name: &str) -> Frame {
         }),
         "chunk" => Message::Chunk(Bytes::from_static(b"chunk one")),
         "chunk-end" => Message::ChunkEnd(ChunkEnd {
-            hash: ContentHash::of(b"chunk one"),
+            hash: Some(ContentHash::of(b"chunk one")),
         }),
+        "chunk-end-no-digest" => Message::ChunkEnd(ChunkEnd { hash: None }),
         other => panic!("vector {other:?} has no expected frame in tests/all/vectors.rs"),
     };
     let stream_id = match name {
         "call" | "response" | "cancel" => 1,
-        "call-chunked" | "chunk" | "chunk-end" => 3,
+        "call-chunked" | "chunk" | "chunk-end" | "chunk-end-no-digest" => 3,
         "response-not-found" | "send-data" => 5,
         "request-data" => 7,
         "offer-program" => 9,

@@ -229,8 +229,7 @@ impl Session {
                 if let Some(upload) = self.uploads.remove(&id) {
                     match upload.receiver.finish(end.hash) {
                         Ok(payload) => {
-                            self.dispatch(id, upload.request, payload, Some(end.hash))
-                                .await;
+                            self.dispatch(id, upload.request, payload, end.hash).await;
                         }
                         Err(error) => {
                             self.respond_status(id, error.status(), error.to_string(), received_at)

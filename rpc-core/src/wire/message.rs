@@ -417,7 +417,7 @@ mod tests {
         ));
 
         let mut body = body_of(&Message::ChunkEnd(ChunkEnd {
-            hash: ContentHash::of(b""),
+            hash: Some(ContentHash::of(b"")),
         }));
         body.push(0);
         assert!(matches!(

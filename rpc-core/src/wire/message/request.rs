@@ -98,6 +98,13 @@ pub struct SendProgram {
 /// Ends a chunked payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkEnd {
-    /// The SHA-256 of all the payload's bytes, in order.
-    pub hash: ContentHash,
+    /// The SHA-256 of all the payload's bytes, in order, if the sender chose
+    /// to send one; the receiver must then check it.
+    ///
+    /// The transport (TCP checksums, TLS records) already guards the bytes
+    /// in transit, and a program's hash is checked against its
+    /// [`SendProgram::hash`] anyway, so the Rust runtime sends none: hashing
+    /// would cost more than moving the bytes. It is there for senders that
+    /// want an end-to-end check, such as a relay passing bytes on.
+    pub hash: Option<ContentHash>,
 }
