@@ -263,6 +263,44 @@ impl Server {
         self
     }
 
+    /// Registers a function that works on raw bytes: it receives the
+    /// arguments exactly as the caller sent them and returns the result's
+    /// bytes, or its own error already encoded (`422`). Nothing is decoded
+    /// or copied on the way, which is what large blobs want; pair it with
+    /// [`Client::call_raw`](crate::Client::call_raw).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use rpc_core::{Context, FunctionOptions, RemoteError, Server};
+    ///
+    /// let server = Server::builder().raw_function(
+    ///     "checksum",
+    ///     FunctionOptions::new(),
+    ///     |_: Context, blob: Bytes| async move {
+    ///         let sum = blob.iter().fold(0u8, |sum, byte| sum.wrapping_add(*byte));
+    ///         Ok::<_, RemoteError>(Bytes::from(vec![sum]))
+    ///     },
+    /// );
+    /// # drop(server);
+    /// ```
+    pub fn raw_function<F, Fut>(
+        mut self,
+        name: impl Into<String>,
+        options: FunctionOptions,
+        function: F,
+    ) -> Server
+    where
+        F: Fn(Context, bytes::Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<bytes::Bytes, crate::RemoteError>> + Send + 'static,
+    {
+        let function = Function {
+            handler: registry::raw(function),
+            options,
+        };
+        self.registry.insert(name.into(), function);
+        self
+    }
+
     /// Listens on `addr` and serves in the background until
     /// [`ServerHandle::shutdown`].
     ///

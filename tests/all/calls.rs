@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rpc_core::{
-    CallOptions, Client, ClientConfig, ContentHash, DESCRIBE_METHOD, RpcError, StatusCode,
+    CallOptions, Client, ClientConfig, ContentHash, DESCRIBE_METHOD, RemoteError, RpcError,
+    StatusCode,
 };
 
 use crate::support::{Counters, MathError, eventually, fixture, start_with};
@@ -268,6 +269,7 @@ async fn introspection_lists_functions_and_schemas_are_checked() {
             "divide",
             "echo",
             "greet",
+            "reverse",
             "slow",
             "whoami"
         ]
@@ -301,6 +303,35 @@ async fn raw_calls_carry_bytes_untouched() {
         .await
         .unwrap();
     assert_eq!(postcard::from_bytes::<i64>(&result).unwrap(), 42);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn raw_functions_get_and_give_bytes_untouched() {
+    let (_counters, server, client) = fixture().await;
+    let reversed = client
+        .call_raw("reverse", Bytes::from_static(b"abc"), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(reversed, Bytes::from_static(b"cba"));
+
+    // Larger than a chunk both ways.
+    let big: Bytes = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+    let reversed = client
+        .call_raw("reverse", big.clone(), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(reversed.len(), big.len());
+    assert!(reversed.iter().rev().eq(big.iter()), "reversed wrongly");
+
+    let error = client
+        .call_raw("reverse", Bytes::new(), CallOptions::new())
+        .await
+        .unwrap_err();
+    let RpcError::Application(RemoteError(reason)) = error else {
+        panic!("expected the function's own error, got {error:?}");
+    };
+    assert_eq!(reason, Bytes::from_static(b"nothing to reverse"));
     server.shutdown(Duration::from_secs(1)).await;
 }
 

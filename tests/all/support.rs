@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use rpc_core::{
-    Client, Context, FrameCodec, FunctionOptions, Message, Response, Server, ServerConfig,
-    ServerHandle,
+    Client, Context, FrameCodec, FunctionOptions, Message, RemoteError, Response, Server,
+    ServerConfig, ServerHandle,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,7 +47,7 @@ impl Drop for CountDrop {
 
 /// A server with `add`, `greet`, `divide` (which can fail with `MathError`),
 /// `echo` (bytes), `slow` (sleeps the given milliseconds), `whoami`, and
-/// `admin_only` (role `admin`).
+/// `admin_only` (role `admin`), and `reverse` (raw bytes, fails on none).
 pub fn test_server(counters: &Arc<Counters>) -> Server {
     let slow_counters = Arc::clone(counters);
     Server::builder()
@@ -88,6 +89,16 @@ pub fn test_server(counters: &Arc<Counters>) -> Server {
             "admin_only",
             FunctionOptions::new().roles(["admin"]).schema_hash(0xabcd),
             |_: Context, (): ()| async move { Ok::<_, ()>("secret".to_owned()) },
+        )
+        .raw_function(
+            "reverse",
+            FunctionOptions::new(),
+            |_: Context, bytes: Bytes| async move {
+                if bytes.is_empty() {
+                    return Err(RemoteError(Bytes::from_static(b"nothing to reverse")));
+                }
+                Ok(bytes.iter().rev().copied().collect::<Bytes>())
+            },
         )
 }
 

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::error::RemoteError;
 use crate::wire::StatusCode;
 
 /// The name of the built-in function that lists a server's functions.
@@ -187,6 +188,24 @@ where
             match function(context, args).await {
                 Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
                 Err(error) => encode(&error).map_or_else(|status| status, Outcome::Failed),
+            }
+        })
+    })
+}
+
+/// Wraps a function on raw bytes as a handler: the arguments and the result
+/// pass through untouched.
+pub(crate) fn raw<F, Fut>(function: F) -> Handler
+where
+    F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+{
+    Arc::new(move |context: Context, args: Bytes| {
+        let running = function(context, args);
+        Box::pin(async move {
+            match running.await {
+                Ok(result) => Outcome::Ok(result),
+                Err(RemoteError(error)) => Outcome::Failed(error),
             }
         })
     })
