@@ -73,9 +73,12 @@
 //! [postcard]: https://postcard.jamesmunns.com/wire-format
 #![doc(test(attr(deny(warnings))))]
 
+#[doc(hidden)]
+pub mod __private;
 mod client;
 mod conn;
 mod error;
+mod remote;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -86,7 +89,169 @@ pub use client::{
     CallOptions, Client, ClientConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES,
 };
+pub use remote::{Infallible, RemoteFunction, Service};
+
+/// Makes a function callable from other machines.
+///
+/// Put it on a free function, sync or `async`, whose arguments and result
+/// are serde types. The function stays callable locally, unchanged; beside
+/// it, a module of the same name holds:
+///
+/// | item | what it is |
+/// | --- | --- |
+/// | `f::call(&client, args...)` | calls `f` on the server `client` is connected to: `Result<T, RpcError>`, or `Result<T, RpcError<E>>` when `f` returns `Result<T, E>` |
+/// | `f::call_with(&client, options, args...)` | the same, with other [`CallOptions`] (start from `f::options()`) |
+/// | `f::function()` | the function as a [`RemoteFunction`], for [`Server::remote`] |
+/// | `f::NAME` | the wire name: the function's path, such as `my_crate::math::add` |
+/// | `f::SCHEMA_HASH` | a hash of the name and the argument and result types, as written |
+/// | `f::options()` | the [`CallOptions`] the attribute asks for |
+///
+/// Every `#[remote]` function in the program is also listed for
+/// [`Server::remote_all`]: annotate a function and serve it in one line.
+///
+/// A first argument of type [`Context`] receives the call's context (the
+/// caller's role and name, the deadline); callers do not pass it. The
+/// function's doc comment becomes its description in introspection.
+///
+/// # Options
+///
+/// | option | meaning |
+/// | --- | --- |
+/// | `name = "math.add"` | the wire name, instead of the function's path |
+/// | `idempotent` | calls are safe to retry: the client retries them after a lost connection, and the server runs a retried call once |
+/// | `timeout_ms = 500` | the default deadline of a call (callers may pass another) |
+/// | `roles = ["admin"]` | only callers whose token grants one of these roles may call; others get `403 forbidden` |
+///
+/// # Compatibility
+///
+/// Every call carries `f::SCHEMA_HASH`; a server built with different
+/// argument or result types (or another name) answers `409`, which the
+/// caller sees as [`RpcError::Incompatible`] instead of garbage. The hash
+/// covers the types as written in the signature: renaming a type or
+/// changing an argument changes it, changing the fields inside a named
+/// struct does not.
+///
+/// # Errors at compile time
+///
+/// Arguments that cannot cross the network are refused where they are
+/// written: references and lifetimes, `impl Trait`, generic parameters,
+/// `self` (use [`service`]), patterns instead of plain names, and types that
+/// are not serde-serialisable. `#[remote]` functions are module-level items:
+/// the generated module calls `super::f`.
+///
+/// # Example
+///
+/// ```
+/// use rpc_core::{Client, RpcError, Server, remote};
+/// use serde::{Deserialize, Serialize};
+///
+/// /// Adds two numbers.
+/// #[remote]
+/// async fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// enum MathError {
+///     DivisionByZero,
+/// }
+///
+/// #[remote(name = "math.divide", idempotent, timeout_ms = 2_000)]
+/// fn divide(a: i64, b: i64) -> Result<i64, MathError> {
+///     a.checked_div(b).ok_or(MathError::DivisionByZero)
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let server = Server::builder().remote_all().bind("127.0.0.1:0").await?;
+///     let client = Client::new(server.local_addr().to_string());
+///
+///     assert_eq!(add::call(&client, 2, 3).await?, 5);
+///     assert_eq!(add(2, 3).await, 5, "still a local function");
+///     assert_eq!(divide::call(&client, 7, 2).await?, 3);
+///     let error = divide::call(&client, 1, 0).await.unwrap_err();
+///     assert!(matches!(error, RpcError::Application(MathError::DivisionByZero)));
+///     assert_eq!(divide::NAME, "math.divide");
+///
+///     server.shutdown(std::time::Duration::from_secs(1)).await;
+///     Ok(())
+/// }
+/// ```
+pub use rpc_macros::remote;
+
 pub use error::{DecodeError, EncodeError, RemoteError, RpcError, ServeError, TransferError};
+/// Makes the methods of a trait callable from other machines, in the spirit
+/// of tarpc's `#[tarpc::service]`.
+///
+/// For `trait Calculator` it generates:
+///
+/// - `CalculatorClient::new(client)`: a typed client with one `async` method
+///   per trait method, returning `Result<T, RpcError>` (or
+///   `Result<T, RpcError<E>>` for a method returning `Result<T, E>`);
+/// - `CalculatorServer::new(implementation)`: registers an implementation
+///   with [`Server::service`].
+///
+/// Methods take `&self` (one implementation serves many calls at once) and
+/// may be `async`; implementations write `async fn` as usual, and their
+/// futures must be `Send`. A first argument of type [`Context`] after
+/// `&self` receives the call's context (caller's role and name, deadline);
+/// callers do not pass it.
+///
+/// Wire names are `path::to::Calculator::method`, or `NAME::method` with
+/// `#[service(name = "NAME")]`. A method takes the options of [`remote`]
+/// in an `#[rpc(...)]` attribute: `name`, `idempotent`, `timeout_ms`,
+/// `roles`. Methods named `new` or `client` would collide with the client's
+/// own and are refused.
+///
+/// # Which macro for what
+///
+/// Use [`remote`] for a handful of independent functions; use `service`
+/// when a set of calls shares state (a database handle, a cache) held by
+/// the implementing type, or when you want one client type to pass around.
+/// Both produce the same wire calls, so a server can mix them.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use rpc_core::{Client, Context, Server, service};
+///
+/// #[service(name = "counter")]
+/// trait Counter {
+///     /// Adds `by` and returns the new total.
+///     async fn add(&self, by: u64) -> u64;
+///     /// Who is asking.
+///     async fn whoami(&self, context: Context) -> Option<String>;
+/// }
+///
+/// #[derive(Default)]
+/// struct Memory(AtomicU64);
+///
+/// impl Counter for Memory {
+///     async fn add(&self, by: u64) -> u64 {
+///         self.0.fetch_add(by, Ordering::SeqCst) + by
+///     }
+///     async fn whoami(&self, context: Context) -> Option<String> {
+///         context.role().map(str::to_owned)
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let server = Server::builder()
+///         .service(CounterServer::new(Memory::default()))
+///         .bind("127.0.0.1:0")
+///         .await?;
+///     let counter = CounterClient::new(Client::new(server.local_addr().to_string()));
+///     assert_eq!(counter.add(2).await?, 2);
+///     assert_eq!(counter.add(3).await?, 5);
+///     assert_eq!(counter.whoami().await?, None);
+///     server.shutdown(std::time::Duration::from_secs(1)).await;
+///     Ok(())
+/// }
+/// ```
+pub use rpc_macros::service;
 pub use server::{
     Context, DEFAULT_DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STORE_BYTES,

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::ServeError;
+use crate::remote::{RemoteFunction, Service};
 use crate::wire::{ContentHash, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN};
 use auth::Tokens;
 use dedup::Dedup;
@@ -260,6 +261,35 @@ impl Server {
             options,
         };
         self.registry.insert(name.into(), function);
+        self
+    }
+
+    /// Registers a function made by `#[remote]` (`add::function()`), by
+    /// hand with [`RemoteFunction::new`], or by a service. A later
+    /// registration of the same name replaces the earlier one.
+    pub fn remote(mut self, function: RemoteFunction) -> Server {
+        self.registry.insert(function.name, function.function);
+        self
+    }
+
+    /// Registers every `#[remote]` function linked into this program: annotate
+    /// a function and it is served, with no list to keep up to date.
+    ///
+    /// Functions of a library crate count only when the program links that
+    /// crate (uses at least one item of it).
+    pub fn remote_all(mut self) -> Server {
+        for function in crate::remote::registered() {
+            self = self.remote(function);
+        }
+        self
+    }
+
+    /// Registers every method of a service (`#[service]`), as
+    /// `CalculatorServer::new(implementation)`.
+    pub fn service(mut self, service: impl Service) -> Server {
+        for function in service.into_functions() {
+            self = self.remote(function);
+        }
         self
     }
 

@@ -1,5 +1,27 @@
-//! Procedural macros for `rpc-core`.
+//! Procedural macros for `rpc-core`: `#[remote]` and `#[service]`.
 //!
-//! Users depend on `rpc-core`, which re-exports these macros; this crate is
-//! an implementation detail. It holds no macros yet: the attribute that turns
-//! a function or trait into a remote one arrives with the macros milestone.
+//! Depend on `rpc-core`, which re-exports these macros with their full
+//! documentation; this crate is an implementation detail.
+
+mod errors;
+mod krate;
+mod options;
+mod remote;
+mod service;
+mod signature;
+
+use proc_macro::TokenStream;
+
+/// Makes a function callable from other machines. Documented on its
+/// re-export, `rpc_core::remote`.
+#[proc_macro_attribute]
+pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
+    remote::expand(attr.into(), item.into()).into()
+}
+
+/// Makes a trait's methods callable from other machines. Documented on its
+/// re-export, `rpc_core::service`.
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    service::expand(attr.into(), item.into()).into()
+}

@@ -7,6 +7,7 @@
 
 mod calls;
 mod faults;
+mod macros;
 mod properties;
 mod support;
 mod tcp;
