@@ -47,10 +47,11 @@ fn generate(function: &ItemFn, options: &Options, method: &Method) -> TokenStrea
         None => quote!(::core::module_path!()),
     };
     let parts = method.schema_parts();
-    let schema_hash = quote!(#krate::__private::schema_hash(&[NAME, #(#parts),*]));
+    let schema_hash = quote!(#krate::__private::schema_hash(&[self::NAME, #(#parts),*]));
     let description = doc_text(&function.attrs);
-    let function_options = options.function_options(&krate, &quote!(SCHEMA_HASH), &description);
-    let call_options = options.call_options(&krate, &quote!(SCHEMA_HASH));
+    let function_options =
+        options.function_options(&krate, &quote!(self::SCHEMA_HASH), &description);
+    let call_options = options.call_options(&krate, &quote!(self::SCHEMA_HASH));
     let args_type = method.args_type();
     let args_tuple = method.args_tuple();
     let params = method.params();
@@ -125,7 +126,7 @@ fn generate(function: &ItemFn, options: &Options, method: &Method) -> TokenStrea
             /// function's own error.
             #[allow(clippy::too_many_arguments)]
             #vis async fn call(#client: &#krate::Client, #params) -> #result {
-                #call(#client, NAME, &#args_tuple, options()).await
+                #call(#client, self::NAME, &#args_tuple, self::options()).await
             }
 
             /// Like `call`, with options other than the attribute's (start
@@ -141,13 +142,13 @@ fn generate(function: &ItemFn, options: &Options, method: &Method) -> TokenStrea
                 #call_options_var: #krate::CallOptions,
                 #params
             ) -> #result {
-                #call(#client, NAME, &#args_tuple, #call_options_var).await
+                #call(#client, self::NAME, &#args_tuple, #call_options_var).await
             }
 
             /// The function, ready for `Server::remote`.
             #vis fn function() -> #krate::RemoteFunction {
                 #krate::RemoteFunction::new::<#args_type, #ok, #err, _, _>(
-                    NAME,
+                    self::NAME,
                     #function_options,
                     |#context: #krate::Context, #args_tuple: #args_type| async move {
                         let _ = &#context;

@@ -252,12 +252,12 @@ fn generate(service: &ItemTrait, prefix: &Option<LitStr>, remotes: &[Remote<'_>]
         registrations.push(quote! {
             #(#cfgs)*
             {
-                let #implementation = #krate::__private::Arc::clone(&self.#implementation);
+                let #implementation = ::core::clone::Clone::clone(&self.#implementation);
                 functions.push(#krate::RemoteFunction::new::<#args_type, #ok, #err, _, _>(
                     #name_const,
                     #function_options,
                     move |#context: #krate::Context, #args_tuple: #args_type| {
-                        let #implementation = #krate::__private::Arc::clone(&#implementation);
+                        let #implementation = ::core::clone::Clone::clone(&#implementation);
                         async move {
                             let _ = &#context;
                             #body

@@ -12,4 +12,5 @@ mod properties;
 mod support;
 mod tcp;
 mod tls;
+mod ui;
 mod vectors;
