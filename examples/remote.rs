@@ -58,14 +58,20 @@ impl KeyValue for Memory {
     }
 
     async fn whoami(&self, context: Context) -> String {
-        format!("{} ({})", context.peer_name(), context.role().unwrap_or("anonymous"))
+        format!(
+            "{} ({})",
+            context.peer_name(),
+            context.role().unwrap_or("anonymous")
+        )
     }
 }
 
 impl Memory {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // A panic while holding the lock cannot leave the map half-written.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -9,7 +9,7 @@ pub use inventory;
 pub use std::boxed::Box;
 pub use std::future::Future;
 pub use std::marker::{Send, Sync};
-pub use std::option::Option::{None, Some};
+pub use std::option::Option::{self, None, Some};
 pub use std::result::Result::{self, Err, Ok};
 pub use std::string::String;
 pub use std::sync::Arc;

@@ -79,6 +79,7 @@ mod client;
 mod conn;
 mod error;
 mod remote;
+mod request;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -90,6 +91,7 @@ pub use client::{
     DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES,
 };
 pub use remote::{Infallible, RemoteFunction, Service};
+pub use request::Request;
 
 /// Makes a function callable from other machines.
 ///

@@ -272,6 +272,21 @@ impl Server {
         self
     }
 
+    /// Serves requests of type `R` (see [`Request`](trait@crate::Request))
+    /// with `handler`, under `R::NAME`, with its schema hash and roles.
+    pub fn handle<R, F, Fut>(self, handler: F) -> Server
+    where
+        R: crate::Request,
+        F: Fn(Context, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Response, R::Error>> + Send + 'static,
+    {
+        let mut options = FunctionOptions::new().schema_hash(R::SCHEMA_HASH);
+        if let Some(roles) = R::ROLES {
+            options = options.roles(roles.iter().copied());
+        }
+        self.remote(RemoteFunction::new(R::NAME, options, handler))
+    }
+
     /// Registers every `#[remote]` function linked into this program: annotate
     /// a function and it is served, with no list to keep up to date.
     ///

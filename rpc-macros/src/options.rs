@@ -41,7 +41,8 @@ impl Options {
         options
     }
 
-    fn take(&mut self, meta: Meta, errors: &mut Errors) {
+    /// Takes one option, recording what is wrong with it.
+    pub(crate) fn take(&mut self, meta: Meta, errors: &mut Errors) {
         let Some(key) = meta.path().get_ident().map(ToString::to_string) else {
             errors.at(meta.path(), format!("unknown option: {KNOWN}"));
             return;

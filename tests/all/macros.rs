@@ -433,3 +433,105 @@ async fn a_service_client_built_against_other_types_gets_incompatible() {
     assert!(matches!(error, RpcError::Incompatible(_)), "{error:?}");
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A request type that names the function it calls.
+#[derive(Debug, Serialize, Deserialize, rpc_core::Request)]
+#[request(name = "stock.reserve", response = u32, error = StockError, idempotent)]
+struct Reserve {
+    item: String,
+    count: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, rpc_core::Request)]
+#[request(response = String, roles = ["auditor"])]
+enum Report {
+    Summary,
+    Item { name: String },
+}
+
+/// `Reserve` as an older client built it, with another field type.
+mod reserve_v0 {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize, rpc_core::Request)]
+    #[request(name = "stock.reserve", response = u32, error = super::StockError, idempotent)]
+    pub struct Reserve {
+        pub item: String,
+        pub count: u64,
+    }
+}
+
+#[tokio::test]
+async fn request_types_are_served_by_handlers_and_sent_by_clients() {
+    use rpc_core::Request;
+
+    let server = Server::builder()
+        .token("audit", "auditor")
+        .token("clerk", "clerk")
+        .handle(|_, reserve: Reserve| async move {
+            if reserve.count > 10 {
+                Err(StockError::NotEnough { have: 10 })
+            } else {
+                Ok(10 - reserve.count)
+            }
+        })
+        .handle(|context: Context, report: Report| async move {
+            Ok(match report {
+                Report::Summary => format!("summary for {}", context.role().unwrap_or("?")),
+                Report::Item { name } => format!("report on {name}"),
+            })
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let with_token = |token: &str| {
+        Client::with_config(
+            server.local_addr().to_string(),
+            ClientConfig {
+                token: Some(token.to_owned()),
+                ..ClientConfig::default()
+            },
+        )
+    };
+    let clerk = with_token("clerk");
+    let reserve = Reserve {
+        item: "bolt".into(),
+        count: 3,
+    };
+    assert_eq!(reserve.call(&clerk).await.unwrap(), 7);
+    let too_many = Reserve {
+        item: "bolt".into(),
+        count: 11,
+    };
+    let error = too_many.call(&clerk).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RpcError::Application(StockError::NotEnough { have: 10 })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(Reserve::NAME, "stock.reserve");
+
+    // Roles from the attribute.
+    let error = Report::Summary.call(&clerk).await.unwrap_err();
+    assert!(matches!(error, RpcError::Forbidden(_)), "{error:?}");
+    let auditor = with_token("audit");
+    assert_eq!(
+        Report::Summary.call(&auditor).await.unwrap(),
+        "summary for auditor"
+    );
+    let item = Report::Item { name: "nut".into() };
+    assert_eq!(item.call(&auditor).await.unwrap(), "report on nut");
+    assert_eq!(Report::NAME, "all::macros::Report");
+
+    // A field's type changed: incompatible, not garbage.
+    assert_ne!(reserve_v0::Reserve::SCHEMA_HASH, Reserve::SCHEMA_HASH);
+    let stale = reserve_v0::Reserve {
+        item: "bolt".into(),
+        count: 1,
+    };
+    let error = stale.call(&clerk).await.unwrap_err();
+    assert!(matches!(error, RpcError::Incompatible(_)), "{error:?}");
+    server.shutdown(Duration::from_secs(1)).await;
+}
