@@ -6,6 +6,26 @@
 //! calls at once over one connection, with deadlines, cancellation,
 //! reconnection and retries. See [`Server`] for a complete example.
 //!
+//! Most functions are made remote with a macro rather than registered by
+//! name: [`remote`] on a function, [`service`] on a trait, or
+//! [`Request`](macro@Request) derived on a request type. Each generates
+//! typed client stubs and the server registration:
+//!
+//! ```
+//! #[rpc_core::remote]
+//! async fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let server = rpc_core::Server::builder().remote_all().bind("127.0.0.1:0").await?;
+//!     let client = rpc_core::Client::new(server.local_addr().to_string());
+//!     assert_eq!(add::call(&client, 2, 3).await?, 5);
+//!     Ok(())
+//! }
+//! ```
+//!
 //! Underneath is the **wire protocol**: length-prefixed frames, each a
 //! fixed 12-byte header and a [postcard]-encoded body, serving four purposes:
 //!
@@ -209,8 +229,10 @@ pub use error::{DecodeError, EncodeError, RemoteError, RpcError, ServeError, Tra
 ///
 /// Use [`remote`] for a handful of independent functions; use `service`
 /// when a set of calls shares state (a database handle, a cache) held by
-/// the implementing type, or when you want one client type to pass around.
-/// Both produce the same wire calls, so a server can mix them.
+/// the implementing type, or when you want one client type to pass around;
+/// derive [`Request`](macro@Request) when the message is the unit (commands
+/// or queries as types). All produce the same wire calls, so a server can
+/// mix them.
 ///
 /// # Example
 ///

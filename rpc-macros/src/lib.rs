@@ -14,22 +14,21 @@ mod signature;
 
 use proc_macro::TokenStream;
 
-/// Makes a function callable from other machines. Documented on its
-/// re-export, `rpc_core::remote`.
+// The three macros are documented on their re-exports in rpc-core: rustdoc
+// appends an item's own docs to its re-export's, so they have none here.
+#[allow(missing_docs)]
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     remote::expand(attr.into(), item.into()).into()
 }
 
-/// Makes a trait's methods callable from other machines. Documented on its
-/// re-export, `rpc_core::service`.
+#[allow(missing_docs)]
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     service::expand(attr.into(), item.into()).into()
 }
 
-/// Makes a serde type a request that calls a named remote function.
-/// Documented on its re-export, `rpc_core::Request`.
+#[allow(missing_docs)]
 #[proc_macro_derive(Request, attributes(request))]
 pub fn derive_request(input: TokenStream) -> TokenStream {
     request::expand(input.into()).into()
