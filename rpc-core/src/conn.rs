@@ -3,6 +3,8 @@
 
 pub(crate) mod writer;
 
+use std::sync::Arc;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use tokio_util::codec::{Framed, FramedRead};
 
 use crate::transfer::ChunkSender;
 use crate::wire::{Frame, FrameCodec, Message, Payload, Response, StatusCode};
+pub(crate) use writer::Cork;
 
 /// A response's content: its status, message and payload.
 #[derive(Clone, Debug)]
@@ -35,12 +38,21 @@ pub(crate) type ReadHalf = tokio::io::ReadHalf<Box<dyn Io>>;
 /// queue is full: backpressure from a slow peer reaches whoever produces.
 pub(crate) type Outbox = mpsc::Sender<Frame>;
 
+/// The parts of a connection after its handshake.
+pub(crate) struct Split {
+    /// Reads frames; bytes the handshake read ahead are in its buffer.
+    pub(crate) reader: FramedRead<ReadHalf, FrameCodec>,
+    /// Queues frames for the writer.
+    pub(crate) outbox: Outbox,
+    /// The writer task draining the outbox.
+    pub(crate) writer: JoinHandle<()>,
+    /// Holds the writer back while the reader handles a batch.
+    pub(crate) cork: Arc<Cork>,
+}
+
 /// Splits a framed transport (after its handshake) into a frame reader, an
-/// outbox, and the writer task draining the outbox. Bytes the handshake read
-/// ahead stay in the reader's buffer.
-pub(crate) fn split<T: Io>(
-    framed: Framed<T, FrameCodec>,
-) -> (FramedRead<ReadHalf, FrameCodec>, Outbox, JoinHandle<()>) {
+/// outbox, and the writer task draining the outbox.
+pub(crate) fn split<T: Io>(framed: Framed<T, FrameCodec>) -> Split {
     let peer_max_frame_len = framed.codec().peer_max_frame_len();
     let parts = framed.into_parts();
     let io: Box<dyn Io> = Box::new(parts.io);
@@ -48,8 +60,32 @@ pub(crate) fn split<T: Io>(
     let mut reader = FramedRead::new(read, parts.codec);
     reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
     let (outbox, frames) = mpsc::channel(writer::OUTBOX_CAPACITY);
-    let writer = tokio::spawn(writer::run(write, frames, peer_max_frame_len));
-    (reader, outbox, writer)
+    let cork = Arc::new(Cork::default());
+    let writer = tokio::spawn(writer::run(
+        write,
+        frames,
+        peer_max_frame_len,
+        Arc::clone(&cork),
+    ));
+    Split {
+        reader,
+        outbox,
+        writer,
+        cork,
+    }
+}
+
+/// Whether `reader` holds a whole frame it has not yet handed out: one more
+/// `next()` will not wait for the socket.
+pub(crate) fn frame_buffered(reader: &FramedRead<ReadHalf, FrameCodec>) -> bool {
+    let buffered = reader.read_buffer();
+    match buffered.first_chunk::<4>() {
+        Some(prefix) => {
+            let len = u32::from_be_bytes(*prefix) as usize;
+            buffered.len() - 4 >= len
+        }
+        None => false,
+    }
 }
 
 /// Milliseconds since the Unix epoch, by this machine's clock.

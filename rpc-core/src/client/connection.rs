@@ -152,7 +152,12 @@ impl Connection {
         framed
             .codec_mut()
             .set_peer_max_frame_len(welcome.limits.max_frame_len);
-        let (reader, outbox, _writer) = conn::split(framed);
+        let conn::Split {
+            reader,
+            outbox,
+            cork,
+            ..
+        } = conn::split(framed);
         let shared = Arc::new(Shared {
             open: AtomicBool::new(true),
             in_flight: Mutex::new(InFlight::default()),
@@ -163,6 +168,7 @@ impl Connection {
         let max_payload_len = config.max_payload_len;
         tokio::spawn(read_loop(
             reader,
+            cork,
             Arc::clone(&shared),
             outbox.clone(),
             keepalive,
@@ -353,6 +359,7 @@ struct Download {
 /// alive with pings.
 async fn read_loop(
     mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
+    cork: Arc<conn::Cork>,
     shared: Arc<Shared>,
     outbox: Outbox,
     keepalive: Option<Duration>,
@@ -372,6 +379,13 @@ async fn read_loop(
     tokio::pin!(deadline);
     let mut deadline_moved = Box::pin(shared.deadline_moved.notified());
     let reason = loop {
+        // The callers a batch of responses woke mostly send their next calls
+        // right away: the writer is held (corked) until they have had their
+        // turn, so that those calls leave in one write too.
+        if !conn::frame_buffered(&reader) && cork.is_corked() {
+            tokio::task::yield_now().await;
+            cork.uncork();
+        }
         let frame = tokio::select! {
             frame = reader.next() => frame,
             () = &mut dropped => break "the client no longer uses it".to_owned(),
@@ -405,6 +419,7 @@ async fn read_loop(
             }
         };
         heard_since_tick = true;
+        cork.cork();
         let frame = match frame {
             None => break "the server closed the connection".to_owned(),
             Some(Err(DecodeError::Io(error))) => break format!("the connection failed: {error}"),
@@ -474,6 +489,7 @@ async fn read_loop(
             _ => {}
         }
     };
+    cork.uncork();
     tracing::debug!(%reason, "connection ended");
     shared.fail_from(0, &reason, false);
 }

@@ -73,9 +73,14 @@ pub(crate) async fn serve<T>(
         addr,
         role,
     });
-    let (reader, outbox, writer) = conn::split(framed);
+    let conn::Split {
+        reader,
+        outbox,
+        writer,
+        cork,
+    } = conn::split(framed);
     let (session, done) = Session::new(shared, peer, hello.limits, outbox);
-    session.run(reader, shutdown, done).await;
+    session.run(reader, &cork, shutdown, done).await;
     // The session dropped its outbox; the writer flushes and closes.
     let _ = writer.await;
 }

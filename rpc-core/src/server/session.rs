@@ -99,6 +99,7 @@ impl Session {
     pub(crate) async fn run(
         mut self,
         mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
+        cork: &conn::Cork,
         mut shutdown: watch::Receiver<Option<Instant>>,
         mut done: mpsc::UnboundedReceiver<u64>,
     ) {
@@ -140,9 +141,15 @@ impl Session {
                         }
                         Some(Err(error)) => break Ending::Fatal(connection::report(&error)),
                         Some(Ok(frame)) => {
+                            // Responses to frames that arrived together
+                            // leave together.
+                            cork.cork();
                             if let Err((status, message)) = self.handle(frame, !draining).await {
                                 let error = ErrorMessage { status, message };
                                 break Ending::Fatal(Message::Error(error));
+                            }
+                            if !conn::frame_buffered(&reader) {
+                                cork.uncork();
                             }
                             draining |= self.peer_going_away;
                         }
@@ -184,6 +191,7 @@ impl Session {
                 }
             }
         };
+        cork.uncork();
         // Whatever still runs is cancelled: the peer left, broke the
         // protocol, or the grace period is over. Only calls a lost peer may
         // retry (those with an idempotency key) finish, for the retry.
