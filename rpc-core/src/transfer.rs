@@ -10,7 +10,9 @@
 //! stream 5:  <- Response { status: 200 }
 //! ```
 
-use bytes::{Bytes, BytesMut};
+mod pool;
+
+use bytes::Bytes;
 
 use crate::error::TransferError;
 use crate::wire::{ChunkEnd, ContentHash, Frame, HEADER_LEN, Hasher, Message};
@@ -279,11 +281,8 @@ fn join(mut parts: Vec<Bytes>) -> Bytes {
     if parts.len() <= 1 {
         return parts.pop().unwrap_or_default();
     }
-    let mut joined = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-    for part in parts {
-        joined.extend_from_slice(&part);
-    }
-    joined.freeze()
+    let len = parts.iter().map(Bytes::len).sum();
+    pool::join(&parts, len)
 }
 
 #[cfg(test)]
