@@ -186,13 +186,15 @@ impl Iterator for ChunkFrames {
 /// before anything arrives, each chunk against the announced length, and the
 /// whole against the SHA-256 in `ChunkEnd` when it carries one.
 ///
-/// Chunks are kept as they arrived (slices of the read buffer) until
-/// [`finish`](Self::finish) joins them.
+/// Each chunk is copied into the payload's buffer as it arrives, while it
+/// is still in the cache, and the read buffer it came in is free again at
+/// once. The buffer is taken at the first chunk, so a peer that announces a
+/// payload and sends nothing pins no memory.
 #[derive(Debug)]
 pub struct ChunkReceiver {
     announced: u64,
     received: u64,
-    parts: Vec<Bytes>,
+    buffer: Option<pool::Buffer>,
 }
 
 impl ChunkReceiver {
@@ -209,7 +211,7 @@ impl ChunkReceiver {
         Ok(ChunkReceiver {
             announced: len,
             received: 0,
-            parts: Vec::new(),
+            buffer: None,
         })
     }
 
@@ -239,7 +241,10 @@ impl ChunkReceiver {
         }
         self.received = received;
         if !chunk.is_empty() {
-            self.parts.push(chunk);
+            let announced = usize::try_from(self.announced).unwrap_or(usize::MAX);
+            self.buffer
+                .get_or_insert_with(|| pool::buffer(announced, chunk.len()))
+                .extend_from_slice(&chunk);
         }
         Ok(())
     }
@@ -259,12 +264,9 @@ impl ChunkReceiver {
                 announced: self.announced,
             });
         }
+        let payload = self.buffer.map(pool::Buffer::freeze).unwrap_or_default();
         if let Some(expected) = hash {
-            let mut hasher = Hasher::default();
-            for part in &self.parts {
-                hasher.update(part);
-            }
-            let actual = hasher.finish();
+            let actual = ContentHash::of(&payload);
             if actual != expected {
                 return Err(TransferError::HashMismatch {
                     expected: expected.to_string(),
@@ -272,17 +274,8 @@ impl ChunkReceiver {
                 });
             }
         }
-        Ok(join(self.parts))
+        Ok(payload)
     }
-}
-
-/// Joins chunks into one buffer, without copying when there is only one.
-fn join(mut parts: Vec<Bytes>) -> Bytes {
-    if parts.len() <= 1 {
-        return parts.pop().unwrap_or_default();
-    }
-    let len = parts.iter().map(Bytes::len).sum();
-    pool::join(&parts, len)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! A fresh multi-megabyte allocation is mapped anew by the allocator and
 //! faulted in page by page, which costs more than moving the bytes: in the
 //! bulk benchmark, 16 MiB echoes ran at about 0.3x of a bare socket, and at
-//! 0.8x with the allocator told to keep its memory. Joined payloads are
-//! therefore built in buffers that come back here when the last `Bytes`
+//! 0.8x with the allocator told to keep its memory. Chunked payloads are
+//! therefore gathered in buffers that come back here when the last `Bytes`
 //! sharing them is dropped, and the next large payload reuses one that is
 //! already mapped.
 
@@ -22,25 +22,15 @@ pub(crate) const MAX_POOLED_BYTES: usize = 64 << 20;
 /// Idle buffers, and their total capacity.
 static IDLE: Mutex<(Vec<Vec<u8>>, usize)> = Mutex::new((Vec::new(), 0));
 
-/// Joins `parts` (whose lengths add up to `len`) into one buffer, reusing an
-/// idle one when the payload is large.
-pub(crate) fn join(parts: &[Bytes], len: usize) -> Bytes {
+/// An empty buffer for a payload of `len` bytes: an idle one with room for
+/// them all when `len` is large and one fits, or else a new one with room
+/// for `first` bytes, which grows as bytes arrive (so that memory follows
+/// what a peer sends, not what it announces).
+pub(crate) fn buffer(len: usize, first: usize) -> Buffer {
+    let fresh = || Buffer(Vec::with_capacity(first.min(len)));
     if len < MIN_POOLED_LEN {
-        let mut joined = Vec::with_capacity(len);
-        for part in parts {
-            joined.extend_from_slice(part);
-        }
-        return Bytes::from(joined);
+        return fresh();
     }
-    let mut buffer = take(len);
-    for part in parts {
-        buffer.extend_from_slice(part);
-    }
-    Bytes::from_owner(Pooled(buffer))
-}
-
-/// An idle buffer of at least `len` bytes' capacity, emptied, or a new one.
-fn take(len: usize) -> Vec<u8> {
     let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
     let (buffers, total) = &mut *idle;
     // The smallest that fits, so that large buffers stay for large payloads.
@@ -54,25 +44,46 @@ fn take(len: usize) -> Vec<u8> {
         let mut buffer = buffers.swap_remove(index);
         *total -= buffer.capacity();
         buffer.clear();
-        return buffer;
+        return Buffer(buffer);
     }
     drop(idle);
-    Vec::with_capacity(len)
+    fresh()
 }
 
-/// A joined payload's buffer; it goes back to the pool when dropped.
-struct Pooled(Vec<u8>);
+/// A payload's buffer; a large one goes back to the pool when dropped, or
+/// when the last `Bytes` made from it by [`freeze`](Self::freeze) is.
+#[derive(Debug)]
+pub(crate) struct Buffer(Vec<u8>);
 
-impl AsRef<[u8]> for Pooled {
+impl Buffer {
+    /// Appends `bytes`.
+    pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// The bytes, shared.
+    pub(crate) fn freeze(self) -> Bytes {
+        if self.0.capacity() < MIN_POOLED_LEN {
+            let mut this = std::mem::ManuallyDrop::new(self);
+            return Bytes::from(std::mem::take(&mut this.0));
+        }
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for Buffer {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
 }
 
-impl Drop for Pooled {
+impl Drop for Buffer {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.0);
         let capacity = buffer.capacity();
+        if capacity < MIN_POOLED_LEN {
+            return;
+        }
         let mut idle = IDLE.lock().unwrap_or_else(PoisonError::into_inner);
         let (buffers, total) = &mut *idle;
         if *total + capacity <= MAX_POOLED_BYTES {
@@ -86,11 +97,20 @@ impl Drop for Pooled {
 mod tests {
     use super::*;
 
+    fn join(parts: &[Bytes], len: usize) -> Bytes {
+        let mut buffer = buffer(len, len);
+        for part in parts {
+            buffer.extend_from_slice(part);
+        }
+        buffer.freeze()
+    }
+
     #[test]
     fn large_payloads_hold_exactly_their_own_bytes_in_reused_buffers() {
         let len = MIN_POOLED_LEN + 10;
         let parts = [Bytes::from(vec![1u8; len - 10]), Bytes::from(vec![2u8; 10])];
         let first = join(&parts, len);
+
         assert_eq!(first.len(), len);
         assert!(first[..len - 10].iter().all(|&byte| byte == 1));
         assert!(first[len - 10..].iter().all(|&byte| byte == 2));
