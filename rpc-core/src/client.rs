@@ -278,10 +278,13 @@ impl Client {
             let connection = self.connection(deadline).await?;
             let span =
                 tracing::debug_span!("call", method, retries, status = tracing::field::Empty);
-            let result = connection
-                .call(method, args.clone(), deadline, key, options.schema_hash)
-                .instrument(span.clone())
-                .await;
+            let attempt = connection.call(method, args.clone(), deadline, key, options.schema_hash);
+            // Without a subscriber listening, the span costs only its check.
+            let result = if span.is_disabled() {
+                attempt.await
+            } else {
+                attempt.instrument(span.clone()).await
+            };
             let status = match &result {
                 Ok(_) => StatusCode::OK,
                 Err(failed) => failed.error.status(),

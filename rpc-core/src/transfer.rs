@@ -205,7 +205,9 @@ impl ChunkReceiver {
     ///
     /// [`TransferError::TooLarge`] if `len` exceeds `max_len`.
     pub fn new(len: u64, max_len: u64) -> Result<ChunkReceiver, TransferError> {
-        if len > max_len {
+        // A length this machine cannot address is too large whatever the
+        // limit says.
+        if len > max_len || usize::try_from(len).is_err() {
             return Err(TransferError::TooLarge { len, max: max_len });
         }
         Ok(ChunkReceiver {
@@ -241,6 +243,7 @@ impl ChunkReceiver {
         }
         self.received = received;
         if !chunk.is_empty() {
+            // `new` checked that the announced length fits.
             let announced = usize::try_from(self.announced).unwrap_or(usize::MAX);
             self.buffer
                 .get_or_insert_with(|| pool::buffer(announced, chunk.len()))
