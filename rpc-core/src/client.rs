@@ -345,6 +345,23 @@ impl Client {
     /// [`RpcError`] if the request failed.
     pub async fn send_program(&self, program: Bytes) -> Result<(ContentHash, bool), RpcError> {
         let hash = ContentHash::of(&program);
+        let sent = self.send_program_as(hash, program).await?;
+        Ok((hash, sent))
+    }
+
+    /// Like [`send_program`](Client::send_program) for a program whose
+    /// SHA-256 the caller already knows (hashing a large program once, not
+    /// per worker). Returns whether the bytes were sent. The receiver checks
+    /// the claim: bytes that do not hash to `hash` are refused.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_program`](Client::send_program).
+    pub async fn send_program_as(
+        &self,
+        hash: ContentHash,
+        program: Bytes,
+    ) -> Result<bool, RpcError> {
         let len = program.len() as u64;
         let offer = self
             .request(Bytes::new(), |_| {
@@ -352,7 +369,7 @@ impl Client {
             })
             .await;
         match offer {
-            Ok(_) => return Ok((hash, false)),
+            Ok(_) => return Ok(false),
             Err(RpcError::NotFound(_)) => {}
             Err(error) => return Err(error),
         }
@@ -360,7 +377,7 @@ impl Client {
             Message::SendProgram(SendProgram { hash, payload })
         })
         .await?;
-        Ok((hash, true))
+        Ok(true)
     }
 
     /// Sends a request that is safe to repeat (data, programs), with the

@@ -279,7 +279,8 @@ pub use rpc_macros::service;
 pub use server::{
     Context, DEFAULT_DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STORE_BYTES,
-    DESCRIBE_METHOD, FunctionInfo, FunctionOptions, Server, ServerConfig, ServerHandle,
+    DESCRIBE_METHOD, FunctionInfo, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore,
+    Server, ServerConfig, ServerHandle,
 };
 pub use transfer::{ChunkFrames, ChunkReceiver, ChunkSender, DEFAULT_CHUNK_LEN, chunk_len_for};
 pub use wire::{

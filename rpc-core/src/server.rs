@@ -4,6 +4,7 @@
 mod auth;
 mod connection;
 mod dedup;
+mod programs;
 pub(crate) mod registry;
 mod session;
 mod store;
@@ -23,9 +24,10 @@ use tracing::Instrument;
 
 use crate::error::ServeError;
 use crate::remote::{RemoteFunction, Service};
-use crate::wire::{ContentHash, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::wire::{DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN};
 use auth::Tokens;
 use dedup::Dedup;
+pub use programs::{InsertFuture, ProgramRejected, ProgramStore};
 pub use registry::{Context, DESCRIBE_METHOD, FunctionInfo, FunctionOptions};
 use registry::{Function, Registry};
 use store::BoundedStore;
@@ -180,6 +182,7 @@ pub struct Server {
     registry: Registry,
     tokens: Tokens,
     config: ServerConfig,
+    programs: Option<Arc<dyn ProgramStore>>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<crate::tls::rustls::ServerConfig>>,
 }
@@ -213,6 +216,14 @@ impl Server {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<crate::tls::rustls::ServerConfig>) -> Server {
         self.tls = Some(config);
+        self
+    }
+
+    /// Keeps shipped programs in `store` instead of the default in-memory
+    /// map bounded by [`ServerConfig::max_store_bytes`]. A worker plugs in its
+    /// module cache here, which validates each module before accepting it.
+    pub fn programs(mut self, store: impl ProgramStore) -> Server {
+        self.programs = Some(Arc::new(store));
         self
     }
 
@@ -374,7 +385,11 @@ impl Server {
         let shared = Arc::new(connection::Shared {
             dedup: Arc::new(Dedup::new(config.dedup_window, config.dedup_capacity)),
             data: BoundedStore::<String>::new(config.max_store_bytes),
-            programs: BoundedStore::<ContentHash>::new(config.max_store_bytes),
+            programs: self.programs.unwrap_or_else(|| {
+                Arc::new(programs::MemoryPrograms(BoundedStore::new(
+                    config.max_store_bytes,
+                )))
+            }),
             registry: self.registry,
             tokens: self.tokens,
             config,

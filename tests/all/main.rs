@@ -14,3 +14,4 @@ mod tcp;
 mod tls;
 mod ui;
 mod vectors;
+mod worker;

@@ -1,9 +1,58 @@
 //! The worker: receives WebAssembly programs over the rpc protocol, compiles
-//! and caches them, and runs jobs in a sandbox.
+//! and caches them, and runs jobs in a sandbox with hard limits.
 //!
-//! This crate is a binary (`worker`) and a library that tests embed. The
-//! sandbox, the module cache and the `serve`, `run` and `submit` commands
-//! arrive with the worker milestone; today the binary only describes itself.
+//! The crate is the `worker` binary (`worker serve`, `worker run`,
+//! `worker submit`) and a library that embeds the same pieces:
+//!
+//! - [`Sandbox`]: compiles and caches modules, runs jobs in wasmtime.
+//! - [`serve`] / [`worker_server`]: a [`Sandbox`] behind an
+//!   [`rpc_core::Server`].
+//! - [`WorkerClient`]: ships modules (only when the worker lacks them) and
+//!   runs jobs, from another process or machine.
+//!
+//! # Two kinds of job
+//!
+//! - A **WASI command** (`_start`, preview 1): arguments, environment and
+//!   stdin go in; stdout, stderr and the exit code come back
+//!   ([`Command`], [`RunOutput`]). The exit code is a result: an SMT
+//!   solver that exits 10 for "sat" succeeded.
+//! - A **typed call**: a named export takes postcard-encoded input and
+//!   returns postcard-encoded output ([`WorkerClient::call`]). The guest
+//!   side is the `rpc-guest` crate: `rpc_guest::export!(f)` for a
+//!   `fn f(In) -> Out`. The ABI underneath: the guest exports `memory`,
+//!   `rpc_alloc(len: i32) -> i32` (a buffer for the input) and
+//!   `f(ptr: i32, len: i32) -> i64`, whose result is the output's
+//!   `ptr << 32 | len`.
+//!
+//! # The sandbox
+//!
+//! A job gets no filesystem, no network and no host environment; only its
+//! arguments, the environment variables it was given, its stdin and WASI's
+//! clocks and random numbers. Every job runs under [`Limits`]: linear
+//! memory, tables, fuel (CPU work), wall time (and the call's deadline),
+//! wasm stack, stdout/stderr bytes and module size. A job that hits one
+//! ends with a [`JobError`] naming it, and the worker goes on serving
+//! everyone else. Dropping a job's future (a client's cancel) stops the
+//! guest within a few milliseconds.
+
+mod cache;
+mod client;
+mod job;
+mod limits;
+mod sandbox;
+mod server;
+
+pub use client::{Module, WorkerClient, WorkerError};
+pub use job::{
+    CALL_METHOD, CallOutput, CallRequest, Command, JobError, ModuleOrigin, RUN_METHOD, Receipt,
+    Resource, RunOutput, RunRequest, STATUS_METHOD, WorkerStatus,
+};
+pub use limits::{
+    DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, DEFAULT_MODULE_BYTES, DEFAULT_OUTPUT_BYTES,
+    DEFAULT_STACK_BYTES, DEFAULT_TABLE_ELEMENTS, DEFAULT_WALL_TIME, JobLimits, Limits,
+};
+pub use sandbox::{Sandbox, SandboxConfig, SandboxError, default_concurrency};
+pub use server::{serve, worker_server};
 
 /// The protocol version this worker speaks, from `rpc-core`.
 pub const PROTOCOL_VERSION: u8 = rpc_core::PROTOCOL_VERSION;

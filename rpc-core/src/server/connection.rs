@@ -17,12 +17,13 @@ use crate::error::DecodeError;
 use crate::server::ServerConfig;
 use crate::server::auth::{Tokens, Verdict};
 use crate::server::dedup::Dedup;
+use crate::server::programs::ProgramStore;
 use crate::server::registry::{PeerInfo, Registry};
 use crate::server::session::Session;
 use crate::server::store::BoundedStore;
 use crate::wire::{
-    ContentHash, ErrorMessage, Frame, FrameCodec, Hello, Limits, MAX_PROTOCOL_VERSION,
-    MIN_PROTOCOL_VERSION, Message, PeerRole, StatusCode, VersionMismatch, Welcome,
+    ErrorMessage, Frame, FrameCodec, Hello, Limits, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    Message, PeerRole, StatusCode, VersionMismatch, Welcome,
 };
 
 /// What every connection of a server shares.
@@ -32,7 +33,7 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) dedup: Arc<Dedup>,
     pub(crate) data: BoundedStore<String>,
-    pub(crate) programs: BoundedStore<ContentHash>,
+    pub(crate) programs: Arc<dyn ProgramStore>,
 }
 
 /// Tells a connection over the limit why it is refused, and closes it.

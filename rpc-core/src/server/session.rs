@@ -327,14 +327,14 @@ impl Session {
             Message::OfferProgram(offer) => {
                 let (status, message) = if self.shared.programs.contains(&offer.hash) {
                     (StatusCode::OK, String::new())
-                } else if offer.len > self.shared.config.max_payload_len
-                    || !self.shared.programs.fits(offer.len)
-                {
+                } else if offer.len > self.shared.config.max_payload_len {
                     let message = format!(
-                        "a program of {} bytes is more than this server accepts",
-                        offer.len
+                        "a program of {} bytes is more than the {} this server accepts",
+                        offer.len, self.shared.config.max_payload_len
                     );
                     (StatusCode::RESOURCE_EXHAUSTED, message)
+                } else if let Err(rejected) = self.shared.programs.accepts(offer.len) {
+                    (rejected.status(), rejected.message().to_owned())
                 } else {
                     (StatusCode::NOT_FOUND, "send the program".into())
                 };
@@ -407,22 +407,36 @@ impl Session {
             Request::SendProgram(hash) => {
                 let received_at = Instant::now();
                 let actual = hashed.unwrap_or_else(|| ContentHash::of(&payload));
-                let (status, message) = if actual != hash {
+                if actual != hash {
                     let message = format!("the program's bytes hash to {actual}, not {hash}");
-                    (StatusCode::BAD_REQUEST, message)
-                } else {
-                    match self.shared.programs.insert(hash, payload) {
+                    self.respond_status(id, StatusCode::BAD_REQUEST, message, received_at)
+                        .await;
+                    return;
+                }
+                if let Err(rejected) = self.shared.programs.accepts(payload.len() as u64) {
+                    let message = rejected.message().to_owned();
+                    self.respond_status(id, rejected.status(), message, received_at)
+                        .await;
+                    return;
+                }
+                // The store may validate or write the program: give it its
+                // own task so the connection keeps serving meanwhile.
+                let stored = self.shared.programs.insert(hash, payload);
+                let outbox = self.outbox.clone();
+                let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
+                let max_payload = self.peer_limits.max_payload_len;
+                tokio::spawn(async move {
+                    let (status, message) = match stored.await {
                         Ok(()) => (StatusCode::OK, String::new()),
-                        Err(full) => (
-                            StatusCode::RESOURCE_EXHAUSTED,
-                            format!(
-                                "the program store has {} bytes free, {} needed",
-                                full.free, full.len
-                            ),
-                        ),
-                    }
-                };
-                self.respond_status(id, status, message, received_at).await;
+                        Err(rejected) => (rejected.status(), rejected.message().to_owned()),
+                    };
+                    let reply = Reply {
+                        status,
+                        message,
+                        payload: Bytes::new(),
+                    };
+                    conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
+                });
             }
         }
     }

@@ -63,6 +63,11 @@ impl<K: Hash + Eq> BoundedStore<K> {
         self.lock().values.contains_key(key)
     }
 
+    /// The most bytes the store holds.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Whether `len` more bytes could be stored at all.
     pub(crate) fn fits(&self, len: u64) -> bool {
         len <= self.max_bytes

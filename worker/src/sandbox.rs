@@ -1,0 +1,374 @@
+//! The sandbox: compiles and caches modules and runs jobs under hard
+//! limits, on its own threads.
+
+pub(crate) mod engine;
+mod exec;
+mod output;
+pub(crate) mod state;
+mod threads;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rpc_core::{ContentHash, InsertFuture, ProgramRejected, ProgramStore};
+use tokio::sync::oneshot;
+use wasmtime::{Engine, Linker};
+
+use crate::cache::ModuleCache;
+use crate::job::{CallOutput, CallRequest, Command, JobError, RunOutput, RunRequest, WorkerStatus};
+use crate::limits::Limits;
+use engine::EpochTicker;
+use exec::{Env, Interrupt};
+use state::JobState;
+use threads::JobThreads;
+
+/// How a [`Sandbox`] is set up.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The most any job gets.
+    pub limits: Limits,
+    /// Jobs that run at once; more wait in a queue. Defaults to the number
+    /// of cores.
+    pub concurrency: u32,
+    /// Where shipped modules and compiled code are kept across restarts;
+    /// `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes of compiled code kept in memory (and, without a cache
+    /// directory, of shipped modules). Defaults to 1 GiB.
+    pub memory_cache_bytes: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            limits: Limits::default(),
+            concurrency: default_concurrency(),
+            cache_dir: None,
+            memory_cache_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The number of cores, or 1 if unknown.
+pub fn default_concurrency() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
+/// A sandbox could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Wasmtime refused the configuration.
+    #[error("the wasm engine could not start: {0}")]
+    Engine(String),
+    /// The cache directory could not be opened or created.
+    #[error(
+        "the module cache at {path} could not be opened: {source}; check its permissions or pick another --cache-dir"
+    )]
+    Cache {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Job threads could not be started.
+    #[error("could not start job threads: {0}")]
+    Threads(std::io::Error),
+    /// The configuration is not usable.
+    #[error("invalid sandbox configuration: {0}")]
+    Config(String),
+}
+
+/// Compiles, caches and runs WebAssembly modules under hard limits. Cheap
+/// to clone; clones share everything.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use worker::{Command, RunRequest, Sandbox, SandboxConfig};
+///
+/// let sandbox = Sandbox::new(SandboxConfig::default())?;
+/// let module = sandbox
+///     .add_module(r#"(module (func (export "_start")))"#.as_bytes().to_vec().into())
+///     .await?;
+/// let output = sandbox.run(RunRequest { module, command: Command::new() }, None).await?;
+/// assert_eq!(output.exit_code, 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Arc<Linker<JobState>>,
+    cache: Arc<ModuleCache>,
+    limits: Limits,
+    threads: JobThreads,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("limits", &self.inner.limits)
+            .field("concurrency", &self.inner.threads.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Starts a sandbox: the engine, its job threads and its cache.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError`] if the engine, the cache directory or the threads
+    /// cannot be set up.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        if config.concurrency == 0 {
+            return Err(SandboxError::Config(
+                "concurrency must be at least 1".into(),
+            ));
+        }
+        let limits = config.limits;
+        let engine = engine::build(&limits, config.concurrency)
+            .map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
+        let mut linker = Linker::<JobState>::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut JobState| &mut state.wasi)
+            .map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
+        let linker = Arc::new(linker);
+        let cache = ModuleCache::new(
+            engine.clone(),
+            Arc::clone(&linker),
+            config.cache_dir.as_deref(),
+            config.memory_cache_bytes,
+            limits.module_bytes,
+        )
+        .map_err(|source| SandboxError::Cache {
+            path: config.cache_dir.clone().unwrap_or_default(),
+            source,
+        })?;
+        let threads = JobThreads::start(config.concurrency, limits.stack_bytes)
+            .map_err(SandboxError::Threads)?;
+        let ticker = EpochTicker::start(&engine).map_err(SandboxError::Threads)?;
+        Ok(Sandbox {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache: Arc::new(cache),
+                limits,
+                threads,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The limits jobs run under at most.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Validates and keeps a module (binary, or WAT text for tests and
+    /// experiments), returning its hash for [`RunRequest::module`].
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::InvalidModule`] saying what is wrong with it.
+    pub async fn add_module(&self, bytes: Bytes) -> Result<ContentHash, JobError> {
+        let bytes = if bytes.starts_with(b"\0asm") {
+            bytes
+        } else {
+            match wat::parse_bytes(&bytes) {
+                Ok(binary) => Bytes::from(binary.into_owned()),
+                Err(error) => {
+                    return Err(JobError::InvalidModule(format!(
+                        "neither a binary module nor valid WAT text: {error}"
+                    )));
+                }
+            }
+        };
+        let hash = ContentHash::of(&bytes);
+        if !self.inner.cache.contains(&hash) {
+            self.inner
+                .cache
+                .insert(hash, bytes)
+                .await
+                .map_err(|rejected| JobError::InvalidModule(rejected.message().to_owned()))?;
+        }
+        Ok(hash)
+    }
+
+    /// Whether the sandbox holds the module.
+    pub fn has_module(&self, hash: &ContentHash) -> bool {
+        self.inner.cache.contains(hash)
+    }
+
+    /// The store a server ships modules into: validates each before keeping
+    /// it. Plug it in with [`rpc_core::Server::programs`].
+    pub fn program_store(&self) -> impl ProgramStore + use<> {
+        Programs(Arc::clone(&self.inner.cache))
+    }
+
+    /// Runs a WASI command. `deadline`, if sooner than the wall-time limit,
+    /// ends it early. Dropping the future cancels the job, stopping the
+    /// guest within a few milliseconds.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError`] saying why the job has no result.
+    pub async fn run(
+        &self,
+        request: RunRequest,
+        deadline: Option<Instant>,
+    ) -> Result<RunOutput, JobError> {
+        let RunRequest {
+            module,
+            command:
+                Command {
+                    args,
+                    env,
+                    stdin,
+                    limits,
+                    stub_unknown_imports,
+                },
+        } = request;
+        let limits = self.inner.limits.for_job(&limits);
+        self.execute(
+            module,
+            limits,
+            stub_unknown_imports,
+            deadline,
+            move |job, name| exec::run_command(job, name, &args, &env, stdin),
+        )
+        .await
+    }
+
+    /// Calls a typed export with encoded input; see the crate docs for the
+    /// guest side. Deadline and cancellation as in [`Sandbox::run`].
+    ///
+    /// # Errors
+    ///
+    /// [`JobError`] saying why the call has no result.
+    pub async fn call(
+        &self,
+        request: CallRequest,
+        deadline: Option<Instant>,
+    ) -> Result<CallOutput, JobError> {
+        let CallRequest {
+            module,
+            export,
+            input,
+            limits,
+            stub_unknown_imports,
+        } = request;
+        let limits = self.inner.limits.for_job(&limits);
+        self.execute(
+            module,
+            limits,
+            stub_unknown_imports,
+            deadline,
+            move |job, name| exec::call_export(job, name, &export, &input),
+        )
+        .await
+    }
+
+    /// What the sandbox is doing and has cached.
+    pub fn status(&self) -> WorkerStatus {
+        let load = &self.inner.threads.load;
+        let cache = &self.inner.cache;
+        WorkerStatus {
+            concurrency: self.inner.threads.size,
+            running: load.running.load(Ordering::Relaxed),
+            peak_running: load.peak_running.load(Ordering::Relaxed),
+            queued: load.queued.load(Ordering::Relaxed),
+            finished: load.finished.load(Ordering::Relaxed),
+            compiled: cache.compiles.load(Ordering::Relaxed),
+            disk_hits: cache.disk_hits.load(Ordering::Relaxed),
+            modules_in_memory: u32::try_from(cache.in_memory()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Gets the compiled module, queues the job for a thread, and waits.
+    async fn execute<T: Send + 'static>(
+        &self,
+        module: ContentHash,
+        limits: Limits,
+        stub_unknown_imports: bool,
+        deadline: Option<Instant>,
+        work: impl FnOnce(&Env<'_>, &str) -> Result<T, JobError> + Send + 'static,
+    ) -> Result<T, JobError> {
+        let (compiled, origin) = self.inner.cache.get(module).await?;
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let cancelled = Arc::clone(&cancel.0);
+        let (done, result) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let queued_at = Instant::now();
+        self.inner.threads.submit(move || {
+            let queued_us = u64::try_from(queued_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if cancelled.load(Ordering::Relaxed) {
+                let _ = done.send(Err(JobError::Cancelled));
+                return;
+            }
+            let now = Instant::now();
+            let wall = now
+                .checked_add(limits.wall_time)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365));
+            let deadline = deadline.map_or(wall, |deadline| deadline.min(wall));
+            if now >= deadline {
+                let _ = done.send(Err(JobError::DeadlineExceeded {
+                    elapsed_ms: 0,
+                    stderr: Bytes::new(),
+                }));
+                return;
+            }
+            let env = Env {
+                engine: &inner.engine,
+                linker: &inner.linker,
+                compiled: &compiled,
+                origin,
+                limits,
+                stub_unknown_imports,
+                interrupt: Interrupt {
+                    cancelled,
+                    deadline,
+                },
+                queued_us,
+            };
+            let _ = done.send(work(&env, &module.to_string()));
+        });
+        result
+            .await
+            .unwrap_or_else(|_| Err(JobError::Internal("the job's thread failed".into())))
+    }
+}
+
+/// Sets the flag when dropped: a job whose caller went away stops.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The sandbox's cache as a server's program store.
+struct Programs(Arc<ModuleCache>);
+
+impl ProgramStore for Programs {
+    fn contains(&self, hash: &ContentHash) -> bool {
+        self.0.contains(hash)
+    }
+
+    fn accepts(&self, len: u64) -> Result<(), ProgramRejected> {
+        self.0.accepts(len)
+    }
+
+    fn insert(&self, hash: ContentHash, program: Bytes) -> InsertFuture {
+        let cache = Arc::clone(&self.0);
+        Box::pin(async move { cache.insert(hash, program).await })
+    }
+}

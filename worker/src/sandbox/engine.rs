@@ -1,0 +1,149 @@
+//! The wasmtime engine every job of a worker shares: which wasm features
+//! are on, how instances are allocated, and the clock that interrupts
+//! guests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::job::JobError;
+use crate::limits::Limits;
+
+/// How often the engine's epoch advances: the resolution of wall-clock
+/// limits and how quickly a cancelled guest stops.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+/// Tables a module may define or import; real toolchains use one or two.
+const MAX_TABLES_PER_MODULE: u32 = 4;
+
+/// Builds the engine for `slots` jobs at a time under `limits`.
+pub(crate) fn build(limits: &Limits, slots: u32) -> Result<Engine, wasmtime::Error> {
+    let mut config = Config::new();
+    // What current toolchains emit (Rust, clang, emscripten-style C++ and
+    // CPython builds for wasm32-wasip1).
+    config
+        .wasm_bulk_memory(true)
+        .wasm_multi_value(true)
+        .wasm_reference_types(true)
+        .wasm_simd(true)
+        .wasm_exceptions(true);
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.stack_bytes);
+    // Instances come from a pool of pre-reserved slots: instantiating is
+    // a few page-table updates, not mmap calls, and resets reuse memory.
+    let mut pool = PoolingAllocationConfig::default();
+    let max_memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+    let table_elements = usize::try_from(limits.table_elements).unwrap_or(usize::MAX);
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots.saturating_mul(MAX_TABLES_PER_MODULE))
+        .max_memories_per_module(1)
+        .max_tables_per_module(MAX_TABLES_PER_MODULE)
+        .max_memory_size(max_memory)
+        .table_elements(table_elements)
+        .max_core_instance_size(16 << 20)
+        .total_gc_heaps(slots);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Checks that `bytes` are a core WebAssembly module this engine accepts,
+/// with an error a person can act on.
+pub(crate) fn validate(engine: &Engine, bytes: &[u8], max_len: u64) -> Result<(), JobError> {
+    if bytes.len() as u64 > max_len {
+        return Err(JobError::InvalidModule(format!(
+            "the module is {} bytes, more than the {max_len} this worker accepts",
+            bytes.len()
+        )));
+    }
+    let (Some(magic), Some(version)) = (bytes.get(..4), bytes.get(4..8)) else {
+        return Err(JobError::InvalidModule(format!(
+            "{} bytes is too short for a WebAssembly module (it needs at least the 8-byte header)",
+            bytes.len()
+        )));
+    };
+    if magic != b"\0asm" {
+        return Err(JobError::InvalidModule(format!(
+            "not a WebAssembly module: it starts with {magic:02x?}, not 00 61 73 6d (\"\\0asm\")"
+        )));
+    }
+    match version {
+        [1, 0, 0, 0] => {}
+        [_, _, 1, 0] => {
+            return Err(JobError::InvalidModule(
+                "this is a WebAssembly component; the worker runs core modules \
+                 (build for wasm32-wasip1)"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(JobError::InvalidModule(format!(
+                "unsupported WebAssembly version {other:02x?} (expected 01 00 00 00)"
+            )));
+        }
+    }
+    wasmtime::Module::validate(engine, bytes)
+        .map_err(|error| JobError::InvalidModule(format!("{error:#}")))
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> std::io::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("worker-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        build(&Limits::default(), 2).unwrap()
+    }
+
+    #[test]
+    fn garbage_truncated_and_foreign_bytes_are_refused_with_reasons() {
+        let engine = engine();
+        let cases: [(&[u8], &str); 6] = [
+            (b"", "too short"),
+            (b"\0asm\x01\0", "too short"),
+            (b"\x7fELF\x02\x01\x01\0", "not a WebAssembly module"),
+            (b"\0asm\x0d\0\x01\0", "component"),
+            (b"\0asm\x02\0\0\0", "unsupported WebAssembly version"),
+            (b"\0asm\x01\0\0\0\x01\x05\x01\x60", "unexpected end"),
+        ];
+        for (bytes, expected) in cases {
+            let error = validate(&engine, bytes, 1 << 20).unwrap_err().to_string();
+            assert!(error.contains(expected), "{bytes:?}: {error}");
+        }
+        let error = validate(&engine, &[0; 100], 99).unwrap_err().to_string();
+        assert!(error.contains("more than the 99"), "{error}");
+        validate(&engine, b"\0asm\x01\0\0\0", 8).unwrap();
+    }
+}

@@ -1,0 +1,309 @@
+//! Runs one job to completion on the current thread: a store with the
+//! job's limits, an instance, the guest's entry point, and a result or a
+//! precise reason why there is none.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use wasmtime::{Engine, Instance, Linker, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use super::output::BoundedOutput;
+use super::state::{JobState, Limiter};
+use crate::cache::{Compiled, link_error};
+use crate::job::{CallOutput, JobError, ModuleOrigin, Receipt, Resource, RunOutput};
+use crate::limits::Limits;
+
+/// How much of a failed job's stderr comes back with the error.
+const STDERR_TAIL: usize = 4096;
+
+/// What stops a guest from outside.
+#[derive(Debug, Clone)]
+pub(crate) struct Interrupt {
+    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) deadline: Instant,
+}
+
+/// The error the epoch callback raises to stop a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Stopped {
+    #[error("the job was cancelled")]
+    Cancelled,
+    #[error("the job's deadline passed")]
+    Deadline,
+}
+
+/// Everything a job needs besides its own inputs.
+pub(crate) struct Env<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) linker: &'a Linker<JobState>,
+    pub(crate) compiled: &'a Compiled,
+    pub(crate) origin: ModuleOrigin,
+    pub(crate) limits: Limits,
+    pub(crate) stub_unknown_imports: bool,
+    pub(crate) interrupt: Interrupt,
+    pub(crate) queued_us: u64,
+}
+
+/// A job's store and what it records, between start and result.
+struct Job {
+    store: Store<JobState>,
+    stdout: BoundedOutput,
+    stderr: BoundedOutput,
+    instance: Instance,
+    started: Instant,
+    instantiate_us: u64,
+}
+
+/// Runs a WASI command: `_start` with arguments, environment and stdin.
+pub(crate) fn run_command(
+    env: &Env<'_>,
+    module_name: &str,
+    args: &[String],
+    vars: &[(String, String)],
+    stdin: Bytes,
+) -> Result<RunOutput, JobError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .stdin(MemoryInputPipe::new(stdin))
+        .arg(module_name)
+        .args(args);
+    for (key, value) in vars {
+        builder.env(key, value);
+    }
+    let mut job = start(env, builder)?;
+    let entry = job
+        .instance
+        .get_typed_func::<(), ()>(&mut job.store, "_start")
+        .map_err(|error| JobError::BadExport {
+            name: "_start".into(),
+            reason: format!(
+                "{error:#}; a WASI command exports `_start` (build a binary crate for \
+                 wasm32-wasip1), a library is run with a typed call"
+            ),
+        })?;
+    let exit_code = match entry.call(&mut job.store, ()) {
+        Ok(()) => 0,
+        Err(error) => match error.downcast_ref::<I32Exit>() {
+            Some(exit) => exit.0,
+            None => return Err(job.failure(error)),
+        },
+    };
+    // A write past the limit that the guest survived still cut the output.
+    let receipt = job.receipt(env);
+    Ok(RunOutput {
+        exit_code,
+        stdout: job.stdout.contents(),
+        stderr: job.stderr.contents(),
+        receipt,
+    })
+}
+
+/// Calls a typed export: `rpc_alloc(len) -> ptr` receives the input, then
+/// `export(ptr, len) -> (out_ptr << 32 | out_len)` returns the output.
+pub(crate) fn call_export(
+    env: &Env<'_>,
+    module_name: &str,
+    export: &str,
+    input: &[u8],
+) -> Result<CallOutput, JobError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.arg(module_name);
+    let mut job = start(env, builder)?;
+    let store = &mut job.store;
+    let instance = job.instance;
+    let abi_hint = "export it with rpc_guest::export! (see the worker crate docs for the ABI)";
+    if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+        initialize
+            .call(&mut *store, ())
+            .map_err(|error| job_failure(&job.stdout, &job.stderr, store, job.started, error))?;
+    }
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| JobError::BadExport {
+            name: "memory".into(),
+            reason: "the module exports no memory named `memory`".into(),
+        })?;
+    let alloc = instance
+        .get_typed_func::<i32, i32>(&mut *store, "rpc_alloc")
+        .map_err(|error| JobError::BadExport {
+            name: "rpc_alloc".into(),
+            reason: format!("{error:#}; {abi_hint}"),
+        })?;
+    let function = instance
+        .get_typed_func::<(i32, i32), i64>(&mut *store, export)
+        .map_err(|error| JobError::BadExport {
+            name: export.into(),
+            reason: format!("{error:#}; {abi_hint}"),
+        })?;
+    let len = i32::try_from(input.len())
+        .map_err(|_| JobError::Abi(format!("an input of {} bytes is over 2 GiB", input.len())))?;
+    let ptr = alloc
+        .call(&mut *store, len)
+        .map_err(|error| job_failure(&job.stdout, &job.stderr, store, job.started, error))?;
+    memory
+        .write(&mut *store, ptr as u32 as usize, input)
+        .map_err(|_| {
+            JobError::Abi(format!(
+                "rpc_alloc({len}) returned {ptr}, which is not inside the guest's memory"
+            ))
+        })?;
+    let packed = function
+        .call(&mut *store, (ptr, len))
+        .map_err(|error| job_failure(&job.stdout, &job.stderr, store, job.started, error))?;
+    let packed = packed as u64;
+    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    if out_len as u64 > env.limits.output_bytes {
+        return Err(JobError::ResourceExhausted {
+            resource: Resource::Output,
+            stderr: job.stderr.tail(STDERR_TAIL),
+        });
+    }
+    let output = memory
+        .data(&*store)
+        .get(out_ptr..out_ptr.saturating_add(out_len))
+        .map(Bytes::copy_from_slice)
+        .ok_or_else(|| {
+            JobError::Abi(format!(
+                "the output ({out_len} bytes at {out_ptr}) is not inside the guest's memory"
+            ))
+        })?;
+    let receipt = job.receipt(env);
+    Ok(CallOutput {
+        output,
+        stderr: job.stderr.contents(),
+        receipt,
+    })
+}
+
+/// Makes the store with the job's limits and instantiates the module.
+fn start(env: &Env<'_>, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
+    let stdout = BoundedOutput::new(env.limits.output_bytes);
+    let stderr = BoundedOutput::new(env.limits.output_bytes);
+    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    let state = JobState {
+        wasi: wasi.build_p1(),
+        limiter: Limiter::new(env.limits.memory_bytes, env.limits.table_elements),
+    };
+    let mut store = Store::new(env.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store
+        .set_fuel(env.limits.fuel)
+        .map_err(|error| JobError::Internal(format!("{error:#}")))?;
+    let Interrupt {
+        cancelled,
+        deadline,
+    } = env.interrupt.clone();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if cancelled.load(Ordering::Relaxed) {
+            Err(wasmtime::Error::new(Stopped::Cancelled))
+        } else if Instant::now() >= deadline {
+            Err(wasmtime::Error::new(Stopped::Deadline))
+        } else {
+            Ok(UpdateDeadline::Continue(1))
+        }
+    });
+    let started = Instant::now();
+    let instance = match &env.compiled.pre {
+        Ok(pre) => pre.instantiate(&mut store),
+        Err(JobError::UnknownImport { .. }) if env.stub_unknown_imports => {
+            let mut linker = env.linker.clone();
+            linker
+                .define_unknown_imports_as_traps(&env.compiled.module)
+                .map_err(link_error)?;
+            linker.instantiate(&mut store, &env.compiled.module)
+        }
+        Err(error) => return Err(error.clone()),
+    };
+    let instance =
+        instance.map_err(|error| job_failure(&stdout, &stderr, &store, started, error))?;
+    let instantiate_us = micros_since(started);
+    Ok(Job {
+        store,
+        stdout,
+        stderr,
+        instance,
+        started,
+        instantiate_us,
+    })
+}
+
+impl Job {
+    fn failure(&self, error: wasmtime::Error) -> JobError {
+        job_failure(&self.stdout, &self.stderr, &self.store, self.started, error)
+    }
+
+    fn receipt(&self, env: &Env<'_>) -> Receipt {
+        let limiter = &self.store.data().limiter;
+        Receipt {
+            fuel: env
+                .limits
+                .fuel
+                .saturating_sub(self.store.get_fuel().unwrap_or(0)),
+            wall_time_us: micros_since(self.started),
+            queued_us: env.queued_us,
+            instantiate_us: self.instantiate_us,
+            peak_memory_bytes: limiter.peak_memory as u64,
+            module: env.origin,
+            compile_us: env.compiled.compile_us,
+            stdout_truncated: self.stdout.truncated(),
+            stderr_truncated: self.stderr.truncated(),
+        }
+    }
+}
+
+/// Says precisely why a guest stopped: the limit it hit, or its trap.
+fn job_failure(
+    stdout: &BoundedOutput,
+    stderr: &BoundedOutput,
+    store: &Store<JobState>,
+    started: Instant,
+    error: wasmtime::Error,
+) -> JobError {
+    let tail = stderr.tail(STDERR_TAIL);
+    match error.downcast_ref::<Stopped>() {
+        Some(Stopped::Cancelled) => return JobError::Cancelled,
+        Some(Stopped::Deadline) => {
+            return JobError::DeadlineExceeded {
+                elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                stderr: tail,
+            };
+        }
+        None => {}
+    }
+    let limiter = &store.data().limiter;
+    let resource = if stdout.truncated() || stderr.truncated() {
+        Some(Resource::Output)
+    } else {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Some(Resource::Fuel),
+            Some(Trap::StackOverflow) => Some(Resource::Stack),
+            _ if limiter.memory_refused => Some(Resource::Memory),
+            _ if limiter.table_refused => Some(Resource::Table),
+            _ => None,
+        }
+    };
+    if let Some(resource) = resource {
+        return JobError::ResourceExhausted {
+            resource,
+            stderr: tail,
+        };
+    }
+    let mut message = error.root_cause().to_string();
+    if let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() {
+        message.push('\n');
+        message.push_str(&backtrace.to_string());
+    }
+    JobError::Trap {
+        message,
+        stderr: tail,
+    }
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}

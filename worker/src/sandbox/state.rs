@@ -1,0 +1,84 @@
+//! What a job's store holds: its WASI context and the limiter that holds
+//! its memory and tables to the limits and remembers what it refused.
+
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+/// The data of one job's `Store`.
+pub(crate) struct JobState {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limiter: Limiter,
+}
+
+/// Holds memories and tables to their limits, and records the peak memory
+/// and whether a growth was refused (to name the limit when the guest then
+/// fails).
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    max_memory: usize,
+    max_table: usize,
+    pub(crate) peak_memory: usize,
+    pub(crate) memory_refused: bool,
+    pub(crate) table_refused: bool,
+}
+
+impl Limiter {
+    pub(crate) fn new(max_memory: u64, max_table: u64) -> Limiter {
+        Limiter {
+            max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
+            max_table: usize::try_from(max_table).unwrap_or(usize::MAX),
+            peak_memory: 0,
+            memory_refused: false,
+            table_refused: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            // Past the module's own maximum: the guest's doing, not a limit.
+            return Ok(false);
+        }
+        if desired > self.max_memory {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        self.peak_memory = self.peak_memory.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            // Past the module's own maximum: the guest's doing, not a limit.
+            return Ok(false);
+        }
+        if desired > self.max_table {
+            self.table_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        4
+    }
+}

@@ -1,0 +1,92 @@
+//! A sandbox behind an rpc server: the worker's functions and its program
+//! store.
+
+use std::net::SocketAddr;
+
+use rpc_core::{
+    Context, FunctionOptions, Infallible, ServeError, Server, ServerConfig, ServerHandle,
+};
+
+use crate::job::{CALL_METHOD, CallRequest, RUN_METHOD, RunRequest, STATUS_METHOD};
+use crate::sandbox::Sandbox;
+
+/// A server that runs jobs in `sandbox`: it hosts [`RUN_METHOD`],
+/// [`CALL_METHOD`] and [`STATUS_METHOD`] and keeps shipped modules in the
+/// sandbox's cache (validated before they are accepted). Add tokens or a
+/// configuration, then bind it. The payload limit is raised to the
+/// sandbox's module size limit if lower, so the largest module it accepts
+/// can be shipped.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use worker::{Sandbox, SandboxConfig, worker_server};
+///
+/// let sandbox = Sandbox::new(SandboxConfig::default())?;
+/// let handle = worker_server(sandbox)
+///     .token("s3cret", "client")
+///     .bind("127.0.0.1:7070")
+///     .await?;
+/// # drop(handle);
+/// # Ok(())
+/// # }
+/// ```
+pub fn worker_server(sandbox: Sandbox) -> Server {
+    worker_server_with(sandbox, ServerConfig::default())
+}
+
+fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
+    config.max_payload_len = config.max_payload_len.max(sandbox.limits().module_bytes);
+    let run = sandbox.clone();
+    let call = sandbox.clone();
+    let status = sandbox.clone();
+    Server::builder()
+        .config(config)
+        .programs(sandbox.program_store())
+        .function_with(
+            RUN_METHOD,
+            FunctionOptions::new().description("Runs a shipped module as a WASI command"),
+            move |context: Context, request: RunRequest| {
+                let sandbox = run.clone();
+                async move {
+                    let deadline = context.deadline().map(|deadline| deadline.into_std());
+                    sandbox.run(request, deadline).await
+                }
+            },
+        )
+        .function_with(
+            CALL_METHOD,
+            FunctionOptions::new().description("Calls a typed export of a shipped module"),
+            move |context: Context, request: CallRequest| {
+                let sandbox = call.clone();
+                async move {
+                    let deadline = context.deadline().map(|deadline| deadline.into_std());
+                    sandbox.call(request, deadline).await
+                }
+            },
+        )
+        .function_with(
+            STATUS_METHOD,
+            FunctionOptions::new().description("The worker's load and caches"),
+            move |_: Context, (): ()| std::future::ready(Ok::<_, Infallible>(status.status())),
+        )
+}
+
+/// Serves `sandbox` on `addr` with `config` and `tokens` (token, role);
+/// with no tokens, anyone who can connect may run jobs.
+///
+/// # Errors
+///
+/// [`ServeError`] if the configuration is invalid or the address cannot be
+/// bound.
+pub async fn serve(
+    sandbox: Sandbox,
+    addr: SocketAddr,
+    config: ServerConfig,
+    tokens: &[(String, String)],
+) -> Result<ServerHandle, ServeError> {
+    let mut server = worker_server_with(sandbox, config);
+    for (token, role) in tokens {
+        server = server.token(token, role.clone());
+    }
+    server.bind(addr).await
+}
