@@ -31,13 +31,25 @@ impl Module {
         }
     }
 
-    /// Reads a module from a file.
+    /// Reads a module from a file: binary wasm, or WAT text (converted to
+    /// binary here, so workers only ever receive binaries).
     ///
     /// # Errors
     ///
-    /// The file could not be read.
+    /// The file could not be read, or is neither binary wasm nor valid WAT.
     pub fn from_file(path: impl AsRef<Path>) -> std::io::Result<Module> {
-        std::fs::read(path).map(Module::new)
+        let bytes = std::fs::read(path)?;
+        if bytes.starts_with(b"\0asm") {
+            return Ok(Module::new(bytes));
+        }
+        wat::parse_bytes(&bytes)
+            .map(|binary| Module::new(binary.into_owned()))
+            .map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("neither binary wasm nor valid WAT: {error}"),
+                )
+            })
     }
 
     /// The module's SHA-256, its name on every worker.

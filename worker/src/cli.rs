@@ -1,0 +1,109 @@
+//! Parsing the command line and dispatching to one file per subcommand.
+
+mod options;
+mod run;
+mod serve;
+mod submit;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use worker::{JobError, RunOutput};
+
+/// Exit code when a job ran past its deadline (as `timeout(1)`).
+pub(crate) const EXIT_DEADLINE: u8 = 124;
+/// Exit code when a job failed in the sandbox: a limit, a trap, a bad module.
+pub(crate) const EXIT_JOB_FAILED: u8 = 125;
+/// Exit code when the worker could not be reached or refused the request.
+pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code for a failure of this program itself.
+pub(crate) const EXIT_INTERNAL: u8 = 70;
+/// Exit code for bad arguments or unreadable files.
+pub(crate) const EXIT_USAGE: u8 = 64;
+
+/// Runs WebAssembly programs in a sandbox, here or on remote workers.
+///
+/// `run` and `submit` exit with the program's own exit code. When the job
+/// itself fails they print why and exit with 124 (deadline exceeded), 125
+/// (a limit, a trap or an invalid module), 69 (worker unreachable or
+/// refusing), 64 (bad arguments or file) or 70 (internal error).
+#[derive(Debug, Parser)]
+#[command(name = "worker", version, about, long_about = None, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes of run and submit: the program's own, or 124 deadline \
+exceeded, 125 job failed (limit, trap, invalid module), 69 worker unreachable or refusing, \
+64 bad arguments or file, 70 internal error.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve jobs over the network.
+    Serve(serve::ServeArgs),
+    /// Run a module here, in the same sandbox a worker uses.
+    Run(run::RunArgs),
+    /// Ship a module to a worker (if it lacks it) and run it there.
+    Submit(submit::SubmitArgs),
+}
+
+pub(crate) async fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Submit(args) => submit::submit(args).await,
+    }
+}
+
+/// Logs to stderr at warn, info or debug level.
+pub(crate) fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints a job's output and turns its exit code into this process's.
+pub(crate) fn finish(output: &RunOutput) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let _ = stdout.write_all(&output.stdout);
+    let _ = stdout.flush();
+    let _ = stderr.write_all(&output.stderr);
+    let receipt = &output.receipt;
+    if receipt.stdout_truncated || receipt.stderr_truncated {
+        let _ = writeln!(stderr, "worker: output truncated at the output limit");
+    }
+    tracing::info!(
+        fuel = receipt.fuel,
+        wall_time_us = receipt.wall_time_us,
+        peak_memory_bytes = receipt.peak_memory_bytes,
+        module = %receipt.module,
+        compile_us = receipt.compile_us,
+        "job finished"
+    );
+    // WASI exit codes are 0..=255 in practice; anything else reads as 1.
+    ExitCode::from(u8::try_from(output.exit_code).unwrap_or(1))
+}
+
+/// Prints why a job failed and picks the exit code.
+pub(crate) fn job_failed(error: &JobError) -> ExitCode {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(error.stderr());
+    let _ = writeln!(stderr, "worker: {error}");
+    match error {
+        JobError::DeadlineExceeded { .. } => ExitCode::from(EXIT_DEADLINE),
+        JobError::Internal(_) => ExitCode::from(EXIT_INTERNAL),
+        _ => ExitCode::from(EXIT_JOB_FAILED),
+    }
+}

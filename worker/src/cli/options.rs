@@ -1,0 +1,169 @@
+//! Options shared by the subcommands: limits and the environment of a job.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use worker::{Command, Limits};
+
+/// The sandbox's limits. Defaults are finite and safe for untrusted code.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LimitArgs {
+    /// Linear memory per job (e.g. 512M, 2G).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    memory: u64,
+    /// Fuel per job: roughly the wasm instructions it may execute.
+    #[arg(long, value_name = "UNITS", default_value_t = worker::DEFAULT_FUEL)]
+    fuel: u64,
+    /// Wall-clock time per job, in seconds (queueing excluded).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    wall_time: f64,
+    /// Wasm stack per job (deep recursion past it traps).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    stack: u64,
+    /// Bytes of stdout, and separately of stderr, kept per job; a job
+    /// writing more is stopped.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    max_output: u64,
+    /// The largest module accepted.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    max_module: u64,
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> Result<Limits, String> {
+        if !(self.wall_time.is_finite() && self.wall_time > 0.0) {
+            return Err(format!(
+                "--wall-time must be positive, not {}",
+                self.wall_time
+            ));
+        }
+        Ok(Limits {
+            memory_bytes: self.memory,
+            fuel: self.fuel,
+            wall_time: Duration::from_secs_f64(self.wall_time),
+            stack_bytes: usize::try_from(self.stack).map_err(|_| "--stack is too large")?,
+            output_bytes: self.max_output,
+            module_bytes: self.max_module,
+            ..Limits::default()
+        })
+    }
+}
+
+/// What the job sees.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct JobArgs {
+    /// An environment variable for the program (KEY=VALUE); repeatable.
+    /// Nothing of this process's environment is passed otherwise.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Link imports the worker lacks as functions that trap if called
+    /// (for programs that import host hooks they never call).
+    #[arg(long)]
+    stub_unknown_imports: bool,
+    /// The program's arguments (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+impl JobArgs {
+    /// The command, with this process's stdin unless it is a terminal.
+    pub(crate) async fn command(&self) -> std::io::Result<Command> {
+        let mut command = Command::new().args(self.args.iter().cloned());
+        for (key, value) in &self.env {
+            command = command.env(key, value);
+        }
+        if self.stub_unknown_imports {
+            command = command.stub_unknown_imports();
+        }
+        Ok(command.stdin(read_stdin().await?))
+    }
+}
+
+/// All of stdin, or nothing when it is a terminal (jobs are not
+/// interactive: their stdin is complete before they start).
+async fn read_stdin() -> std::io::Result<Vec<u8>> {
+    use std::io::IsTerminal;
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    if !std::io::stdin().is_terminal() {
+        tokio::io::stdin().read_to_end(&mut bytes).await?;
+    }
+    Ok(bytes)
+}
+
+/// Where modules and compiled code are kept across runs.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CacheArgs {
+    /// The module cache directory [default: $XDG_CACHE_HOME/rpc-worker or
+    /// ~/.cache/rpc-worker].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Keep modules in memory only (a restart compiles them again).
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_disk_cache: bool,
+}
+
+impl CacheArgs {
+    pub(crate) fn dir(&self) -> Option<PathBuf> {
+        if self.no_disk_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(default_cache_dir)
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("rpc-worker"))
+}
+
+/// Parses `1024`, `64K`, `512M`, `2G` (powers of 1024; `KiB`/`MB`-style
+/// suffixes too).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512M"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?}; use K, M or G")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text} is too large"))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+    }
+}

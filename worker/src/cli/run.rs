@@ -1,0 +1,69 @@
+//! `worker run FILE.wasm [-- ARGS...]`: runs a module here, in the sandbox a
+//! worker uses, with this process's stdin, stdout, stderr and exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::Args;
+use worker::{RunRequest, Sandbox, SandboxConfig};
+
+use super::options::{CacheArgs, JobArgs, LimitArgs};
+use super::{EXIT_INTERNAL, EXIT_USAGE, finish, job_failed};
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The module: a .wasm file (or WAT text) built for wasm32-wasip1.
+    file: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+pub(crate) async fn run(args: RunArgs) -> ExitCode {
+    let limits = match args.limits.limits() {
+        Ok(limits) => limits,
+        Err(message) => {
+            eprintln!("worker: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let bytes = match tokio::fs::read(&args.file).await {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(error) => {
+            eprintln!("worker: cannot read {}: {error}", args.file.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let command = match args.job.command().await {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("worker: cannot read stdin: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let config = SandboxConfig {
+        limits,
+        concurrency: 1,
+        cache_dir: args.cache.dir(),
+        ..SandboxConfig::default()
+    };
+    let sandbox = match Sandbox::new(config) {
+        Ok(sandbox) => sandbox,
+        Err(error) => {
+            eprintln!("worker: {error}");
+            return ExitCode::from(EXIT_INTERNAL);
+        }
+    };
+    let module = match sandbox.add_module(bytes).await {
+        Ok(module) => module,
+        Err(error) => return job_failed(&error),
+    };
+    match sandbox.run(RunRequest { module, command }, None).await {
+        Ok(output) => finish(&output),
+        Err(error) => job_failed(&error),
+    }
+}

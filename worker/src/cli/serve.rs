@@ -1,0 +1,120 @@
+//! `worker serve --listen ADDR`: runs a worker until interrupted, then
+//! shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use rpc_core::ServerConfig;
+use worker::{Sandbox, SandboxConfig};
+
+use super::options::{CacheArgs, LimitArgs, parse_size};
+use super::{EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on. Use 0.0.0.0:PORT to accept other machines,
+    /// with tokens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// A token clients must present, as TOKEN or TOKEN:ROLE; repeatable.
+    /// Without any, anyone who can connect may run jobs. Also read from
+    /// WORKER_TOKENS (comma-separated), which keeps them out of `ps`.
+    #[arg(
+        long = "token",
+        value_name = "TOKEN[:ROLE]",
+        env = "WORKER_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    tokens: Vec<String>,
+    /// Jobs run at once; more wait in a queue [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
+    /// Bytes of compiled code kept in memory.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    memory_cache: u64,
+    /// Connections served at once.
+    #[arg(long, value_name = "N", default_value_t = rpc_core::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds in-flight jobs get to finish on Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    grace: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
+    let limits = match args.limits.limits() {
+        Ok(limits) => limits,
+        Err(message) => {
+            eprintln!("worker: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let tokens: Vec<(String, String)> = args
+        .tokens
+        .iter()
+        .map(|token| match token.split_once(':') {
+            Some((token, role)) => (token.to_owned(), role.to_owned()),
+            None => (token.clone(), "client".to_owned()),
+        })
+        .collect();
+    let cache_dir = args.cache.dir();
+    let config = SandboxConfig {
+        limits,
+        concurrency: args.concurrency.unwrap_or_else(worker::default_concurrency),
+        cache_dir: cache_dir.clone(),
+        memory_cache_bytes: args.memory_cache,
+    };
+    let concurrency = config.concurrency;
+    let sandbox = match Sandbox::new(config) {
+        Ok(sandbox) => sandbox,
+        Err(error) => {
+            eprintln!("worker: {error}");
+            return ExitCode::from(EXIT_INTERNAL);
+        }
+    };
+    let server_config = ServerConfig {
+        max_connections: args.max_connections,
+        ..ServerConfig::default()
+    };
+    let handle = match worker::serve(sandbox, args.listen, server_config, &tokens).await {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("worker: {error}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let cache = cache_dir.map_or("memory only".to_owned(), |dir| dir.display().to_string());
+    println!(
+        "worker listening on {} (concurrency {concurrency}, {} token(s), cache: {cache})",
+        handle.local_addr(),
+        tokens.len(),
+    );
+    if tokens.is_empty() && !handle.local_addr().ip().is_loopback() {
+        eprintln!("worker: warning: no --token given; anyone who can reach this port may run jobs");
+    }
+    shutdown_signal().await;
+    println!("worker shutting down (in-flight jobs get {} s)", args.grace);
+    handle.shutdown(Duration::from_secs(args.grace)).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,78 @@
+//! `worker submit --to ADDR FILE.wasm [-- ARGS...]`: ships a module to a
+//! worker (only if it lacks it) and runs it there with this process's stdin,
+//! printing the job's output and exiting with its exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use rpc_core::{Client, ClientConfig, RpcError};
+use worker::{Module, WorkerClient, WorkerError};
+
+use super::options::JobArgs;
+use super::{EXIT_DEADLINE, EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE, finish, job_failed};
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The worker's address (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    to: String,
+    /// The token to present, if the worker requires one.
+    #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long to wait for the result, in seconds, shipping and queueing
+    /// included; the worker stops the job when it passes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    timeout: f64,
+    /// The module: a .wasm file built for wasm32-wasip1.
+    file: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        eprintln!("worker: --timeout must be positive");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let module = match Module::from_file(&args.file) {
+        Ok(module) => module,
+        Err(error) => {
+            eprintln!("worker: cannot read {}: {error}", args.file.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let command = match args.job.command().await {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("worker: cannot read stdin: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let config = ClientConfig {
+        name: "worker-submit".into(),
+        token: args.token,
+        timeout: Some(timeout),
+        max_payload_len: 1 << 30,
+        ..ClientConfig::default()
+    };
+    let worker = WorkerClient::new(Client::with_config(args.to.clone(), config)).timeout(timeout);
+    match worker.run(&module, command).await {
+        Ok(output) => finish(&output),
+        Err(WorkerError::Job(error)) => job_failed(&error),
+        Err(WorkerError::Rpc(RpcError::DeadlineExceeded)) => {
+            eprintln!("worker: deadline exceeded after {timeout:?}");
+            ExitCode::from(EXIT_DEADLINE)
+        }
+        Err(WorkerError::Rpc(error)) => {
+            eprintln!("worker: {}: {error}", args.to);
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        Err(error) => {
+            eprintln!("worker: {error}");
+            ExitCode::from(EXIT_INTERNAL)
+        }
+    }
+}
