@@ -7,6 +7,7 @@
 
 mod calls;
 mod faults;
+mod guests;
 mod macros;
 mod properties;
 mod support;

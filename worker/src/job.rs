@@ -195,7 +195,7 @@ pub enum ModuleOrigin {
 impl fmt::Display for ModuleOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ModuleOrigin::Compiled => "compiled",
+            ModuleOrigin::Compiled => "compiled now",
             ModuleOrigin::Memory => "memory cache",
             ModuleOrigin::Disk => "disk cache",
         })
