@@ -1,0 +1,366 @@
+//! The worker on loopback, each number next to a floor measured in the same
+//! run:
+//!
+//! - a trivial cached job end to end (p50, p99 sequential; jobs per second
+//!   with 64 in flight) against a plain rpc call of the same shape;
+//! - the worker-side cost alone (queue hand-off, store, WASI context,
+//!   instantiate, run) against bare wasmtime instantiating from an
+//!   `InstancePre` and calling an empty function;
+//! - a large module: first submission (transfer + compile) against later
+//!   ones (memory cache) and one after a restart (disk cache);
+//! - a CPU-heavy Rust function in the sandbox against the same function
+//!   compiled natively.
+//!
+//! Run with `cargo bench -p worker --bench worker` (needs
+//! `rustup target add wasm32-wasip1` for the CPU-heavy guest).
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rpc_core::{Client, Server};
+use tokio::sync::Semaphore;
+use worker::{
+    Command, Module, ModuleOrigin, RunRequest, Sandbox, SandboxConfig, WorkerClient, worker_server,
+};
+
+const SEQUENTIAL: usize = 2_000;
+const PIPELINED: usize = 20_000;
+const IN_FLIGHT: usize = 64;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let trivial = Module::new(wat::parse_str(r#"(module (func (export "_start")))"#).unwrap());
+
+    // Floor: an rpc call that carries a request and answers at once.
+    let floor = Server::builder()
+        .function("noop", |request: RunRequest| async move {
+            Ok::<_, ()>(request.command.args.len() as u32)
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let floor_client = Client::new(floor.local_addr().to_string());
+    let request = RunRequest {
+        module: trivial.hash(),
+        command: Command::new(),
+    };
+    let floor_latency = latencies(SEQUENTIAL, || {
+        let client = floor_client.clone();
+        let request = request.clone();
+        async move {
+            let _: u32 = client.call("noop", &request).await.unwrap();
+        }
+    })
+    .await;
+    let floor_rate = rate(PIPELINED, |_| {
+        let client = floor_client.clone();
+        let request = request.clone();
+        async move {
+            let _: u32 = client.call("noop", &request).await.unwrap();
+        }
+    })
+    .await;
+
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let server = worker_server(sandbox.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let worker = WorkerClient::new(Client::new(server.local_addr().to_string()));
+    worker.upload(&trivial).await.unwrap();
+    let job_latency = latencies(SEQUENTIAL, || {
+        let worker = worker.clone();
+        let trivial = trivial.clone();
+        async move {
+            worker.run(&trivial, Command::new()).await.unwrap();
+        }
+    })
+    .await;
+    let job_rate = rate(PIPELINED, |_| {
+        let worker = worker.clone();
+        let trivial = trivial.clone();
+        async move {
+            worker.run(&trivial, Command::new()).await.unwrap();
+        }
+    })
+    .await;
+    println!(
+        "trivial cached job, end to end over loopback (floor: an rpc call of the same request)"
+    );
+    println!(
+        "  p50 {:>8.1} us   floor {:>8.1} us   ratio {:.2}x",
+        job_latency.p50,
+        floor_latency.p50,
+        job_latency.p50 / floor_latency.p50
+    );
+    println!(
+        "  p99 {:>8.1} us   floor {:>8.1} us   ratio {:.2}x",
+        job_latency.p99,
+        floor_latency.p99,
+        job_latency.p99 / floor_latency.p99
+    );
+    println!(
+        "  {IN_FLIGHT} in flight: {:>8.0} jobs/s   floor {:>8.0} calls/s   ratio {:.2}x",
+        job_rate,
+        floor_rate,
+        job_rate / floor_rate
+    );
+
+    // Worker-side cost alone, in process.
+    let hash = sandbox.add_module(trivial.bytes().clone()).await.unwrap();
+    let mut instantiate = Vec::new();
+    let local = latencies(SEQUENTIAL, || {
+        let sandbox = sandbox.clone();
+        async move {
+            let request = RunRequest {
+                module: hash,
+                command: Command::new(),
+            };
+            sandbox.run(request, None).await.unwrap()
+        }
+    })
+    .await;
+    for _ in 0..SEQUENTIAL {
+        let request = RunRequest {
+            module: hash,
+            command: Command::new(),
+        };
+        instantiate.push(
+            sandbox
+                .run(request, None)
+                .await
+                .unwrap()
+                .receipt
+                .instantiate_us as f64,
+        );
+    }
+    let bare = bare_wasmtime(trivial.bytes(), SEQUENTIAL);
+    println!(
+        "\nworker-side cost of a trivial job, in process (floor: bare wasmtime instantiate + call)"
+    );
+    println!(
+        "  Sandbox::run p50 {:>7.1} us   floor {:>7.1} us   ratio {:.1}x   (instantiate alone, from receipts: p50 {:.1} us)",
+        local.p50,
+        bare.p50,
+        local.p50 / bare.p50,
+        percentile(&mut instantiate, 0.5)
+    );
+
+    // A large module: ship + compile, then cache hits, then a restart.
+    let big = big_module(4000);
+    let dir = std::env::temp_dir().join(format!("worker-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = SandboxConfig {
+        cache_dir: Some(dir.clone()),
+        ..SandboxConfig::default()
+    };
+    let (first, first_origin, compile_us) = timed_job(&config, &big, 1).await;
+    let (cached, cached_origin, _) = timed_job(&config, &big, 3).await;
+    let (restarted, restart_origin, _) = timed_job(&config, &big, 0).await;
+    println!(
+        "\na {:.1} MiB module (compiles in {:.0} ms)",
+        big.bytes().len() as f64 / (1 << 20) as f64,
+        compile_us as f64 / 1000.0
+    );
+    println!(
+        "  first submission (ship + compile)  {:>8.1} ms  ({first_origin})",
+        first
+    );
+    println!(
+        "  next submission                    {:>8.1} ms  ({cached_origin})  first/next {:.0}x",
+        cached,
+        first / cached
+    );
+    println!(
+        "  after a restart                    {:>8.1} ms  ({restart_origin})  first/restart {:.0}x",
+        restarted,
+        first / restarted
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // CPU-heavy: the same Rust function, native and in the sandbox.
+    match stats_guest() {
+        Some(stats) => {
+            let limit = 3_000_000u32;
+            let started = Instant::now();
+            let native = guest_stats::count_primes(std::hint::black_box(limit));
+            let native_ms = started.elapsed().as_secs_f64() * 1000.0;
+            worker.upload(&stats).await.unwrap();
+            let _: u32 = worker.call(&stats, "count_primes", &1000u32).await.unwrap();
+            let started = Instant::now();
+            let sandboxed: u32 = worker.call(&stats, "count_primes", &limit).await.unwrap();
+            let sandbox_ms = started.elapsed().as_secs_f64() * 1000.0;
+            assert_eq!(native, sandboxed);
+            println!(
+                "\ncount_primes({limit}) = {native}: CPU-bound Rust, native vs in the sandbox (fuel on)"
+            );
+            println!(
+                "  native {native_ms:>8.1} ms   sandbox {sandbox_ms:>8.1} ms   ratio {:.2}x",
+                sandbox_ms / native_ms
+            );
+        }
+        None => println!("\n(count_primes skipped: `rustup target add wasm32-wasip1` first)"),
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+    floor.shutdown(Duration::from_secs(1)).await;
+}
+
+struct Latency {
+    p50: f64,
+    p99: f64,
+}
+
+async fn latencies<F, Fut>(count: usize, mut call: F) -> Latency
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+{
+    for _ in 0..count / 10 {
+        call().await;
+    }
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        call().await;
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    Latency {
+        p50: percentile(&mut samples, 0.50),
+        p99: percentile(&mut samples, 0.99),
+    }
+}
+
+/// Calls per second with `IN_FLIGHT` at a time.
+async fn rate<F, Fut>(count: usize, call: F) -> f64
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let permit = Arc::clone(&permits).acquire_owned().await.unwrap();
+        let work = call(i);
+        tasks.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() - 1) as f64 * p) as usize]
+}
+
+/// Instantiating from an `InstancePre` and calling `_start`, nothing else.
+fn bare_wasmtime(bytes: &[u8], count: usize) -> Latency {
+    use wasmtime::{
+        Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, Store,
+    };
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+        PoolingAllocationConfig::default(),
+    ));
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::new(&engine, bytes).unwrap();
+    let pre = Linker::<()>::new(&engine).instantiate_pre(&module).unwrap();
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let mut store = Store::new(&engine, ());
+        let instance = pre.instantiate(&mut store).unwrap();
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .unwrap();
+        start.call(&mut store, ()).unwrap();
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    Latency {
+        p50: percentile(&mut samples, 0.50),
+        p99: percentile(&mut samples, 0.99),
+    }
+}
+
+/// Starts a worker on `config`, runs `module` `runs + 1` times and returns
+/// the last run's time in ms, origin and compile time.
+async fn timed_job(
+    config: &SandboxConfig,
+    module: &Module,
+    runs: usize,
+) -> (f64, ModuleOrigin, u64) {
+    let sandbox = Sandbox::new(config.clone()).unwrap();
+    let server = worker_server(sandbox).bind("127.0.0.1:0").await.unwrap();
+    let worker = WorkerClient::new(Client::new(server.local_addr().to_string()))
+        .timeout(Duration::from_secs(600));
+    let mut last = (0.0, ModuleOrigin::Compiled, 0);
+    for _ in 0..=runs {
+        let started = Instant::now();
+        let output = worker.run(module, Command::new()).await.unwrap();
+        last = (
+            started.elapsed().as_secs_f64() * 1000.0,
+            output.receipt.module,
+            output.receipt.compile_us,
+        );
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+    last
+}
+
+fn big_module(functions: usize) -> Module {
+    let mut text = String::from("(module (func (export \"_start\"))");
+    for i in 0..functions {
+        text.push_str(&format!(
+            "(func (export \"f{i}\") (param i64) (result i64) (local.get 0)"
+        ));
+        for k in 0..40 {
+            text.push_str(&format!(
+                " (i64.const {k}) (i64.mul) (i64.const {i}) (i64.xor) (local.get 0) (i64.add)"
+            ));
+        }
+        text.push(')');
+    }
+    text.push(')');
+    Module::new(wat::parse_str(&text).unwrap())
+}
+
+/// The `guest-stats` module, built for wasm32-wasip1 in its own target
+/// directory; `None` if the target is not installed.
+fn stats_guest() -> Option<Module> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("guests");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "guest-stats",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    Module::from_file(target.join("wasm32-wasip1/release/guest_stats.wasm")).ok()
+}
