@@ -329,3 +329,46 @@ pub struct WorkerStatus {
     /// Compiled modules in memory now.
     pub modules_in_memory: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example encodings in PROTOCOL.md, section 15.
+    #[test]
+    fn encodings_match_the_protocol_document() {
+        let request = RunRequest {
+            module: ContentHash::from_bytes([0xab; 32]),
+            command: Command::new()
+                .args(["-n", "5"])
+                .env("LANG", "C")
+                .stdin("hi"),
+        };
+        let mut expected = vec![0xab; 32];
+        expected.extend_from_slice(&[
+            0x02, 0x02, b'-', b'n', 0x01, b'5', // args
+            0x01, 0x04, b'L', b'A', b'N', b'G', 0x01, b'C', // env
+            0x02, b'h', b'i', // stdin
+            0x00, 0x00, 0x00, 0x00, // limits: none
+            0x00, // stub_unknown_imports: false
+        ]);
+        assert_eq!(postcard::to_allocvec(&request).unwrap(), expected);
+
+        let error = JobError::ResourceExhausted {
+            resource: Resource::Memory,
+            stderr: Bytes::from_static(b"oom"),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&error).unwrap(),
+            [0x05, 0x00, 0x03, b'o', b'o', b'm']
+        );
+        let exit = RunOutput {
+            exit_code: -1,
+            stdout: Bytes::new(),
+            stderr: Bytes::new(),
+            receipt: Receipt::default(),
+        };
+        let encoded = postcard::to_allocvec(&exit).unwrap();
+        assert_eq!(encoded[..3], [0x01, 0x00, 0x00]);
+    }
+}
