@@ -322,6 +322,16 @@ async fn hostile_jobs_end_with_their_own_status_and_the_worker_goes_on() {
             ..
         }
     ));
+    // A module whose initial memory is over the limit never starts.
+    let big_memory = wat(r#"(module (memory 2000) (func (export "_start")))"#);
+    let refused = client.run(&big_memory, Command::new()).await;
+    assert!(matches!(
+        job_error(refused),
+        JobError::ResourceExhausted {
+            resource: Resource::Memory,
+            ..
+        }
+    ));
     let recurse = client.run(&recurse_forever(), Command::new()).await;
     assert!(matches!(
         job_error(recurse),

@@ -36,7 +36,11 @@ pub(crate) fn build(limits: &Limits, slots: u32) -> Result<Engine, wasmtime::Err
     // Instances come from a pool of pre-reserved slots: instantiating is
     // a few page-table updates, not mmap calls, and resets reuse memory.
     let mut pool = PoolingAllocationConfig::default();
-    let max_memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+    // The pool's slots span all of a 32-bit memory, so that a module
+    // declaring more than the limit compiles, then is refused by the
+    // job's limiter with "resource exhausted: memory" (the limit is per job;
+    // a job may ask for less).
+    let max_memory = usize::try_from(limits.memory_bytes.max(4 << 30)).unwrap_or(usize::MAX);
     let table_elements = usize::try_from(limits.table_elements).unwrap_or(usize::MAX);
     pool.total_core_instances(slots)
         .total_memories(slots)
