@@ -557,3 +557,67 @@ async fn jobs_see_only_what_they_are_given() {
         .unwrap();
     assert_eq!(two.exit_code, 2);
 }
+
+/// Opens `/data/hello.txt` (the first preopened directory is fd 3) for
+/// reading, then tries to create it for writing. Exits 0 if reading works
+/// and writing is refused, 1 if it cannot read, 2 if it could write.
+fn read_then_write_data() -> Module {
+    wat(r#"(module
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 100) "hello.txt")
+      (func (export "_start")
+        (if (i32.ne (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 9)
+                      (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 200))
+                    (i32.const 0))
+          (then (call $exit (i32.const 1))))
+        (if (i32.eq (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 9)
+                      (i32.const 1) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 200))
+                    (i32.const 0))
+          (then (call $exit (i32.const 2))))
+        (call $exit (i32.const 0))))"#)
+}
+
+#[tokio::test]
+async fn a_granted_directory_is_read_only_and_others_do_not_exist() {
+    let dir = temp_dir("granted");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "contents").unwrap();
+    let worker = start(SandboxConfig {
+        dirs: vec![("data".into(), dir.clone())],
+        ..small_worker()
+    })
+    .await;
+    let module = read_then_write_data();
+    let granted = worker
+        .client
+        .run(&module, Command::new().dir("data"))
+        .await
+        .unwrap();
+    assert_eq!(granted.exit_code, 0, "read allowed, write refused");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hello.txt")).unwrap(),
+        "contents"
+    );
+    // Without asking, the job has no filesystem.
+    let none = worker.client.run(&module, Command::new()).await.unwrap();
+    assert_eq!(none.exit_code, 1);
+    // A directory the operator did not grant is refused by name.
+    let refused = worker.client.run(&module, Command::new().dir("etc")).await;
+    assert!(matches!(job_error(refused), JobError::DirNotGranted(ref name) if name == "etc"));
+    // Granting something that is not a plain name or not a directory fails
+    // at startup.
+    for dirs in [
+        vec![("../up".to_owned(), dir.clone())],
+        vec![("file".to_owned(), dir.join("hello.txt"))],
+    ] {
+        let config = SandboxConfig {
+            dirs,
+            ..small_worker()
+        };
+        assert!(Sandbox::new(config).is_err());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

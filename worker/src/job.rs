@@ -55,6 +55,9 @@ pub struct Command {
     /// Link imports the worker does not provide as functions that trap when
     /// called, instead of refusing the module.
     pub stub_unknown_imports: bool,
+    /// Directories the operator granted (by name) that the program sees,
+    /// read-only, at `/NAME`.
+    pub dirs: Vec<String>,
 }
 
 impl Command {
@@ -94,6 +97,13 @@ impl Command {
     /// Links unknown imports as functions that trap when called.
     pub fn stub_unknown_imports(mut self) -> Command {
         self.stub_unknown_imports = true;
+        self
+    }
+
+    /// Mounts the directory the worker's operator granted as `name`,
+    /// read-only, at `/name`.
+    pub fn dir(mut self, name: impl Into<String>) -> Command {
+        self.dirs.push(name.into());
         self
     }
 }
@@ -295,6 +305,9 @@ pub enum JobError {
     /// The worker failed for a reason of its own (a bug or the machine).
     #[error("worker error: {0}")]
     Internal(String),
+    /// The job asked for a directory the worker's operator did not grant.
+    #[error("no directory named {0:?} is granted on this worker")]
+    DirNotGranted(String),
 }
 
 impl JobError {
@@ -351,6 +364,7 @@ mod tests {
             0x02, b'h', b'i', // stdin
             0x00, 0x00, 0x00, 0x00, // limits: none
             0x00, // stub_unknown_imports: false
+            0x00, // dirs: none
         ]);
         assert_eq!(postcard::to_allocvec(&request).unwrap(), expected);
 

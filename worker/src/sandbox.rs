@@ -39,6 +39,10 @@ pub struct SandboxConfig {
     /// Bytes of compiled code kept in memory (and, without a cache
     /// directory, of shipped modules). Defaults to 1 GiB.
     pub memory_cache_bytes: u64,
+    /// Host directories a job may ask for by name ([`Command::dir`]); it
+    /// sees them read-only at `/NAME`. None by default: jobs get no
+    /// filesystem at all.
+    pub dirs: Vec<(String, PathBuf)>,
 }
 
 impl Default for SandboxConfig {
@@ -48,6 +52,7 @@ impl Default for SandboxConfig {
             concurrency: default_concurrency(),
             cache_dir: None,
             memory_cache_bytes: 1 << 30,
+            dirs: Vec::new(),
         }
     }
 }
@@ -108,6 +113,7 @@ struct Inner {
     linker: Arc<Linker<JobState>>,
     cache: Arc<ModuleCache>,
     limits: Limits,
+    dirs: Vec<(String, PathBuf)>,
     threads: JobThreads,
     _ticker: EpochTicker,
 }
@@ -133,6 +139,19 @@ impl Sandbox {
             return Err(SandboxError::Config(
                 "concurrency must be at least 1".into(),
             ));
+        }
+        for (name, path) in &config.dirs {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(SandboxError::Config(format!(
+                    "{name:?} cannot name a directory: use a plain name like `data`"
+                )));
+            }
+            if !path.is_dir() {
+                return Err(SandboxError::Config(format!(
+                    "{} (granted as {name:?}) is not a directory",
+                    path.display()
+                )));
+            }
         }
         let limits = config.limits;
         let engine = engine::build(&limits, config.concurrency)
@@ -161,6 +180,7 @@ impl Sandbox {
                 linker,
                 cache: Arc::new(cache),
                 limits,
+                dirs: config.dirs,
                 threads,
                 _ticker: ticker,
             }),
@@ -234,15 +254,27 @@ impl Sandbox {
                     stdin,
                     limits,
                     stub_unknown_imports,
+                    dirs,
                 },
         } = request;
         let limits = self.inner.limits.for_job(&limits);
+        let dirs = dirs
+            .into_iter()
+            .map(|name| {
+                self.inner
+                    .dirs
+                    .iter()
+                    .find(|(granted, _)| *granted == name)
+                    .cloned()
+                    .ok_or(JobError::DirNotGranted(name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.execute(
             module,
             limits,
             stub_unknown_imports,
             deadline,
-            move |job, name| exec::run_command(job, name, &args, &env, stdin),
+            move |job, name| exec::run_command(job, name, &args, &env, stdin, &dirs),
         )
         .await
     }

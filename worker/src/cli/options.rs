@@ -143,6 +143,25 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text} is too large"))
 }
 
+/// Directories granted to jobs, read-only.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GrantArgs {
+    /// Grant the host directory PATH to jobs, read-only, as NAME: a job
+    /// that asks for it sees it at /NAME. Repeatable. Without it jobs have
+    /// no filesystem at all.
+    #[arg(long = "dir", value_name = "NAME=PATH", value_parser = parse_grant)]
+    pub(crate) dirs: Vec<(String, PathBuf)>,
+}
+
+fn parse_grant(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_owned(), PathBuf::from(path)))
+        }
+        _ => Err(format!("{text:?} is not NAME=PATH")),
+    }
+}
+
 fn parse_env(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),

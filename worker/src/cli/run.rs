@@ -8,7 +8,7 @@ use bytes::Bytes;
 use clap::Args;
 use worker::{RunRequest, Sandbox, SandboxConfig};
 
-use super::options::{CacheArgs, JobArgs, LimitArgs};
+use super::options::{CacheArgs, GrantArgs, JobArgs, LimitArgs};
 use super::{EXIT_INTERNAL, EXIT_USAGE, finish, job_failed};
 
 #[derive(Debug, Args)]
@@ -21,6 +21,9 @@ pub(crate) struct RunArgs {
     limits: LimitArgs,
     #[command(flatten)]
     cache: CacheArgs,
+    /// Here every granted directory is also mounted for the program.
+    #[command(flatten)]
+    grants: GrantArgs,
 }
 
 pub(crate) async fn run(args: RunArgs) -> ExitCode {
@@ -39,7 +42,11 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let command = match args.job.command().await {
-        Ok(command) => command,
+        Ok(command) => args
+            .grants
+            .dirs
+            .iter()
+            .fold(command, |command, (name, _)| command.dir(name)),
         Err(error) => {
             eprintln!("worker: cannot read stdin: {error}");
             return ExitCode::from(EXIT_USAGE);
@@ -49,6 +56,7 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
         limits,
         concurrency: 1,
         cache_dir: args.cache.dir(),
+        dirs: args.grants.dirs,
         ..SandboxConfig::default()
     };
     let sandbox = match Sandbox::new(config) {

@@ -9,7 +9,7 @@ use clap::Args;
 use rpc_core::ServerConfig;
 use worker::{Sandbox, SandboxConfig};
 
-use super::options::{CacheArgs, LimitArgs, parse_size};
+use super::options::{CacheArgs, GrantArgs, LimitArgs, parse_size};
 use super::{EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 #[derive(Debug, Args)]
@@ -45,6 +45,8 @@ pub(crate) struct ServeArgs {
     limits: LimitArgs,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    grants: GrantArgs,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -69,6 +71,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         concurrency: args.concurrency.unwrap_or_else(worker::default_concurrency),
         cache_dir: cache_dir.clone(),
         memory_cache_bytes: args.memory_cache,
+        dirs: args.grants.dirs,
     };
     let concurrency = config.concurrency;
     let sandbox = match Sandbox::new(config) {

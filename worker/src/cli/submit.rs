@@ -25,6 +25,10 @@ pub(crate) struct SubmitArgs {
     /// included; the worker stops the job when it passes.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     timeout: f64,
+    /// Mount the directory the worker grants as NAME (read-only, at /NAME);
+    /// repeatable.
+    #[arg(long = "dir", value_name = "NAME")]
+    dirs: Vec<String>,
     /// The module: a .wasm file built for wasm32-wasip1.
     file: PathBuf,
     #[command(flatten)]
@@ -44,7 +48,10 @@ pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
         }
     };
     let command = match args.job.command().await {
-        Ok(command) => command,
+        Ok(command) => args
+            .dirs
+            .iter()
+            .fold(command, |command, name| command.dir(name)),
         Err(error) => {
             eprintln!("worker: cannot read stdin: {error}");
             return ExitCode::from(EXIT_USAGE);

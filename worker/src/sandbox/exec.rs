@@ -2,6 +2,7 @@
 //! job's limits, an instance, the guest's entry point, and a result or a
 //! precise reason why there is none.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use wasmtime::{Engine, Instance, Linker, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use super::output::BoundedOutput;
 use super::state::{JobState, Limiter};
@@ -65,6 +66,7 @@ pub(crate) fn run_command(
     args: &[String],
     vars: &[(String, String)],
     stdin: Bytes,
+    dirs: &[(String, PathBuf)],
 ) -> Result<RunOutput, JobError> {
     let mut builder = WasiCtxBuilder::new();
     builder
@@ -73,6 +75,16 @@ pub(crate) fn run_command(
         .args(args);
     for (key, value) in vars {
         builder.env(key, value);
+    }
+    for (name, path) in dirs {
+        builder
+            .preopened_dir(path, format!("/{name}"), FsPerms::ReadOnly)
+            .map_err(|error| {
+                JobError::Internal(format!(
+                    "the granted directory {name:?} ({}) cannot be opened: {error:#}",
+                    path.display()
+                ))
+            })?;
     }
     let mut job = start(env, builder)?;
     let entry = job
