@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rpc_core::{ContentHash, ProgramRejected};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 use wasmtime::{Engine, InstancePre, Linker, Module, UnknownImportError};
 
 use crate::job::{JobError, ModuleOrigin};
@@ -31,6 +31,9 @@ pub(crate) struct Compiled {
     pub(crate) compile_us: u64,
 }
 
+/// Modules compiled (or loaded from disk) at the same time, at most.
+const COMPILES_AT_ONCE: usize = 2;
+
 type Loading = Arc<OnceCell<Result<(Arc<Compiled>, ModuleOrigin), JobError>>>;
 
 /// Modules and their compiled forms. See the module docs.
@@ -42,6 +45,9 @@ pub(crate) struct ModuleCache {
     sources: Mutex<Lru<Bytes>>,
     compiled: Mutex<Lru<Compiled>>,
     loading: Mutex<HashMap<ContentHash, Loading>>,
+    /// Bounds compilations at once: each already uses every core, and a
+    /// burst of new modules must not queue hundreds of compilers.
+    compiling: Semaphore,
     max_module_bytes: u64,
     pub(crate) compiles: AtomicU64,
     pub(crate) disk_hits: AtomicU64,
@@ -72,6 +78,7 @@ impl ModuleCache {
             sources: Mutex::new(Lru::new(memory_budget)),
             compiled: Mutex::new(Lru::new(memory_budget)),
             loading: Mutex::new(HashMap::new()),
+            compiling: Semaphore::new(COMPILES_AT_ONCE),
             max_module_bytes,
             compiles: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
@@ -134,6 +141,9 @@ impl ModuleCache {
         let cell = Arc::clone(lock(&self.loading).entry(hash).or_default());
         let result = cell
             .get_or_init(|| async {
+                let Ok(_permit) = self.compiling.acquire().await else {
+                    return Err(JobError::Internal("the compiler queue closed".into()));
+                };
                 let cache = Arc::clone(self);
                 tokio::task::spawn_blocking(move || cache.load(hash))
                     .await

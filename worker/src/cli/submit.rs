@@ -11,7 +11,9 @@ use rpc_core::{Client, ClientConfig, RpcError};
 use worker::{Module, WorkerClient, WorkerError};
 
 use super::options::JobArgs;
-use super::{EXIT_DEADLINE, EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE, finish, job_failed};
+use super::{
+    EXIT_DEADLINE, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, finish, job_failed,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
@@ -72,6 +74,13 @@ pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
         Err(WorkerError::Rpc(RpcError::DeadlineExceeded)) => {
             eprintln!("worker: deadline exceeded after {timeout:?}");
             ExitCode::from(EXIT_DEADLINE)
+        }
+        Err(WorkerError::Rpc(
+            error @ (RpcError::BadRequest(_) | RpcError::ResourceExhausted(_)),
+        )) => {
+            // The worker refused the module (invalid, too large) or the job.
+            eprintln!("worker: {}: {error}", args.to);
+            ExitCode::from(EXIT_JOB_FAILED)
         }
         Err(WorkerError::Rpc(error)) => {
             eprintln!("worker: {}: {error}", args.to);

@@ -108,8 +108,8 @@ pub(crate) fn run_command(
     let receipt = job.receipt(env);
     Ok(RunOutput {
         exit_code,
-        stdout: job.stdout.contents(),
-        stderr: job.stderr.contents(),
+        stdout: job.stdout.take(),
+        stderr: job.stderr.take(),
         receipt,
     })
 }
@@ -186,7 +186,7 @@ pub(crate) fn call_export(
     let receipt = job.receipt(env);
     Ok(CallOutput {
         output,
-        stderr: job.stderr.contents(),
+        stderr: job.stderr.take(),
         receipt,
     })
 }

@@ -63,9 +63,9 @@ impl BoundedOutput {
         self.lock().truncated
     }
 
-    /// What was written, up to the limit.
-    pub(crate) fn contents(&self) -> Bytes {
-        self.lock().bytes.clone().freeze()
+    /// What was written, up to the limit; taken out, as the job is over.
+    pub(crate) fn take(&self) -> Bytes {
+        std::mem::take(&mut self.lock().bytes).freeze()
     }
 
     /// The last `n` bytes written.
@@ -156,9 +156,9 @@ mod tests {
         let mut out = BoundedOutput::new(10);
         out.write(Bytes::from_static(b"hello ")).unwrap();
         assert!(out.write(Bytes::from_static(b"world!")).is_err());
-        assert_eq!(out.contents(), &b"hello worl"[..]);
         assert!(out.truncated());
         assert!(out.check_write().is_err());
         assert_eq!(out.tail(4), &b"worl"[..]);
+        assert_eq!(out.take(), &b"hello worl"[..]);
     }
 }
