@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use worker::{JobError, RunOutput};
+use worker::{JobError, Module, RunOutput};
 
 /// Exit code when a job ran past its deadline (as `timeout(1)`).
 pub(crate) const EXIT_DEADLINE: u8 = 124;
@@ -94,6 +94,17 @@ pub(crate) fn finish(output: &RunOutput) -> ExitCode {
     );
     // WASI exit codes are 0..=255 in practice; anything else reads as 1.
     ExitCode::from(u8::try_from(output.exit_code).unwrap_or(1))
+}
+
+/// Reads a module (binary or WAT), or says why not.
+pub(crate) fn read_module(path: &std::path::Path) -> Option<Module> {
+    match Module::from_file(path) {
+        Ok(module) => Some(module),
+        Err(error) => {
+            eprintln!("worker: cannot read {}: {error}", path.display());
+            None
+        }
+    }
 }
 
 /// Prints why a job failed and picks the exit code.

@@ -4,12 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bytes::Bytes;
 use clap::Args;
 use worker::{RunRequest, Sandbox, SandboxConfig};
 
 use super::options::{CacheArgs, GrantArgs, JobArgs, LimitArgs};
-use super::{EXIT_INTERNAL, EXIT_USAGE, finish, job_failed};
+use super::{EXIT_INTERNAL, EXIT_USAGE, finish, job_failed, read_module};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -34,12 +33,8 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let bytes = match tokio::fs::read(&args.file).await {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(error) => {
-            eprintln!("worker: cannot read {}: {error}", args.file.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let Some(module) = read_module(&args.file) else {
+        return ExitCode::from(EXIT_USAGE);
     };
     let command = match args.job.command().await {
         Ok(command) => args
@@ -66,7 +61,7 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INTERNAL);
         }
     };
-    let module = match sandbox.add_module(bytes).await {
+    let module = match sandbox.add_module(module.bytes().clone()).await {
         Ok(module) => module,
         Err(error) => return job_failed(&error),
     };

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use clap::Args;
 use rpc_core::{Client, ClientConfig, RpcError};
-use worker::{Module, WorkerClient, WorkerError};
+use worker::{WorkerClient, WorkerError};
 
 use super::options::JobArgs;
 use super::{
-    EXIT_DEADLINE, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, finish, job_failed,
+    EXIT_DEADLINE, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, finish,
+    job_failed, read_module,
 };
 
 #[derive(Debug, Args)]
@@ -42,12 +43,8 @@ pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
         eprintln!("worker: --timeout must be positive");
         return ExitCode::from(EXIT_USAGE);
     }
-    let module = match Module::from_file(&args.file) {
-        Ok(module) => module,
-        Err(error) => {
-            eprintln!("worker: cannot read {}: {error}", args.file.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let Some(module) = read_module(&args.file) else {
+        return ExitCode::from(EXIT_USAGE);
     };
     let command = match args.job.command().await {
         Ok(command) => args

@@ -34,6 +34,20 @@ impl Limiter {
     }
 }
 
+/// Whether growing to `desired` is allowed; a refusal because of `limit`
+/// (not the module's own `maximum`, which is the guest's doing) is recorded
+/// in `refused`.
+fn within(desired: usize, maximum: Option<usize>, limit: usize, refused: &mut bool) -> bool {
+    if maximum.is_some_and(|max| desired > max) {
+        return false;
+    }
+    if desired > limit {
+        *refused = true;
+        return false;
+    }
+    true
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -41,16 +55,11 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|max| desired > max) {
-            // Past the module's own maximum: the guest's doing, not a limit.
-            return Ok(false);
+        let allowed = within(desired, maximum, self.max_memory, &mut self.memory_refused);
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
         }
-        if desired > self.max_memory {
-            self.memory_refused = true;
-            return Ok(false);
-        }
-        self.peak_memory = self.peak_memory.max(desired);
-        Ok(true)
+        Ok(allowed)
     }
 
     fn table_growing(
@@ -59,15 +68,12 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|max| desired > max) {
-            // Past the module's own maximum: the guest's doing, not a limit.
-            return Ok(false);
-        }
-        if desired > self.max_table {
-            self.table_refused = true;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(within(
+            desired,
+            maximum,
+            self.max_table,
+            &mut self.table_refused,
+        ))
     }
 
     fn instances(&self) -> usize {
