@@ -621,3 +621,32 @@ async fn a_granted_directory_is_read_only_and_others_do_not_exist() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn modules_using_exceptions_simd_and_multi_value_run() {
+    // What current C++ and Python builds emit: exception handling, SIMD,
+    // multi-value returns, bulk memory and reference types.
+    let module = wat(r#"(module
+      (tag $oops (param i32))
+      (memory 1)
+      (table 1 funcref)
+      (func $pair (result i32 i32) (i32.const 20) (i32.const 22))
+      (func $thrower (throw $oops (i32.const 42)))
+      (func (export "_start") (local $caught i32)
+        (local.set $caught
+          (block $handler (result i32)
+            (try_table (catch $oops $handler) (call $thrower))
+            (i32.const 0)))
+        (if (i32.ne (local.get $caught) (i32.const 42)) (then unreachable))
+        (if (i32.ne (i32x4.extract_lane 3 (i32x4.add (i32x4.splat (i32.const 40))
+                                                     (i32x4.splat (i32.const 2))))
+                    (i32.const 42))
+          (then unreachable))
+        (if (i32.ne (i32.add (call $pair)) (i32.const 42)) (then unreachable))
+        (memory.fill (i32.const 0) (i32.const 7) (i32.const 100))
+        (if (i32.ne (i32.load8_u (i32.const 99)) (i32.const 7)) (then unreachable))
+        (if (i32.eqz (ref.is_null (table.get (i32.const 0)))) (then unreachable))))"#);
+    let worker = start(small_worker()).await;
+    let output = worker.client.run(&module, Command::new()).await.unwrap();
+    assert_eq!(output.exit_code, 0);
+}
