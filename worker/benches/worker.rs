@@ -12,7 +12,9 @@
 //!   compiled natively.
 //!
 //! Run with `cargo bench -p worker --bench worker` (needs
-//! `rustup target add wasm32-wasip1` for the CPU-heavy guest).
+//! `rustup target add wasm32-wasip1` for the CPU-heavy guest). Set
+//! `WORKER_BENCH_FUNCTIONS=60000` for a ~24 MiB module in the cache rows;
+//! `WORKER_BENCH=cache` runs only those.
 
 #![allow(
     clippy::expect_used,
@@ -40,6 +42,10 @@ const IN_FLIGHT: usize = 64;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let trivial = Module::new(wat::parse_str(r#"(module (func (export "_start")))"#).unwrap());
+    if std::env::var("WORKER_BENCH").as_deref() == Ok("cache") {
+        cache_rows().await;
+        return;
+    }
 
     // Floor: an rpc call that carries a request and answers at once.
     let floor = Server::builder()
@@ -156,8 +162,44 @@ async fn main() {
         percentile(&mut instantiate, 0.5)
     );
 
-    // A large module: ship + compile, then cache hits, then a restart.
-    let big = big_module(12_000);
+    cache_rows().await;
+
+    // CPU-heavy: the same Rust function, native and in the sandbox.
+    match stats_guest() {
+        Some(stats) => {
+            let limit = 3_000_000u32;
+            let started = Instant::now();
+            let native = guest_stats::count_primes(std::hint::black_box(limit));
+            let native_ms = started.elapsed().as_secs_f64() * 1000.0;
+            worker.upload(&stats).await.unwrap();
+            let _: u32 = worker.call(&stats, "count_primes", &1000u32).await.unwrap();
+            let started = Instant::now();
+            let sandboxed: u32 = worker.call(&stats, "count_primes", &limit).await.unwrap();
+            let sandbox_ms = started.elapsed().as_secs_f64() * 1000.0;
+            assert_eq!(native, sandboxed);
+            println!(
+                "\ncount_primes({limit}) = {native}: CPU-bound Rust, native vs in the sandbox (fuel on)"
+            );
+            println!(
+                "  native {native_ms:>8.1} ms   sandbox {sandbox_ms:>8.1} ms   ratio {:.2}x",
+                sandbox_ms / native_ms
+            );
+        }
+        None => println!("\n(count_primes skipped: `rustup target add wasm32-wasip1` first)"),
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+    floor.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A large module: ship + compile, then a restart (disk), then cache hits.
+async fn cache_rows() {
+    // WORKER_BENCH_FUNCTIONS=60000 makes a ~24 MiB module that compiles for
+    // about 20 s here.
+    let functions = std::env::var("WORKER_BENCH_FUNCTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12_000);
+    let big = big_module(functions);
     let dir = std::env::temp_dir().join(format!("worker-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let config = SandboxConfig {
@@ -189,32 +231,6 @@ async fn main() {
         first / restarted
     );
     let _ = std::fs::remove_dir_all(&dir);
-
-    // CPU-heavy: the same Rust function, native and in the sandbox.
-    match stats_guest() {
-        Some(stats) => {
-            let limit = 3_000_000u32;
-            let started = Instant::now();
-            let native = guest_stats::count_primes(std::hint::black_box(limit));
-            let native_ms = started.elapsed().as_secs_f64() * 1000.0;
-            worker.upload(&stats).await.unwrap();
-            let _: u32 = worker.call(&stats, "count_primes", &1000u32).await.unwrap();
-            let started = Instant::now();
-            let sandboxed: u32 = worker.call(&stats, "count_primes", &limit).await.unwrap();
-            let sandbox_ms = started.elapsed().as_secs_f64() * 1000.0;
-            assert_eq!(native, sandboxed);
-            println!(
-                "\ncount_primes({limit}) = {native}: CPU-bound Rust, native vs in the sandbox (fuel on)"
-            );
-            println!(
-                "  native {native_ms:>8.1} ms   sandbox {sandbox_ms:>8.1} ms   ratio {:.2}x",
-                sandbox_ms / native_ms
-            );
-        }
-        None => println!("\n(count_primes skipped: `rustup target add wasm32-wasip1` first)"),
-    }
-    server.shutdown(Duration::from_secs(1)).await;
-    floor.shutdown(Duration::from_secs(1)).await;
 }
 
 struct Latency {
