@@ -98,6 +98,7 @@ pub mod __private;
 mod client;
 mod conn;
 mod error;
+mod pool;
 mod remote;
 mod request;
 mod server;
@@ -110,6 +111,7 @@ pub use client::{
     CallOptions, Client, ClientConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES,
 };
+pub use pool::{MemberStatus, Pool, PoolConfig, ServerFailure};
 pub use remote::{Infallible, RemoteFunction, Service};
 pub use request::Request;
 

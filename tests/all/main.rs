@@ -9,6 +9,7 @@ mod calls;
 mod faults;
 mod guests;
 mod macros;
+mod pool;
 mod properties;
 mod support;
 mod tcp;

@@ -1,0 +1,314 @@
+//! A pool of servers: spreads requests over them by expected cost (power of
+//! two choices over outstanding requests times a moving average of round
+//! trips), takes failing servers out of rotation with backoff, and sends a
+//! request that failed because its server did to another one.
+
+mod member;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::{Client, ClientConfig};
+use crate::error::RpcError;
+use member::Member;
+pub use member::MemberStatus;
+
+/// Settings of a [`Pool`]. Every field has a default.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// How each server's client connects (token, timeouts, TLS).
+    pub client: ClientConfig,
+    /// The longest one attempt on one server may take before the pool gives
+    /// up on that server (a server that accepts but never answers) and
+    /// tries another. The default is 30 s.
+    pub attempt_timeout: Duration,
+    /// The longest a request may take across all its attempts. The default
+    /// is 120 s.
+    pub deadline: Duration,
+    /// Attempts per request at most. The default is 8.
+    pub max_attempts: u32,
+    /// How long a failed server first stays out of rotation; each failure in
+    /// a row doubles it. The default is 200 ms.
+    pub eject_initial: Duration,
+    /// The longest a failed server stays out before it is tried again. The
+    /// default is 10 s.
+    pub eject_max: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            client: ClientConfig::default(),
+            attempt_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(120),
+            max_attempts: 8,
+            eject_initial: Duration::from_millis(200),
+            eject_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors a pool can sort: a failure of the server (it is unreachable, went
+/// away mid-request, is shutting down) means another server may succeed; any
+/// other error is the request's own answer.
+pub trait ServerFailure {
+    /// Whether the server, not the request, failed.
+    fn is_server_failure(&self) -> bool;
+}
+
+impl<E> ServerFailure for RpcError<E> {
+    fn is_server_failure(&self) -> bool {
+        matches!(self, RpcError::Unavailable(_))
+    }
+}
+
+/// Clients to several servers offering the same functions, used as one.
+/// Cheap to clone; clones share servers and statistics.
+///
+/// A request goes to the cheaper of two servers drawn at random, cost being
+/// its outstanding requests times its moving-average round trip, so slow
+/// or busy servers get less. A server that fails (or takes longer than
+/// [`PoolConfig::attempt_timeout`]) is taken out of rotation with a
+/// doubling backoff, then given one request to prove it is back. A request
+/// whose server failed is sent to another one, until it gets an answer, runs
+/// out of attempts or passes [`PoolConfig::deadline`]; so requests sent
+/// through a pool must be safe to repeat (idempotent, or deterministic jobs).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rpc_core::RpcError> {
+/// use rpc_core::{Pool, PoolConfig};
+///
+/// let pool = Pool::new(["10.0.0.1:7000", "10.0.0.2:7000"], PoolConfig::default());
+/// let sum: i64 = pool.call("add", &(2, 3)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    members: RwLock<Arc<Vec<Arc<Member>>>>,
+    config: PoolConfig,
+}
+
+impl Pool {
+    /// A pool over `addrs` (host:port). Connections open on first use.
+    pub fn new<I, S>(addrs: I, config: PoolConfig) -> Pool
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let pool = Pool {
+            inner: Arc::new(Inner {
+                members: RwLock::new(Arc::new(Vec::new())),
+                config,
+            }),
+        };
+        pool.set_addresses(addrs);
+        pool
+    }
+
+    /// Replaces the servers: those still listed keep their connection and
+    /// statistics, new ones are added, the others are dropped (their
+    /// requests in flight finish). For discovery that re-resolves names.
+    pub fn set_addresses<I, S>(&self, addrs: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let old = self.members();
+        let mut members: Vec<Arc<Member>> = Vec::new();
+        for addr in addrs {
+            let addr = addr.into();
+            if members.iter().any(|member| member.addr == addr) {
+                continue;
+            }
+            let member = match old.iter().find(|member| member.addr == addr) {
+                Some(member) => Arc::clone(member),
+                None => Arc::new(Member::new(
+                    addr.clone(),
+                    Client::with_config(addr.clone(), self.inner.config.client.clone()),
+                )),
+            };
+            members.push(member);
+        }
+        *self
+            .inner
+            .members
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(members);
+    }
+
+    /// What the pool knows about each server.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        self.members()
+            .iter()
+            .map(|member| member.status())
+            .collect()
+    }
+
+    /// Calls `method` on one of the servers, on another if that one fails.
+    ///
+    /// # Errors
+    ///
+    /// The function's answer if it was an error, or the last server failure
+    /// once attempts or the deadline ran out.
+    pub async fn call<A, R>(&self, method: &str, args: &A) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.dispatch(|client| async move { client.call(method, args).await })
+            .await
+    }
+
+    /// Runs `request` with the client of a server chosen as above, again
+    /// with another server's while it reports a [server
+    /// failure](ServerFailure).
+    ///
+    /// # Errors
+    ///
+    /// The request's own error, or the last server failure (or
+    /// `unavailable` if no server could be tried) once attempts or the
+    /// deadline ran out.
+    pub async fn dispatch<T, E, F, Fut>(&self, request: F) -> Result<T, E>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: ServerFailure + From<RpcError>,
+    {
+        let config = &self.inner.config;
+        let deadline = Instant::now() + config.deadline;
+        let mut last_failure = None;
+        for _ in 0..config.max_attempts {
+            let Some(member) = self.pick(deadline).await else {
+                break;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let started = Instant::now();
+            member.start();
+            let attempt = tokio::time::timeout(
+                config.attempt_timeout.min(remaining),
+                request(member.client.clone()),
+            )
+            .await;
+            let elapsed = started.elapsed();
+            match attempt {
+                Ok(Ok(value)) => {
+                    member.finish(elapsed, true);
+                    return Ok(value);
+                }
+                Ok(Err(error)) if !error.is_server_failure() => {
+                    member.finish(elapsed, false);
+                    member.answered();
+                    return Err(error);
+                }
+                Ok(Err(error)) => {
+                    member.finish(elapsed, false);
+                    tracing::debug!(server = %member.addr, "server failed; trying another");
+                    member.eject(config.eject_initial, config.eject_max);
+                    last_failure = Some(error);
+                }
+                Err(_) => {
+                    member.finish(elapsed, false);
+                    tracing::debug!(server = %member.addr, "server too slow; trying another");
+                    member.eject(config.eject_initial, config.eject_max);
+                    last_failure = Some(E::from(RpcError::Unavailable(format!(
+                        "{} did not answer within {:?}",
+                        member.addr, config.attempt_timeout
+                    ))));
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Err(last_failure.unwrap_or_else(|| {
+            E::from(RpcError::Unavailable(
+                "no server of the pool could take the request".into(),
+            ))
+        }))
+    }
+
+    fn members(&self) -> Arc<Vec<Arc<Member>>> {
+        Arc::clone(
+            &self
+                .inner
+                .members
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The cheaper of two available servers drawn at random; if none is
+    /// available, waits for the first to come back, until `deadline`.
+    async fn pick(&self, deadline: Instant) -> Option<Arc<Member>> {
+        loop {
+            let members = self.members();
+            let now = Instant::now();
+            let available: Vec<&Arc<Member>> = members
+                .iter()
+                .filter(|member| member.available(now))
+                .collect();
+            let chosen = match available.len() {
+                0 => None,
+                1 => available.first().copied(),
+                n => {
+                    let a = random_below(n);
+                    let b = (a + 1 + random_below(n - 1)) % n;
+                    match (available.get(a), available.get(b)) {
+                        (Some(a), Some(b)) => Some(if b.cost() < a.cost() { *b } else { *a }),
+                        _ => None,
+                    }
+                }
+            };
+            if let Some(member) = chosen
+                && member.admit(now)
+            {
+                return Some(Arc::clone(member));
+            }
+            // None available (or lost a race for a probe): wait for the
+            // first to come back.
+            let next = members
+                .iter()
+                .filter_map(|member| member.ejected_until())
+                .min()
+                .unwrap_or(now + Duration::from_millis(10))
+                .max(now + Duration::from_millis(1));
+            if members.is_empty() || next >= deadline {
+                return None;
+            }
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+}
+
+/// A number in `0..n` (n > 0) from a per-thread xorshift generator: enough
+/// randomness for load balancing, no dependency.
+fn random_below(n: usize) -> usize {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x9e37_79b9_7f4a_7c15, |d| d.subsec_nanos().into());
+            let local = 0u8;
+            seed ^ (&local as *const u8 as u64) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        usize::try_from(x % n as u64).unwrap_or(0)
+    })
+}

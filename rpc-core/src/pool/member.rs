@@ -1,0 +1,163 @@
+//! One server of a pool: its client, its load, its latency and whether it
+//! is in or out.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+
+/// Weight of a new round-trip sample in the moving average.
+const EWMA_WEIGHT: f64 = 0.3;
+
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) addr: String,
+    pub(crate) client: Client,
+    outstanding: AtomicU32,
+    /// Exponentially weighted moving average of round trips, in
+    /// microseconds; 0 until the first sample.
+    ewma_us: AtomicU64,
+    picks: AtomicU64,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// Out of rotation until then.
+    ejected_until: Option<Instant>,
+    /// Failures in a row, for the backoff.
+    failures: u32,
+    /// Its backoff passed and one request is finding out whether it is
+    /// back; the others keep away until it answers.
+    probing: bool,
+}
+
+impl Member {
+    pub(crate) fn new(addr: String, client: Client) -> Member {
+        Member {
+            addr,
+            client,
+            outstanding: AtomicU32::new(0),
+            ewma_us: AtomicU64::new(0),
+            picks: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+        }
+    }
+
+    /// What sending one more request here is expected to cost: latency
+    /// times the queue it would join. Unmeasured members cost little, so
+    /// that they are tried.
+    pub(crate) fn cost(&self) -> f64 {
+        let ewma = self.ewma_us.load(Ordering::Relaxed).max(1) as f64;
+        ewma * f64::from(self.outstanding.load(Ordering::Relaxed) + 1)
+    }
+
+    /// Whether it may be given a request now: in rotation, or its backoff
+    /// passed and no other request is probing it.
+    pub(crate) fn available(&self, now: Instant) -> bool {
+        let health = self.lock();
+        match health.ejected_until {
+            None => true,
+            Some(until) => until <= now && !health.probing,
+        }
+    }
+
+    /// Claims it for a request; for an ejected member whose backoff passed,
+    /// that request becomes the probe. `false` if another request got
+    /// there first.
+    pub(crate) fn admit(&self, now: Instant) -> bool {
+        let mut health = self.lock();
+        match health.ejected_until {
+            None => true,
+            Some(until) if until <= now && !health.probing => {
+                health.probing = true;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    fn is_in(&self) -> bool {
+        self.lock().ejected_until.is_none()
+    }
+
+    /// When it comes back, if it is out.
+    pub(crate) fn ejected_until(&self) -> Option<Instant> {
+        self.lock().ejected_until
+    }
+
+    pub(crate) fn start(&self) {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.picks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finish(&self, elapsed: Duration, succeeded: bool) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if succeeded {
+            self.record_rtt(elapsed);
+            *self.lock() = Health::default();
+        }
+    }
+
+    // Microsecond averages fit easily in u64; the float is non-negative.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn record_rtt(&self, elapsed: Duration) {
+        let sample = elapsed.as_micros().min(u128::from(u64::MAX)) as f64;
+        let old = self.ewma_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old as f64 * (1.0 - EWMA_WEIGHT) + sample * EWMA_WEIGHT
+        };
+        self.ewma_us.store(new.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Takes it out of rotation for a backoff that doubles with each
+    /// failure in a row.
+    pub(crate) fn eject(&self, initial: Duration, max: Duration) {
+        let mut health = self.lock();
+        health.failures = health.failures.saturating_add(1);
+        let backoff = initial
+            .saturating_mul(1 << health.failures.saturating_sub(1).min(16))
+            .min(max);
+        health.ejected_until = Some(Instant::now() + backoff);
+        health.probing = false;
+    }
+
+    /// Ends a request that neither succeeded nor showed the server failing
+    /// (the job's own error): a probe that got any answer proves the server
+    /// is back.
+    pub(crate) fn answered(&self) {
+        *self.lock() = Health::default();
+    }
+
+    pub(crate) fn status(&self) -> MemberStatus {
+        MemberStatus {
+            addr: self.addr.clone(),
+            healthy: self.is_in(),
+            outstanding: self.outstanding.load(Ordering::Relaxed),
+            rtt: Duration::from_micros(self.ewma_us.load(Ordering::Relaxed)),
+            picks: self.picks.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a pool knows about one of its servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its address.
+    pub addr: String,
+    /// In rotation (not ejected after failures).
+    pub healthy: bool,
+    /// Requests sent to it and not yet answered.
+    pub outstanding: u32,
+    /// Moving average of its round trips (zero until measured).
+    pub rtt: Duration,
+    /// Requests it has been given, in all.
+    pub picks: u64,
+}
