@@ -57,6 +57,14 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// The longest wait between reconnection attempts. The default is 2 s.
     pub max_backoff: Duration,
+    /// At most this many reconnection attempts for one call after the first
+    /// connection attempt failed, even if its deadline leaves time for more.
+    /// `None` (the default) reconnects until the deadline. A [`Pool`]
+    /// sets `Some(0)` unless told otherwise: it fails over to another server
+    /// instead of waiting for this one.
+    ///
+    /// [`Pool`]: crate::Pool
+    pub max_reconnects: Option<u32>,
     /// A ping is sent after this long without traffic; a server silent for
     /// twice as long is considered gone. `None` disables keepalive. The
     /// default is [`DEFAULT_KEEPALIVE`], 15 s.
@@ -82,6 +90,7 @@ impl Default for ClientConfig {
             max_retries: DEFAULT_MAX_RETRIES,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            max_reconnects: None,
             keepalive: Some(DEFAULT_KEEPALIVE),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
@@ -458,7 +467,7 @@ impl Client {
             let out_of_time = match deadline {
                 Some(deadline) => wake >= deadline,
                 None => failures > config.max_retries,
-            };
+            } || config.max_reconnects.is_some_and(|max| failures > max);
             if out_of_time {
                 return Err(error);
             }

@@ -101,11 +101,13 @@ struct Inner {
 
 impl Pool {
     /// A pool over `addrs` (host:port). Connections open on first use.
-    pub fn new<I, S>(addrs: I, config: PoolConfig) -> Pool
+    pub fn new<I, S>(addrs: I, mut config: PoolConfig) -> Pool
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        // Another server is a better bet than waiting for this one.
+        config.client.max_reconnects = config.client.max_reconnects.or(Some(0));
         let pool = Pool {
             inner: Arc::new(Inner {
                 members: RwLock::new(Arc::new(Vec::new())),

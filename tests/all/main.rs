@@ -17,3 +17,4 @@ mod tls;
 mod ui;
 mod vectors;
 mod worker;
+mod worker_pool;

@@ -9,6 +9,8 @@
 //!   [`rpc_core::Server`].
 //! - [`WorkerClient`]: ships modules (only when the worker lacks them) and
 //!   runs jobs, from another process or machine.
+//! - [`WorkerPool`]: the same over many workers, with failover and fan-out
+//!   ([`WorkerPool::map`]).
 //!
 //! # Two kinds of job
 //!
@@ -39,6 +41,7 @@ mod cache;
 mod client;
 mod job;
 mod limits;
+mod pool;
 mod sandbox;
 mod server;
 
@@ -51,6 +54,7 @@ pub use limits::{
     DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, DEFAULT_MODULE_BYTES, DEFAULT_OUTPUT_BYTES,
     DEFAULT_STACK_BYTES, DEFAULT_TABLE_ELEMENTS, DEFAULT_WALL_TIME, JobLimits, Limits,
 };
+pub use pool::{Progress, ProgressCount, WorkerPool, worker_pool_config};
 pub use sandbox::{Sandbox, SandboxConfig, SandboxError, default_concurrency};
 pub use server::{serve, worker_server};
 
