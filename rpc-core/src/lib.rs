@@ -111,7 +111,9 @@ pub use client::{
     CallOptions, Client, ClientConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES,
 };
-pub use pool::{MemberStatus, Pool, PoolConfig, ServerFailure};
+pub use pool::{
+    DnsResolver, MemberStatus, Pool, PoolConfig, ResolveFuture, Resolver, ServerFailure,
+};
 pub use remote::{Infallible, RemoteFunction, Service};
 pub use request::Request;
 

@@ -3,6 +3,7 @@
 //! trips), takes failing servers out of rotation with backoff, and sends a
 //! request that failed because its server did to another one.
 
+mod discovery;
 mod member;
 
 use std::cell::Cell;
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::{Client, ClientConfig};
 use crate::error::RpcError;
+pub use discovery::{DnsResolver, ResolveFuture, Resolver};
 use member::Member;
 pub use member::MemberStatus;
 

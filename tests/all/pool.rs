@@ -259,3 +259,70 @@ async fn with_every_server_down_a_request_fails_clearly_and_soon() {
     assert!(matches!(error, RpcError::NotFound(_)), "{error}");
     assert_eq!(pool.status()[0].picks, 1);
 }
+
+/// A resolver whose answer the test changes, as DNS records change.
+#[derive(Clone, Default)]
+struct Changing(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rpc_core::Resolver for Changing {
+    fn resolve(&self) -> rpc_core::ResolveFuture<'_> {
+        let answer = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+#[tokio::test]
+async fn a_pool_following_a_resolver_tracks_its_answers() {
+    let served = Arc::new(AtomicU64::new(0));
+    let first = server_on("127.0.0.1:0", "first", Duration::ZERO, Arc::clone(&served)).await;
+    let second = server_on("127.0.0.2:0", "second", Duration::ZERO, Arc::clone(&served)).await;
+    let resolver = Changing::default();
+    *resolver.0.lock().unwrap() = vec![first.local_addr().to_string()];
+    let pool = Pool::new(Vec::<String>::new(), config());
+    pool.follow(resolver.clone(), Duration::from_millis(20));
+    crate::support::eventually("the first answer is used", {
+        let pool = pool.clone();
+        move || pool.status().len() == 1
+    })
+    .await;
+    assert!(
+        run_jobs(&pool, 10, 2)
+            .await
+            .values()
+            .all(|name| name == "first")
+    );
+    *resolver.0.lock().unwrap() = vec![second.local_addr().to_string()];
+    crate::support::eventually("the new answer replaces the old", {
+        let pool = pool.clone();
+        let second = second.local_addr().to_string();
+        move || {
+            pool.status()
+                .iter()
+                .map(|m| m.addr.clone())
+                .collect::<Vec<_>>()
+                == [second.clone()]
+        }
+    })
+    .await;
+    assert!(
+        run_jobs(&pool, 10, 2)
+            .await
+            .values()
+            .all(|name| name == "second")
+    );
+    // An empty answer keeps the servers.
+    resolver.0.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pool.status().len(), 1);
+}
+
+#[tokio::test]
+async fn dns_names_resolve_to_every_address() {
+    let answer = rpc_core::DnsResolver::new("localhost:7070");
+    let addrs = rpc_core::Resolver::resolve(&answer).await.unwrap();
+    assert!(!addrs.is_empty());
+    assert!(
+        addrs.iter().all(|addr| addr.ends_with(":7070")),
+        "{addrs:?}"
+    );
+}
