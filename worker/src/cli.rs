@@ -1,5 +1,6 @@
 //! Parsing the command line and dispatching to one file per subcommand.
 
+mod map;
 mod options;
 mod run;
 mod serve;
@@ -50,6 +51,8 @@ enum Command {
     Run(run::RunArgs),
     /// Ship a module to a worker (if it lacks it) and run it there.
     Submit(submit::SubmitArgs),
+    /// Run one module over many inputs across a pool of workers.
+    Map(map::MapArgs),
 }
 
 pub(crate) async fn main(cli: Cli) -> ExitCode {
@@ -57,6 +60,7 @@ pub(crate) async fn main(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::serve(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Submit(args) => submit::submit(args).await,
+        Command::Map(args) => map::map(args).await,
     }
 }
 

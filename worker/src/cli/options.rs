@@ -69,6 +69,11 @@ pub(crate) struct JobArgs {
 impl JobArgs {
     /// The command, with this process's stdin unless it is a terminal.
     pub(crate) async fn command(&self) -> std::io::Result<Command> {
+        Ok(self.command_without_stdin().stdin(read_stdin().await?))
+    }
+
+    /// The command with empty stdin.
+    pub(crate) fn command_without_stdin(&self) -> Command {
         let mut command = Command::new().args(self.args.iter().cloned());
         for (key, value) in &self.env {
             command = command.env(key, value);
@@ -76,13 +81,50 @@ impl JobArgs {
         if self.stub_unknown_imports {
             command = command.stub_unknown_imports();
         }
-        Ok(command.stdin(read_stdin().await?))
+        command
+    }
+}
+
+/// Which workers to use, and how.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TargetArgs {
+    /// A worker's address (HOST:PORT); repeat it for a pool, over which jobs
+    /// are spread and re-sent when a worker fails.
+    #[arg(long = "to", value_name = "ADDR", required = true)]
+    pub(crate) to: Vec<String>,
+    /// The token to present, if the workers require one.
+    #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long one job may take on one worker, in seconds, shipping and
+    /// queueing included; past it the worker stops the job and another is
+    /// tried.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    timeout: f64,
+}
+
+impl TargetArgs {
+    pub(crate) fn pool(&self) -> Result<worker::WorkerPool, String> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            return Err("--timeout must be positive".into());
+        }
+        let timeout = Duration::from_secs_f64(self.timeout);
+        let mut config = worker::worker_pool_config();
+        config.client = rpc_core::ClientConfig {
+            name: "worker-cli".into(),
+            token: self.token.clone(),
+            timeout: Some(timeout),
+            max_payload_len: 1 << 30,
+            ..rpc_core::ClientConfig::default()
+        };
+        config.attempt_timeout = timeout;
+        config.deadline = timeout.saturating_mul(3);
+        Ok(worker::WorkerPool::with_config(self.to.clone(), config))
     }
 }
 
 /// All of stdin, or nothing when it is a terminal (jobs are not
 /// interactive: their stdin is complete before they start).
-async fn read_stdin() -> std::io::Result<Vec<u8>> {
+pub(crate) async fn read_stdin() -> std::io::Result<Vec<u8>> {
     use std::io::IsTerminal;
     use tokio::io::AsyncReadExt;
     let mut bytes = Vec::new();

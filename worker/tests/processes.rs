@@ -1,0 +1,155 @@
+//! Real `worker serve` processes on 127.0.0.1-3, as three hosts: a pool
+//! loses none of 1,000 jobs when one is killed (SIGKILL) mid-run, and takes
+//! the restarted one back.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rpc_core::{Client, ClientConfig, PoolConfig};
+use worker::{Command, Module, Progress, WorkerClient, WorkerPool};
+
+/// A worker process; killed when dropped.
+struct WorkerProcess(Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `worker serve` on `addr` and waits until it listens.
+fn spawn_worker(addr: &str) -> WorkerProcess {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
+        .args([
+            "serve",
+            "--listen",
+            addr,
+            "--no-disk-cache",
+            "--concurrency",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert!(
+        line.contains("listening"),
+        "unexpected first line: {line:?}"
+    );
+    WorkerProcess(child)
+}
+
+/// A free port on `ip`, found by binding it and letting it go.
+fn free_addr(ip: &str) -> String {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn cat() -> Module {
+    Module::new(
+        wat::parse_str(
+            r#"(module
+              (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (func (export "_start") (local $n i32)
+                (loop $more
+                  (i32.store (i32.const 0) (i32.const 1024))
+                  (i32.store (i32.const 4) (i32.const 4096))
+                  (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+                  (local.set $n (i32.load (i32.const 8)))
+                  (if (i32.gt_u (local.get $n) (i32.const 0)) (then
+                    (i32.store (i32.const 4) (local.get $n))
+                    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))
+                    (br $more))))))"#,
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_loses_no_job_and_is_taken_back() {
+    let addrs: Vec<String> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|ip| free_addr(ip))
+        .collect();
+    let _a = spawn_worker(&addrs[0]);
+    let _b = spawn_worker(&addrs[1]);
+    let mut c = Some(spawn_worker(&addrs[2]));
+    let config = PoolConfig {
+        client: ClientConfig {
+            connect_timeout: Duration::from_millis(500),
+            ..ClientConfig::default()
+        },
+        attempt_timeout: Duration::from_secs(20),
+        deadline: Duration::from_secs(60),
+        eject_initial: Duration::from_millis(100),
+        eject_max: Duration::from_millis(500),
+        ..PoolConfig::default()
+    };
+    let pool = WorkerPool::with_config(addrs.clone(), config);
+    let module = cat();
+    let progress = Progress::default();
+    let commands = (0..1000).map(|i| Command::new().stdin(format!("job {i}")));
+    let killer = async {
+        while progress.count().done < 150 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(c.take()); // SIGKILL, jobs in flight
+    };
+    let (outputs, ()) = tokio::join!(
+        pool.map(&module, commands, 24, &progress)
+            .collect::<Vec<_>>(),
+        killer
+    );
+    assert_eq!(outputs.len(), 1000);
+    for (i, output) in outputs.into_iter().enumerate() {
+        let output = output.unwrap_or_else(|error| panic!("job {i}: {error}"));
+        assert_eq!(output.stdout, format!("job {i}").as_bytes(), "job {i}");
+    }
+    assert_eq!(progress.count().failed, 0);
+
+    // Restarted on the same address, it is taken back and given jobs.
+    let _c = spawn_worker(&addrs[2]);
+    let direct = WorkerClient::new(Client::new(addrs[2].clone()));
+    let mut back = false;
+    for _ in 0..60 {
+        let outputs: Vec<_> = pool
+            .map(
+                &module,
+                (0..30).map(|_| Command::new().stdin("again")),
+                6,
+                &progress,
+            )
+            .collect()
+            .await;
+        assert!(
+            outputs
+                .iter()
+                .all(|o| o.as_ref().is_ok_and(|o| o.stdout == "again"))
+        );
+        if direct.status().await.unwrap().finished > 0 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        back,
+        "the restarted worker got no job: {:?}",
+        pool.pool().status()
+    );
+}
