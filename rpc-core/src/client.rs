@@ -217,6 +217,11 @@ impl Client {
         }
     }
 
+    /// The address this client connects to.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
     /// Calls `method` with `args` (a tuple for several arguments) and decodes
     /// its result. A function's own error arrives as
     /// [`RpcError::Application`] with the error still encoded; use

@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 mod calls;
+mod coordinator;
 mod faults;
 mod guests;
 mod macros;

@@ -226,6 +226,11 @@ impl ModuleCache {
         compiled
     }
 
+    /// The modules compiled in memory now.
+    pub(crate) fn compiled_modules(&self) -> Vec<ContentHash> {
+        lock(&self.compiled).keys()
+    }
+
     /// Compiled modules in memory now.
     pub(crate) fn in_memory(&self) -> usize {
         lock(&self.compiled).len()

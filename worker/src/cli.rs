@@ -1,5 +1,6 @@
 //! Parsing the command line and dispatching to one file per subcommand.
 
+mod coordinator;
 mod map;
 mod options;
 mod run;
@@ -53,6 +54,8 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// Run one module over many inputs across a pool of workers.
     Map(map::MapArgs),
+    /// Keep a directory of live workers for clients to find.
+    Coordinator(coordinator::CoordinatorArgs),
 }
 
 pub(crate) async fn main(cli: Cli) -> ExitCode {
@@ -61,6 +64,7 @@ pub(crate) async fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args).await,
         Command::Submit(args) => submit::submit(args).await,
         Command::Map(args) => map::map(args).await,
+        Command::Coordinator(args) => coordinator::coordinator(args).await,
     }
 }
 

@@ -39,6 +39,7 @@
 
 mod cache;
 mod client;
+mod coordinator;
 mod job;
 mod limits;
 mod pool;
@@ -46,6 +47,10 @@ mod sandbox;
 mod server;
 
 pub use client::{Module, WorkerClient, WorkerError};
+pub use coordinator::{
+    CoordinatorResolver, DEFAULT_TTL, REGISTER_METHOD, Registration, WORKERS_METHOD, WorkerEntry,
+    coordinator_server, join,
+};
 pub use job::{
     CALL_METHOD, CallOutput, CallRequest, Command, JobError, ModuleOrigin, RUN_METHOD, Receipt,
     Resource, RunOutput, RunRequest, STATUS_METHOD, WorkerStatus,

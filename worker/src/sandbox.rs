@@ -222,6 +222,11 @@ impl Sandbox {
         Ok(hash)
     }
 
+    /// The modules compiled and in memory now (ready to run at once).
+    pub fn ready_modules(&self) -> Vec<ContentHash> {
+        self.inner.cache.compiled_modules()
+    }
+
     /// Whether the sandbox holds the module.
     pub fn has_module(&self, hash: &ContentHash) -> bool {
         self.inner.cache.contains(hash)

@@ -69,6 +69,10 @@ impl<V> Lru<V> {
         }
     }
 
+    pub(crate) fn keys(&self) -> Vec<ContentHash> {
+        self.entries.keys().copied().collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use worker::{Progress, ProgressCount};
 
 use super::options::{JobArgs, TargetArgs, read_stdin};
-use super::{EXIT_JOB_FAILED, EXIT_USAGE, read_module};
+use super::{EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, read_module};
 use crate::cli::submit::report;
 
 #[derive(Debug, Args)]
@@ -37,11 +37,11 @@ pub(crate) struct MapArgs {
 }
 
 pub(crate) async fn map(args: MapArgs) -> ExitCode {
-    let pool = match args.target.pool() {
+    let pool = match args.target.pool().await {
         Ok(pool) => pool,
         Err(message) => {
             eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
     let Some(module) = read_module(&args.file) else {
@@ -59,7 +59,7 @@ pub(crate) async fn map(args: MapArgs) -> ExitCode {
     let commands = inputs.into_iter().map(|input| base.clone().stdin(input));
     let progress = Progress::default();
     let show = std::io::stderr().is_terminal();
-    let workers = args.target.to.join(", ");
+    let workers = args.target.describe();
     let mut results = pool.map(&module, commands, args.concurrency, &progress);
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let (mut failed, mut nonzero, mut index) = (false, false, 0u64);

@@ -90,8 +90,16 @@ impl JobArgs {
 pub(crate) struct TargetArgs {
     /// A worker's address (HOST:PORT); repeat it for a pool, over which jobs
     /// are spread and re-sent when a worker fails.
-    #[arg(long = "to", value_name = "ADDR", required = true)]
+    #[arg(
+        long = "to",
+        value_name = "ADDR",
+        required_unless_present = "coordinator"
+    )]
     pub(crate) to: Vec<String>,
+    /// Find the workers through the coordinator at ADDR (and follow them as
+    /// they come and go) instead of listing them with --to.
+    #[arg(long, value_name = "ADDR", conflicts_with = "to")]
+    coordinator: Option<String>,
     /// The token to present, if the workers require one.
     #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -103,7 +111,17 @@ pub(crate) struct TargetArgs {
 }
 
 impl TargetArgs {
-    pub(crate) fn pool(&self) -> Result<worker::WorkerPool, String> {
+    /// Where the jobs go, for messages.
+    pub(crate) fn describe(&self) -> String {
+        match &self.coordinator {
+            Some(coordinator) => format!("workers of {coordinator}"),
+            None => self.to.join(", "),
+        }
+    }
+
+    /// The pool: the --to workers, or the coordinator's (asked once now,
+    /// then followed).
+    pub(crate) async fn pool(&self) -> Result<worker::WorkerPool, String> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err("--timeout must be positive".into());
         }
@@ -118,7 +136,22 @@ impl TargetArgs {
         };
         config.attempt_timeout = timeout;
         config.deadline = timeout.saturating_mul(3);
-        Ok(worker::WorkerPool::with_config(self.to.clone(), config))
+        let Some(coordinator) = &self.coordinator else {
+            return Ok(worker::WorkerPool::with_config(self.to.clone(), config));
+        };
+        let client = rpc_core::Client::with_config(coordinator.clone(), config.client.clone());
+        let resolver = worker::CoordinatorResolver::new(client);
+        let workers = rpc_core::Resolver::resolve(&resolver)
+            .await
+            .map_err(|error| format!("cannot ask the coordinator at {coordinator}: {error}"))?;
+        if workers.is_empty() {
+            return Err(format!(
+                "the coordinator at {coordinator} knows no live worker"
+            ));
+        }
+        let pool = worker::WorkerPool::with_config(workers, config);
+        pool.pool().follow(resolver, Duration::from_secs(2));
+        Ok(pool)
     }
 }
 

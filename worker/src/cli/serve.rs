@@ -47,6 +47,21 @@ pub(crate) struct ServeArgs {
     cache: CacheArgs,
     #[command(flatten)]
     grants: GrantArgs,
+    /// Register with the coordinator at ADDR, and keep registering as a
+    /// heartbeat.
+    #[arg(long, value_name = "ADDR")]
+    join: Option<String>,
+    /// The address clients should use to reach this worker, as told to the
+    /// coordinator [default: --listen, which must then not be 0.0.0.0].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// This worker's name at the coordinator [default: the advertised
+    /// address].
+    #[arg(long)]
+    name: Option<String>,
+    /// The token to present to the coordinator.
+    #[arg(long, env = "COORDINATOR_TOKEN", hide_env_values = true)]
+    coordinator_token: Option<String>,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -85,7 +100,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections,
         ..ServerConfig::default()
     };
-    let handle = match worker::serve(sandbox, args.listen, server_config, &tokens).await {
+    let handle = match worker::serve(sandbox.clone(), args.listen, server_config, &tokens).await {
         Ok(handle) => handle,
         Err(error) => {
             eprintln!("worker: {error}");
@@ -101,13 +116,55 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     if tokens.is_empty() && !handle.local_addr().ip().is_loopback() {
         eprintln!("worker: warning: no --token given; anyone who can reach this port may run jobs");
     }
+    let beat = match &args.join {
+        Some(coordinator) => {
+            let advertise = args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| handle.local_addr().to_string());
+            if advertise.starts_with("0.0.0.0") || advertise.starts_with("[::]") {
+                eprintln!(
+                    "worker: with --join, give --advertise HOST:PORT: clients cannot reach {advertise}"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let name = args.name.clone().unwrap_or_else(|| advertise.clone());
+            let client = rpc_core::Client::with_config(
+                coordinator.clone(),
+                rpc_core::ClientConfig {
+                    name: name.clone(),
+                    token: args.coordinator_token.clone(),
+                    ..rpc_core::ClientConfig::default()
+                },
+            );
+            println!("worker joining the coordinator at {coordinator} as {name}");
+            let sandbox = sandbox.clone();
+            Some(worker::join(client, HEARTBEAT, move || {
+                let status = sandbox.status();
+                worker::Registration {
+                    name: name.clone(),
+                    addr: advertise.clone(),
+                    capacity: status.concurrency,
+                    running: status.running,
+                    modules: sandbox.ready_modules(),
+                }
+            }))
+        }
+        None => None,
+    };
     shutdown_signal().await;
+    if let Some(beat) = &beat {
+        beat.abort();
+    }
     println!("worker shutting down (in-flight jobs get {} s)", args.grace);
     handle.shutdown(Duration::from_secs(args.grace)).await;
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
+/// How often a worker re-registers with its coordinator.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -32,11 +32,11 @@ pub(crate) struct SubmitArgs {
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
-    let pool = match args.target.pool() {
+    let pool = match args.target.pool().await {
         Ok(pool) => pool,
         Err(message) => {
             eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
     let Some(module) = read_module(&args.file) else {
@@ -52,7 +52,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let workers = args.target.to.join(", ");
+    let workers = args.target.describe();
     match pool.run(&module, command).await {
         Ok(output) => finish(&output),
         Err(error) => report(&workers, &error),

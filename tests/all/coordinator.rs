@@ -1,0 +1,129 @@
+//! The coordinator: workers register and heartbeat, clients find them,
+//! dead ones expire, and a restarted coordinator is repopulated.
+
+use std::time::Duration;
+
+use rpc_core::{Client, ClientConfig, PoolConfig, ServerHandle};
+use worker::{
+    Command, CoordinatorResolver, Module, Registration, Sandbox, SandboxConfig, WorkerPool,
+    coordinator_server, join, worker_server,
+};
+
+const TTL: Duration = Duration::from_millis(600);
+const BEAT: Duration = Duration::from_millis(100);
+
+async fn start_worker(ip: &str, coordinator: &str) -> (ServerHandle, tokio::task::JoinHandle<()>) {
+    let sandbox = Sandbox::new(SandboxConfig {
+        concurrency: 1,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let handle = worker_server(sandbox.clone())
+        .bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let addr = handle.local_addr().to_string();
+    let client = Client::with_config(
+        coordinator.to_owned(),
+        ClientConfig {
+            connect_timeout: Duration::from_millis(200),
+            max_retries: 0,
+            ..ClientConfig::default()
+        },
+    );
+    let beat = join(client, BEAT, move || Registration {
+        name: addr.clone(),
+        addr: addr.clone(),
+        capacity: sandbox.status().concurrency,
+        running: sandbox.status().running,
+        modules: sandbox.ready_modules(),
+    });
+    (handle, beat)
+}
+
+fn hello() -> Module {
+    Module::new(wat::parse_str(r#"(module (func (export "_start")))"#).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_found_expire_and_survive_a_coordinator_restart() {
+    let coordinator = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let coordinator_addr = coordinator.local_addr().to_string();
+    let (_a, _a_beat) = start_worker("127.0.0.2", &coordinator_addr).await;
+    let (b, b_beat) = start_worker("127.0.0.3", &coordinator_addr).await;
+    let b_addr = b.local_addr().to_string();
+
+    let resolver = CoordinatorResolver::new(Client::with_config(
+        coordinator_addr.clone(),
+        ClientConfig {
+            connect_timeout: Duration::from_millis(200),
+            max_retries: 0,
+            ..ClientConfig::default()
+        },
+    ));
+    for _ in 0..50 {
+        if resolver.workers().await.is_ok_and(|w| w.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(BEAT).await;
+    }
+    let entries = resolver.workers().await.unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.iter().all(|e| e.registration.capacity == 1));
+
+    let pool = WorkerPool::with_config(
+        Vec::<String>::new(),
+        PoolConfig {
+            eject_initial: Duration::from_millis(50),
+            ..worker::worker_pool_config()
+        },
+    );
+    pool.pool()
+        .follow(resolver.clone(), Duration::from_millis(100));
+    let module = hello();
+    crate::support::eventually("the pool learns both", {
+        let pool = pool.clone();
+        move || pool.pool().status().len() == 2
+    })
+    .await;
+    for _ in 0..20 {
+        pool.run(&module, Command::new()).await.unwrap();
+    }
+
+    // b stops heartbeating and goes away: it expires, and the pool drops it.
+    b_beat.abort();
+    b.shutdown(Duration::ZERO).await;
+    tokio::time::sleep(TTL + BEAT * 3).await;
+    let entries = resolver.workers().await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries.iter().all(|e| e.registration.addr != b_addr));
+    crate::support::eventually("the pool drops b", {
+        let pool = pool.clone();
+        move || pool.pool().status().len() == 1
+    })
+    .await;
+    for _ in 0..10 {
+        pool.run(&module, Command::new()).await.unwrap();
+    }
+
+    // The coordinator restarts, empty: workers register again, and the pool
+    // kept its workers meanwhile.
+    coordinator.shutdown(Duration::ZERO).await;
+    for _ in 0..5 {
+        pool.run(&module, Command::new()).await.unwrap();
+    }
+    let _coordinator = coordinator_server(TTL)
+        .bind(&coordinator_addr)
+        .await
+        .unwrap();
+    let mut repopulated = false;
+    for _ in 0..50 {
+        if resolver.workers().await.is_ok_and(|w| w.len() == 1) {
+            repopulated = true;
+            break;
+        }
+        tokio::time::sleep(BEAT).await;
+    }
+    assert!(repopulated, "the worker did not register again");
+    pool.run(&module, Command::new()).await.unwrap();
+}

@@ -1,0 +1,54 @@
+//! `worker coordinator --listen ADDR`: the directory workers register with
+//! (`worker serve --join`) and clients find them through
+//! (`--coordinator`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{EXIT_UNAVAILABLE, EXIT_USAGE};
+
+#[derive(Debug, Args)]
+pub(crate) struct CoordinatorArgs {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// Seconds a worker stays listed after its last heartbeat.
+    #[arg(long, value_name = "SECONDS", default_value_t = worker::DEFAULT_TTL.as_secs_f64())]
+    ttl: f64,
+    /// A token workers and clients must present, as TOKEN or TOKEN:ROLE;
+    /// repeatable. Also read from COORDINATOR_TOKENS (comma-separated).
+    #[arg(
+        long = "token",
+        value_name = "TOKEN[:ROLE]",
+        env = "COORDINATOR_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    tokens: Vec<String>,
+}
+
+pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
+    if !(args.ttl.is_finite() && args.ttl > 0.0) {
+        eprintln!("worker: --ttl must be positive");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut server = worker::coordinator_server(Duration::from_secs_f64(args.ttl));
+    for token in &args.tokens {
+        let (token, role) = token.split_once(':').unwrap_or((token, "member"));
+        server = server.token(token, role);
+    }
+    let handle = match server.bind(args.listen).await {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("worker: {error}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    println!("coordinator listening on {}", handle.local_addr());
+    super::serve::shutdown_signal().await;
+    handle.shutdown(Duration::from_secs(5)).await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,176 @@
+//! The coordinator: a directory of live workers. Workers register (name,
+//! address, capacity, load, modules held) and keep re-registering as a
+//! heartbeat; clients ask it for the live ones; a worker that stops
+//! heartbeating drops out after the entry's time to live.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rpc_core::{Client, ContentHash, Infallible, ResolveFuture, Resolver, RpcError, Server};
+use serde::{Deserialize, Serialize};
+
+/// The function workers call to register and to heartbeat:
+/// [`Registration`] in, the time to live in milliseconds out.
+pub const REGISTER_METHOD: &str = "coordinator.register";
+/// The function clients call for the live workers: `()` in,
+/// `Vec<WorkerEntry>` out.
+pub const WORKERS_METHOD: &str = "coordinator.workers";
+
+/// The default time a registration stays valid without a heartbeat: 6 s.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(6);
+
+/// What a worker tells the coordinator about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// A name unique among the workers (a new registration under the same
+    /// name replaces the old one).
+    pub name: String,
+    /// Where clients reach it (`host:port`).
+    pub addr: String,
+    /// Jobs it runs at once.
+    pub capacity: u32,
+    /// Jobs running now.
+    pub running: u32,
+    /// Modules it holds, so clients can prefer workers that need no
+    /// shipping.
+    pub modules: Vec<ContentHash>,
+}
+
+/// A live worker, as the coordinator lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerEntry {
+    /// What the worker registered.
+    pub registration: Registration,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms: u64,
+}
+
+#[derive(Debug)]
+struct Directory {
+    ttl: Duration,
+    workers: Mutex<HashMap<String, (Registration, Instant)>>,
+}
+
+impl Directory {
+    fn register(&self, registration: Registration) -> u64 {
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        workers.insert(registration.name.clone(), (registration, Instant::now()));
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn live(&self) -> Vec<WorkerEntry> {
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        workers.retain(|_, (_, seen)| now.duration_since(*seen) < self.ttl);
+        let mut live: Vec<WorkerEntry> = workers
+            .values()
+            .map(|(registration, seen)| WorkerEntry {
+                registration: registration.clone(),
+                last_seen_ms: u64::try_from(now.duration_since(*seen).as_millis())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect();
+        live.sort_by(|a, b| a.registration.name.cmp(&b.registration.name));
+        live
+    }
+}
+
+/// A server that is a coordinator: add tokens, then bind it. Entries live
+/// `ttl` past their last heartbeat.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let coordinator = worker::coordinator_server(worker::DEFAULT_TTL)
+///     .bind("0.0.0.0:7000")
+///     .await?;
+/// # drop(coordinator);
+/// # Ok(())
+/// # }
+/// ```
+pub fn coordinator_server(ttl: Duration) -> Server {
+    let directory = Arc::new(Directory {
+        ttl,
+        workers: Mutex::new(HashMap::new()),
+    });
+    let registry = Arc::clone(&directory);
+    Server::builder()
+        .function(REGISTER_METHOD, move |registration: Registration| {
+            let ttl_ms = registry.register(registration);
+            std::future::ready(Ok::<_, Infallible>(ttl_ms))
+        })
+        .function(WORKERS_METHOD, move |(): ()| {
+            std::future::ready(Ok::<_, Infallible>(directory.live()))
+        })
+}
+
+/// Registers with the coordinator at `client`'s address every `interval`
+/// until the returned task is aborted; `registration` is called each time
+/// for the current load and modules. A coordinator that restarts gets the
+/// registration again at the next beat.
+pub fn join(
+    client: Client,
+    interval: Duration,
+    registration: impl Fn() -> Registration + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut registered = false;
+        loop {
+            ticker.tick().await;
+            match client
+                .call::<_, u64>(REGISTER_METHOD, &registration())
+                .await
+            {
+                Ok(_) if !registered => {
+                    tracing::info!(coordinator = client.addr(), "registered");
+                    registered = true;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    if registered {
+                        tracing::warn!(%error, "lost the coordinator; retrying");
+                    }
+                    registered = false;
+                }
+            }
+        }
+    })
+}
+
+/// The live workers a coordinator knows, as a [`Resolver`] for
+/// [`rpc_core::Pool::follow`]: a pool that follows it tracks workers as
+/// they come and go.
+#[derive(Debug, Clone)]
+pub struct CoordinatorResolver {
+    client: Client,
+}
+
+impl CoordinatorResolver {
+    /// Asks the coordinator `client` connects to.
+    pub fn new(client: Client) -> CoordinatorResolver {
+        CoordinatorResolver { client }
+    }
+
+    /// The live workers now.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError`] if the coordinator cannot be asked.
+    pub async fn workers(&self) -> Result<Vec<WorkerEntry>, RpcError> {
+        self.client.call(WORKERS_METHOD, &()).await
+    }
+}
+
+impl Resolver for CoordinatorResolver {
+    fn resolve(&self) -> ResolveFuture<'_> {
+        Box::pin(async move {
+            let workers = self.workers().await.map_err(std::io::Error::other)?;
+            Ok(workers
+                .into_iter()
+                .map(|entry| entry.registration.addr)
+                .collect())
+        })
+    }
+}
