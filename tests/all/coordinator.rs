@@ -127,3 +127,60 @@ async fn workers_are_found_expire_and_survive_a_coordinator_restart() {
     assert!(repopulated, "the worker did not register again");
     pool.run(&module, Command::new()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_listens_nowhere_completes_jobs_through_the_relay() {
+    let coordinator = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let coordinator_addr = coordinator.local_addr().to_string();
+    let sandbox = Sandbox::new(SandboxConfig {
+        concurrency: 2,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    // No server, no port: only an outbound connection to the coordinator.
+    let _relayed = worker::relay_worker(
+        sandbox.clone(),
+        Client::new(coordinator_addr.clone()),
+        "behind-nat".into(),
+        BEAT,
+    );
+    let resolver = CoordinatorResolver::new(Client::new(coordinator_addr.clone()));
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = resolver.workers().await.unwrap();
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(BEAT).await;
+    }
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].registration.addr, coordinator_addr);
+
+    let pool = WorkerPool::with_config(resolver.resolve_now().await, worker::worker_pool_config());
+    let module = hello();
+    for _ in 0..20 {
+        let output = pool.run(&module, Command::new()).await.unwrap();
+        assert_eq!(output.exit_code, 0);
+        assert_eq!(output.receipt.relayed_to.as_deref(), Some("behind-nat"));
+    }
+    assert_eq!(sandbox.status().finished, 20);
+    // A job's own failure comes back through the relay as itself.
+    let spin = Module::new(
+        wat::parse_str(r#"(module (func (export "_start") (loop $l (br $l))))"#).unwrap(),
+    );
+    let limits = worker::JobLimits {
+        wall_time_ms: Some(100),
+        ..worker::JobLimits::default()
+    };
+    let error = pool
+        .run(&spin, Command::new().limits(limits))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            worker::WorkerError::Job(worker::JobError::DeadlineExceeded { .. })
+        ),
+        "{error}"
+    );
+}

@@ -88,13 +88,17 @@ impl Directory {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// It is also the relay for workers that accept no connections
+/// ([`relay_worker`](crate::relay_worker)): clients send their jobs to the
+/// coordinator as if it were a worker, and it hands them over.
 pub fn coordinator_server(ttl: Duration) -> Server {
     let directory = Arc::new(Directory {
         ttl,
         workers: Mutex::new(HashMap::new()),
     });
     let registry = Arc::clone(&directory);
-    Server::builder()
+    crate::relay::add_relay(Server::builder())
         .function(REGISTER_METHOD, move |registration: Registration| {
             let ttl_ms = registry.register(registration);
             std::future::ready(Ok::<_, Infallible>(ttl_ms))
@@ -151,6 +155,12 @@ impl CoordinatorResolver {
     /// Asks the coordinator `client` connects to.
     pub fn new(client: Client) -> CoordinatorResolver {
         CoordinatorResolver { client }
+    }
+
+    /// The live workers' addresses now, or none if the coordinator cannot
+    /// be asked.
+    pub async fn resolve_now(&self) -> Vec<String> {
+        self.resolve().await.unwrap_or_default()
     }
 
     /// The live workers now.

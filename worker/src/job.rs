@@ -188,6 +188,10 @@ pub struct Receipt {
     pub stdout_truncated: bool,
     /// Stderr went past the output limit and was cut.
     pub stderr_truncated: bool,
+    /// The worker that ran the job, when it went through a coordinator's
+    /// relay (a worker that accepts no connections); `None` when the client
+    /// reached the worker directly.
+    pub relayed_to: Option<String>,
 }
 
 /// Where the compiled module a job ran came from.

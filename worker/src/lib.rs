@@ -43,6 +43,7 @@ mod coordinator;
 mod job;
 mod limits;
 mod pool;
+mod relay;
 mod sandbox;
 mod server;
 
@@ -60,6 +61,10 @@ pub use limits::{
     DEFAULT_STACK_BYTES, DEFAULT_TABLE_ELEMENTS, DEFAULT_WALL_TIME, JobLimits, Limits,
 };
 pub use pool::{Progress, ProgressCount, WorkerPool, worker_pool_config};
+pub use relay::{
+    RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone, RelayOutcome, RelayTask,
+    RelayedJob, relay_worker,
+};
 pub use sandbox::{Sandbox, SandboxConfig, SandboxError, default_concurrency};
 pub use server::{serve, worker_server};
 

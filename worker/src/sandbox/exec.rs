@@ -264,6 +264,7 @@ impl Job {
             compile_us: env.compiled.compile_us,
             stdout_truncated: self.stdout.truncated(),
             stderr_truncated: self.stderr.truncated(),
+            relayed_to: None,
         }
     }
 }

@@ -1,0 +1,353 @@
+//! Relaying: a worker that cannot accept connections (behind NAT or a
+//! firewall) keeps an outbound connection to the coordinator and asks it for
+//! jobs (long polling); the coordinator takes jobs from clients as if it
+//! were a worker, hands them over, and returns the results, as a
+//! supernode relays between peers that cannot reach each other.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rpc_core::{
+    Client, ContentHash, Context, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore,
+    RpcError, Server,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
+
+use crate::coordinator::{Registration, join};
+use crate::job::{
+    CALL_METHOD, CallOutput, CallRequest, JobError, RUN_METHOD, RunOutput, RunRequest,
+};
+use crate::sandbox::Sandbox;
+
+/// A relayed worker asks for its next job: its name in, `Option<RelayTask>`
+/// out (none after a while without jobs; ask again).
+pub const RELAY_POLL_METHOD: &str = "coordinator.relay.poll";
+/// A relayed worker returns a result: [`RelayDone`] in, `()` out.
+pub const RELAY_DONE_METHOD: &str = "coordinator.relay.done";
+/// A relayed worker fetches a module it lacks: its hash in, the bytes out.
+pub const RELAY_MODULE_METHOD: &str = "coordinator.relay.module";
+
+/// How long a poll waits for a job before answering "none".
+const POLL_WAIT: Duration = Duration::from_secs(10);
+
+/// A job handed to a relayed worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayTask {
+    /// Names the job in [`RelayDone`].
+    pub id: u64,
+    /// What to run.
+    pub job: RelayedJob,
+}
+
+/// The two kinds of job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RelayedJob {
+    /// A WASI command.
+    Run(RunRequest),
+    /// A typed call.
+    Call(CallRequest),
+}
+
+/// A relayed worker's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayDone {
+    /// The job's id.
+    pub id: u64,
+    /// The worker that ran it.
+    pub worker: String,
+    /// What came of it.
+    pub outcome: RelayOutcome,
+}
+
+/// The result of either kind of job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RelayOutcome {
+    /// Of a WASI command.
+    Run(Result<RunOutput, JobError>),
+    /// Of a typed call.
+    Call(Result<CallOutput, JobError>),
+}
+
+/// The coordinator's side: a queue of jobs for relayed workers, their
+/// waiting clients, and the modules clients shipped.
+#[derive(Default)]
+pub(crate) struct Relay {
+    queue: Mutex<VecDeque<RelayTask>>,
+    ready: Notify,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<RelayDone>>>,
+    next_id: AtomicU64,
+    modules: RelayModules,
+}
+
+impl Relay {
+    /// Queues a job and waits for a relayed worker's result. Dropping the
+    /// future (the client cancelled or its deadline passed) withdraws the
+    /// job if no worker took it yet.
+    async fn submit(&self, job: RelayedJob) -> Result<RelayDone, JobError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        lock(&self.waiting).insert(id, sender);
+        lock(&self.queue).push_back(RelayTask { id, job });
+        self.ready.notify_one();
+        let _withdraw = Withdraw { relay: self, id };
+        receiver
+            .await
+            .map_err(|_| JobError::Internal("the relayed job was dropped".into()))
+    }
+
+    /// The next job still wanted, waiting up to [`POLL_WAIT`] for one.
+    async fn poll(&self) -> Option<RelayTask> {
+        let until = tokio::time::Instant::now() + POLL_WAIT;
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut queue = lock(&self.queue);
+                let waiting = lock(&self.waiting);
+                while let Some(task) = queue.pop_front() {
+                    if waiting.contains_key(&task.id) {
+                        return Some(task);
+                    }
+                }
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn done(&self, done: RelayDone) {
+        if let Some(waiter) = lock(&self.waiting).remove(&done.id) {
+            let _ = waiter.send(done);
+        }
+    }
+}
+
+/// Removes a job's waiter when its client stops waiting.
+struct Withdraw<'a> {
+    relay: &'a Relay,
+    id: u64,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        lock(&self.relay.waiting).remove(&self.id);
+    }
+}
+
+/// Modules clients shipped to the coordinator for relayed workers, bounded
+/// in bytes (oldest out first). Relayed workers validate them.
+#[derive(Default, Clone)]
+struct RelayModules {
+    modules: Arc<Mutex<(HashMap<ContentHash, Bytes>, VecDeque<ContentHash>, u64)>>,
+}
+
+/// At most this many bytes of modules wait at a coordinator.
+const RELAY_MODULE_BYTES: u64 = 1 << 30;
+
+impl RelayModules {
+    fn get(&self, hash: &ContentHash) -> Option<Bytes> {
+        lock(&self.modules).0.get(hash).cloned()
+    }
+}
+
+impl ProgramStore for RelayModules {
+    fn contains(&self, hash: &ContentHash) -> bool {
+        lock(&self.modules).0.contains_key(hash)
+    }
+
+    fn accepts(&self, len: u64) -> Result<(), ProgramRejected> {
+        if len <= RELAY_MODULE_BYTES {
+            Ok(())
+        } else {
+            Err(ProgramRejected::too_large(len, RELAY_MODULE_BYTES))
+        }
+    }
+
+    fn insert(&self, hash: ContentHash, program: Bytes) -> InsertFuture {
+        let mut guard = lock(&self.modules);
+        let (modules, order, bytes) = &mut *guard;
+        if modules.insert(hash, program.clone()).is_none() {
+            order.push_back(hash);
+            *bytes += program.len() as u64;
+        }
+        while *bytes > RELAY_MODULE_BYTES {
+            let Some(oldest) = order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = modules.remove(&oldest) {
+                *bytes -= evicted.len() as u64;
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Adds the relay to a coordinator's server: clients call it as a worker
+/// (`worker.run`, `worker.call`, shipping modules to it), relayed workers
+/// poll it.
+pub(crate) fn add_relay(server: Server) -> Server {
+    let relay = Arc::new(Relay::default());
+    let (run, call, poll, done, module) = (
+        Arc::clone(&relay),
+        Arc::clone(&relay),
+        Arc::clone(&relay),
+        Arc::clone(&relay),
+        Arc::clone(&relay),
+    );
+    server
+        .programs(relay.modules.clone())
+        .function_with(
+            RUN_METHOD,
+            FunctionOptions::new().description("Runs a WASI command on a relayed worker"),
+            move |_: Context, request: RunRequest| {
+                let relay = Arc::clone(&run);
+                async move {
+                    if !relay.modules.contains(&request.module) {
+                        return Err(JobError::ModuleNotFound(request.module));
+                    }
+                    let done = relay.submit(RelayedJob::Run(request)).await?;
+                    match done.outcome {
+                        RelayOutcome::Run(result) => result.map(|mut output| {
+                            output.receipt.relayed_to = Some(done.worker);
+                            output
+                        }),
+                        RelayOutcome::Call(_) => {
+                            Err(JobError::Internal("mismatched relay result".into()))
+                        }
+                    }
+                }
+            },
+        )
+        .function_with(
+            CALL_METHOD,
+            FunctionOptions::new().description("Calls a typed export on a relayed worker"),
+            move |_: Context, request: CallRequest| {
+                let relay = Arc::clone(&call);
+                async move {
+                    if !relay.modules.contains(&request.module) {
+                        return Err(JobError::ModuleNotFound(request.module));
+                    }
+                    let done = relay.submit(RelayedJob::Call(request)).await?;
+                    match done.outcome {
+                        RelayOutcome::Call(result) => result.map(|mut output| {
+                            output.receipt.relayed_to = Some(done.worker);
+                            output
+                        }),
+                        RelayOutcome::Run(_) => {
+                            Err(JobError::Internal("mismatched relay result".into()))
+                        }
+                    }
+                }
+            },
+        )
+        .function(RELAY_POLL_METHOD, move |_worker: String| {
+            let relay = Arc::clone(&poll);
+            async move { Ok::<_, rpc_core::Infallible>(relay.poll().await) }
+        })
+        .function(RELAY_DONE_METHOD, move |result: RelayDone| {
+            done.done(result);
+            std::future::ready(Ok::<_, rpc_core::Infallible>(()))
+        })
+        .function(RELAY_MODULE_METHOD, move |hash: ContentHash| {
+            let found = module.modules.get(&hash);
+            std::future::ready(found.ok_or(JobError::ModuleNotFound(hash)))
+        })
+}
+
+/// Runs `sandbox` as a relayed worker of the coordinator `coordinator`
+/// connects to: registers (with the coordinator's own address, where
+/// clients send its jobs), then polls for jobs with as many loops as the
+/// sandbox runs jobs at once. Needs no listening port. Runs until the
+/// returned tasks are aborted.
+pub fn relay_worker(
+    sandbox: Sandbox,
+    coordinator: Client,
+    name: String,
+    heartbeat: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let slots = sandbox.status().concurrency;
+    let mut tasks = Vec::new();
+    let registering = sandbox.clone();
+    let registered_name = name.clone();
+    let addr = coordinator.addr().to_owned();
+    tasks.push(join(coordinator.clone(), heartbeat, move || {
+        let status = registering.status();
+        Registration {
+            name: registered_name.clone(),
+            addr: addr.clone(),
+            capacity: status.concurrency,
+            running: status.running,
+            modules: registering.ready_modules(),
+        }
+    }));
+    for _ in 0..slots {
+        let sandbox = sandbox.clone();
+        let coordinator = coordinator.clone();
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match coordinator
+                    .call::<_, Option<RelayTask>>(RELAY_POLL_METHOD, &name)
+                    .await
+                {
+                    Ok(Some(task)) => {
+                        let outcome = run_relayed(&sandbox, &coordinator, task.job).await;
+                        let done = RelayDone {
+                            id: task.id,
+                            worker: name.clone(),
+                            outcome,
+                        };
+                        if let Err(error) =
+                            coordinator.call::<_, ()>(RELAY_DONE_METHOD, &done).await
+                        {
+                            tracing::warn!(%error, "could not return a relayed result");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "polling the coordinator failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+async fn run_relayed(sandbox: &Sandbox, coordinator: &Client, job: RelayedJob) -> RelayOutcome {
+    let module = match &job {
+        RelayedJob::Run(request) => request.module,
+        RelayedJob::Call(request) => request.module,
+    };
+    if !sandbox.has_module(&module) {
+        let fetched: Result<Bytes, RpcError<JobError>> = coordinator
+            .call_with(RELAY_MODULE_METHOD, &module, rpc_core::CallOptions::new())
+            .await;
+        let added = match fetched {
+            Ok(bytes) => sandbox.add_module(bytes).await.map(|_| ()),
+            Err(RpcError::Application(error)) => Err(error),
+            Err(error) => Err(JobError::Internal(format!("fetching the module: {error}"))),
+        };
+        if let Err(error) = added {
+            return match job {
+                RelayedJob::Run(_) => RelayOutcome::Run(Err(error)),
+                RelayedJob::Call(_) => RelayOutcome::Call(Err(error)),
+            };
+        }
+    }
+    match job {
+        RelayedJob::Run(request) => RelayOutcome::Run(sandbox.run(request, None).await),
+        RelayedJob::Call(request) => RelayOutcome::Call(sandbox.call(request, None).await),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
