@@ -144,7 +144,15 @@ impl Drop for Withdraw<'_> {
 /// in bytes (oldest out first). Relayed workers validate them.
 #[derive(Default, Clone)]
 struct RelayModules {
-    modules: Arc<Mutex<(HashMap<ContentHash, Bytes>, VecDeque<ContentHash>, u64)>>,
+    modules: Arc<Mutex<Held>>,
+}
+
+/// The modules, oldest first, and their total size.
+#[derive(Default)]
+struct Held {
+    by_hash: HashMap<ContentHash, Bytes>,
+    oldest_first: VecDeque<ContentHash>,
+    bytes: u64,
 }
 
 /// At most this many bytes of modules wait at a coordinator.
@@ -152,13 +160,13 @@ const RELAY_MODULE_BYTES: u64 = 1 << 30;
 
 impl RelayModules {
     fn get(&self, hash: &ContentHash) -> Option<Bytes> {
-        lock(&self.modules).0.get(hash).cloned()
+        lock(&self.modules).by_hash.get(hash).cloned()
     }
 }
 
 impl ProgramStore for RelayModules {
     fn contains(&self, hash: &ContentHash) -> bool {
-        lock(&self.modules).0.contains_key(hash)
+        lock(&self.modules).by_hash.contains_key(hash)
     }
 
     fn accepts(&self, len: u64) -> Result<(), ProgramRejected> {
@@ -170,18 +178,18 @@ impl ProgramStore for RelayModules {
     }
 
     fn insert(&self, hash: ContentHash, program: Bytes) -> InsertFuture {
-        let mut guard = lock(&self.modules);
-        let (modules, order, bytes) = &mut *guard;
-        if modules.insert(hash, program.clone()).is_none() {
-            order.push_back(hash);
-            *bytes += program.len() as u64;
+        let mut held = lock(&self.modules);
+        let len = program.len() as u64;
+        if held.by_hash.insert(hash, program).is_none() {
+            held.oldest_first.push_back(hash);
+            held.bytes += len;
         }
-        while *bytes > RELAY_MODULE_BYTES {
-            let Some(oldest) = order.pop_front() else {
+        while held.bytes > RELAY_MODULE_BYTES {
+            let Some(oldest) = held.oldest_first.pop_front() else {
                 break;
             };
-            if let Some(evicted) = modules.remove(&oldest) {
-                *bytes -= evicted.len() as u64;
+            if let Some(evicted) = held.by_hash.remove(&oldest) {
+                held.bytes -= evicted.len() as u64;
             }
         }
         Box::pin(std::future::ready(Ok(())))
