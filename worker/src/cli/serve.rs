@@ -51,6 +51,11 @@ pub(crate) struct ServeArgs {
     /// heartbeat.
     #[arg(long, value_name = "ADDR")]
     join: Option<String>,
+    /// Listen nowhere: take jobs from the coordinator at ADDR over an
+    /// outbound connection (for a worker behind NAT or a firewall); clients
+    /// reach it through the coordinator.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["join", "advertise"])]
+    relay_via: Option<String>,
     /// The address clients should use to reach this worker, as told to the
     /// coordinator [default: --listen, which must then not be 0.0.0.0].
     #[arg(long, value_name = "HOST:PORT")]
@@ -96,6 +101,31 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INTERNAL);
         }
     };
+    if let Some(coordinator) = &args.relay_via {
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("relayed-{}", std::process::id()));
+        let client = rpc_core::Client::with_config(
+            coordinator.clone(),
+            rpc_core::ClientConfig {
+                name: name.clone(),
+                token: args.coordinator_token.clone(),
+                timeout: None,
+                max_payload_len: 1 << 30,
+                ..rpc_core::ClientConfig::default()
+            },
+        );
+        let tasks = worker::relay_worker(sandbox, client, name.clone(), HEARTBEAT);
+        println!(
+            "worker {name} taking jobs through the coordinator at {coordinator} (concurrency {concurrency}, listening nowhere)"
+        );
+        shutdown_signal().await;
+        for task in tasks {
+            task.abort();
+        }
+        return ExitCode::SUCCESS;
+    }
     let server_config = ServerConfig {
         max_connections: args.max_connections,
         ..ServerConfig::default()
