@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use rpc_core::{Client, ClientConfig, PoolConfig, ServerHandle};
 use worker::{
-    Command, CoordinatorResolver, Module, Registration, Sandbox, SandboxConfig, WorkerPool,
-    coordinator_server, join, worker_server,
+    Command, CoordinatorResolver, Module, Registration, Sandbox, SandboxConfig, WorkerClient,
+    WorkerPool, coordinator_server, join, worker_server,
 };
 
 const TTL: Duration = Duration::from_millis(600);
@@ -183,4 +183,54 @@ async fn a_worker_that_listens_nowhere_completes_jobs_through_the_relay() {
         ),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_job_whose_worker_dies_is_finished_by_another() {
+    let coordinator = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let coordinator_addr = coordinator.local_addr().to_string();
+    let relayed = |name: &str| {
+        let sandbox = Sandbox::new(SandboxConfig {
+            concurrency: 1,
+            ..SandboxConfig::default()
+        })
+        .unwrap();
+        let tasks = worker::relay_worker(
+            sandbox.clone(),
+            Client::new(coordinator_addr.clone()),
+            name.into(),
+            BEAT,
+        );
+        (sandbox, tasks)
+    };
+    // Spins for about half a second, then exits: long enough to be killed
+    // in the middle.
+    let slow = Module::new(
+        wat::parse_str(
+            r#"(module (func (export "_start") (local $i i64)
+              (loop $more
+                (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                (br_if $more (i64.lt_u (local.get $i) (i64.const 150000000))))))"#,
+        )
+        .unwrap(),
+    );
+    let (a_box, a_tasks) = relayed("a");
+    let client = WorkerClient::new(Client::new(coordinator_addr.clone()));
+    let job = {
+        let client = client.clone();
+        let slow = slow.clone();
+        tokio::spawn(async move { client.run(&slow, Command::new()).await })
+    };
+    crate::support::eventually("a runs the job", {
+        let a_box = a_box.clone();
+        move || a_box.status().running == 1
+    })
+    .await;
+    // a dies mid-job: its polls and heartbeats stop.
+    for task in a_tasks {
+        task.abort();
+    }
+    let (_b_box, _b_tasks) = relayed("b");
+    let output = job.await.unwrap().unwrap();
+    assert_eq!(output.receipt.relayed_to.as_deref(), Some("b"));
 }

@@ -98,7 +98,15 @@ pub fn coordinator_server(ttl: Duration) -> Server {
         workers: Mutex::new(HashMap::new()),
     });
     let registry = Arc::clone(&directory);
-    crate::relay::add_relay(Server::builder())
+    let names = Arc::clone(&directory);
+    let live = move || {
+        names
+            .live()
+            .into_iter()
+            .map(|entry| entry.registration.name)
+            .collect()
+    };
+    crate::relay::add_relay(Server::builder(), live)
         .function(REGISTER_METHOD, move |registration: Registration| {
             let ttl_ms = registry.register(registration);
             std::future::ready(Ok::<_, Infallible>(ttl_ms))

@@ -4,7 +4,7 @@
 //! were a worker, hands them over, and returns the results, as a
 //! supernode relays between peers that cannot reach each other.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -79,6 +79,10 @@ pub(crate) struct Relay {
     queue: Mutex<VecDeque<RelayTask>>,
     ready: Notify,
     waiting: Mutex<HashMap<u64, oneshot::Sender<RelayDone>>>,
+    /// Jobs handed out and not yet done, with the worker that took them:
+    /// if that worker drops out of the directory, they go back in the
+    /// queue for another.
+    taken: Mutex<HashMap<u64, (String, RelayTask)>>,
     next_id: AtomicU64,
     modules: RelayModules,
 }
@@ -99,10 +103,17 @@ impl Relay {
             .map_err(|_| JobError::Internal("the relayed job was dropped".into()))
     }
 
-    /// The next job still wanted, waiting up to [`POLL_WAIT`] for one.
-    async fn poll(&self) -> Option<RelayTask> {
+    /// The next job still wanted for `worker`, waiting up to
+    /// [`POLL_WAIT`] for one. Meanwhile, every second, jobs taken by workers
+    /// no longer `live` are put back in the queue.
+    async fn poll(
+        &self,
+        worker: &str,
+        live: &(dyn Fn() -> HashSet<String> + Sync),
+    ) -> Option<RelayTask> {
         let until = tokio::time::Instant::now() + POLL_WAIT;
         loop {
+            self.requeue_lost(&live());
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -111,19 +122,52 @@ impl Relay {
                 let waiting = lock(&self.waiting);
                 while let Some(task) = queue.pop_front() {
                     if waiting.contains_key(&task.id) {
+                        lock(&self.taken).insert(task.id, (worker.to_owned(), task.clone()));
                         return Some(task);
                     }
                 }
             }
-            if tokio::time::timeout_at(until, notified).await.is_err() {
+            let wake = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= until
+            {
                 return None;
             }
         }
     }
 
     fn done(&self, done: RelayDone) {
+        lock(&self.taken).remove(&done.id);
         if let Some(waiter) = lock(&self.waiting).remove(&done.id) {
             let _ = waiter.send(done);
+        }
+    }
+
+    /// Puts back in the queue the jobs of workers that are not `live`.
+    fn requeue_lost(&self, live: &HashSet<String>) {
+        let lost: Vec<RelayTask> = {
+            let mut taken = lock(&self.taken);
+            let lost_ids: Vec<u64> = taken
+                .iter()
+                .filter(|(_, (worker, _))| !live.contains(worker))
+                .map(|(id, _)| *id)
+                .collect();
+            lost_ids
+                .into_iter()
+                .filter_map(|id| taken.remove(&id).map(|(_, task)| task))
+                .collect()
+        };
+        if lost.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            jobs = lost.len(),
+            "a relayed worker went away; its jobs go to another"
+        );
+        let mut queue = lock(&self.queue);
+        for task in lost {
+            queue.push_front(task);
+            self.ready.notify_one();
         }
     }
 }
@@ -137,6 +181,7 @@ struct Withdraw<'a> {
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
         lock(&self.relay.waiting).remove(&self.id);
+        lock(&self.relay.taken).remove(&self.id);
     }
 }
 
@@ -199,7 +244,11 @@ impl ProgramStore for RelayModules {
 /// Adds the relay to a coordinator's server: clients call it as a worker
 /// (`worker.run`, `worker.call`, shipping modules to it), relayed workers
 /// poll it.
-pub(crate) fn add_relay(server: Server) -> Server {
+pub(crate) fn add_relay(
+    server: Server,
+    live: impl Fn() -> HashSet<String> + Send + Sync + 'static,
+) -> Server {
+    let live = Arc::new(live);
     let relay = Arc::new(Relay::default());
     let (run, call, poll, done, module) = (
         Arc::clone(&relay),
@@ -254,9 +303,13 @@ pub(crate) fn add_relay(server: Server) -> Server {
                 }
             },
         )
-        .function(RELAY_POLL_METHOD, move |_worker: String| {
+        .function(RELAY_POLL_METHOD, move |worker: String| {
             let relay = Arc::clone(&poll);
-            async move { Ok::<_, rpc_core::Infallible>(relay.poll().await) }
+            let live = Arc::clone(&live);
+            async move {
+                let task = relay.poll(&worker, &*live).await;
+                Ok::<_, rpc_core::Infallible>(task)
+            }
         })
         .function(RELAY_DONE_METHOD, move |result: RelayDone| {
             done.done(result);
