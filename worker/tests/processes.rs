@@ -29,27 +29,17 @@ impl Drop for WorkerProcess {
 
 /// Starts `worker serve` on `addr` and waits until it listens.
 fn spawn_worker(addr: &str) -> WorkerProcess {
-    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
-        .args([
+    spawn(
+        &[
             "serve",
             "--listen",
             addr,
             "--no-disk-cache",
             "--concurrency",
             "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the worker binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert!(
-        line.contains("listening"),
-        "unexpected first line: {line:?}"
-    );
-    WorkerProcess(child)
+        ],
+        "listening",
+    )
 }
 
 /// A free port on `ip`, found by binding it and letting it go.
@@ -151,5 +141,137 @@ async fn a_killed_worker_process_loses_no_job_and_is_taken_back() {
         back,
         "the restarted worker got no job: {:?}",
         pool.pool().status()
+    );
+}
+
+/// Starts a process with `args` and waits for its first line of output.
+fn spawn(args: &[&str], expect: &str) -> WorkerProcess {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains(expect), "unexpected first line: {line:?}");
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+    });
+    WorkerProcess(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_found_through_a_coordinator_process_survive_its_restart() {
+    let coordinator_addr = free_addr("127.0.0.1");
+    let coordinator = spawn(
+        &["coordinator", "--listen", &coordinator_addr, "--ttl", "4"],
+        "coordinator listening",
+    );
+    let mut workers = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let addr = free_addr(ip);
+        workers.push(spawn(
+            &[
+                "serve",
+                "--listen",
+                &addr,
+                "--no-disk-cache",
+                "--join",
+                &coordinator_addr,
+            ],
+            "listening",
+        ));
+    }
+    // And one that listens nowhere.
+    workers.push(spawn(
+        &[
+            "serve",
+            "--relay-via",
+            &coordinator_addr,
+            "--name",
+            "natted",
+            "--no-disk-cache",
+        ],
+        "listening nowhere",
+    ));
+    let resolver = worker::CoordinatorResolver::new(Client::new(coordinator_addr.clone()));
+    let mut known = 0;
+    for _ in 0..100 {
+        known = resolver.workers().await.map_or(0, |w| w.len());
+        if known == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(known, 3, "all three register");
+    let pool = WorkerPool::new(resolver.resolve_now().await);
+    pool.pool()
+        .follow(resolver.clone(), Duration::from_millis(200));
+    let module = cat();
+    let progress = Progress::default();
+    let outputs: Vec<_> = pool
+        .map(
+            &module,
+            (0..300).map(|i| Command::new().stdin(format!("{i}"))),
+            16,
+            &progress,
+        )
+        .collect()
+        .await;
+    let mut relayed = 0;
+    for (i, output) in outputs.into_iter().enumerate() {
+        let output = output.unwrap();
+        assert_eq!(output.stdout, i.to_string().as_bytes());
+        relayed += usize::from(output.receipt.relayed_to.as_deref() == Some("natted"));
+    }
+    assert!(relayed > 0, "the relayed worker took no job");
+
+    // The coordinator restarts: workers register again, clients go on.
+    drop(coordinator);
+    let outputs: Vec<_> = pool
+        .map(
+            &module,
+            (0..50).map(|_| Command::new().stdin("x")),
+            8,
+            &progress,
+        )
+        .collect()
+        .await;
+    // Direct workers keep serving while the coordinator is down (relayed
+    // jobs fail over to them).
+    assert!(outputs.iter().all(Result::is_ok));
+    let _coordinator = spawn(
+        &["coordinator", "--listen", &coordinator_addr, "--ttl", "4"],
+        "coordinator listening",
+    );
+    let mut back = 0;
+    for _ in 0..100 {
+        back = resolver.workers().await.map_or(0, |w| w.len());
+        if back == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, 3, "the workers register with the new coordinator");
+    let outputs: Vec<_> = pool
+        .map(
+            &module,
+            (0..50).map(|_| Command::new().stdin("y")),
+            8,
+            &progress,
+        )
+        .collect()
+        .await;
+    assert!(
+        outputs
+            .iter()
+            .all(|o| o.as_ref().is_ok_and(|o| o.stdout == "y"))
     );
 }
