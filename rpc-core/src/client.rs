@@ -217,6 +217,30 @@ impl Client {
         }
     }
 
+    /// Checks that the server answers: connects if needed, sends a `Ping`
+    /// and waits for its `Pong`, within the connect timeout plus the default
+    /// call timeout. Returns the round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Unavailable`] if the server cannot be reached or does
+    /// not answer in time.
+    pub async fn ping(&self) -> Result<Duration, RpcError> {
+        let config = &self.inner.config;
+        let started = Instant::now();
+        let deadline = started + config.connect_timeout;
+        let connection = self.connection(Some(deadline)).await?;
+        let wait = config.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
+        match tokio::time::timeout(wait, connection.ping()).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(RpcError::Unavailable(format!(
+                "{} did not answer a ping within {wait:?}",
+                self.inner.addr
+            ))),
+        }
+    }
+
     /// The address this client connects to.
     pub fn addr(&self) -> &str {
         &self.inner.addr

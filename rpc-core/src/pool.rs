@@ -8,6 +8,7 @@ mod member;
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,11 @@ pub struct PoolConfig {
     /// The longest a failed server stays out before it is tried again. The
     /// default is 10 s.
     pub eject_max: Duration,
+    /// How often every server is pinged: one that does not answer within
+    /// the interval is taken out of rotation, one that is out and answers
+    /// is taken back at once. `None` checks servers only through the
+    /// requests they serve. The default is 1 s.
+    pub health_interval: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -51,6 +57,7 @@ impl Default for PoolConfig {
             max_attempts: 8,
             eject_initial: Duration::from_millis(200),
             eject_max: Duration::from_secs(10),
+            health_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -99,6 +106,9 @@ pub struct Pool {
 struct Inner {
     members: RwLock<Arc<Vec<Arc<Member>>>>,
     config: PoolConfig,
+    /// Set once the health checks run (they start with the first request,
+    /// inside a runtime).
+    health_started: AtomicBool,
 }
 
 impl Pool {
@@ -114,6 +124,7 @@ impl Pool {
             inner: Arc::new(Inner {
                 members: RwLock::new(Arc::new(Vec::new())),
                 config,
+                health_started: AtomicBool::new(false),
             }),
         };
         pool.set_addresses(addrs);
@@ -189,6 +200,7 @@ impl Pool {
         Fut: Future<Output = Result<T, E>>,
         E: ServerFailure + From<RpcError>,
     {
+        self.start_health_checks();
         let config = &self.inner.config;
         let deadline = Instant::now() + config.deadline;
         let mut last_failure = None;
@@ -242,6 +254,32 @@ impl Pool {
         }))
     }
 
+    /// Starts pinging the servers every [`PoolConfig::health_interval`],
+    /// once, until the pool is dropped.
+    fn start_health_checks(&self) {
+        let Some(interval) = self.inner.config.health_interval else {
+            return;
+        };
+        if self.inner.health_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = pool.upgrade() else { return };
+                let backoff = (inner.config.eject_initial, inner.config.eject_max);
+                let members = Pool { inner }.members();
+                let checks = members
+                    .iter()
+                    .map(|member| check(member, interval, backoff));
+                futures_util::future::join_all(checks).await;
+            }
+        });
+    }
+
     fn members(&self) -> Arc<Vec<Arc<Member>>> {
         Arc::clone(
             &self
@@ -291,6 +329,25 @@ impl Pool {
                 return None;
             }
             tokio::time::sleep_until(next.into()).await;
+        }
+    }
+}
+
+/// Pings one server: out of rotation if it does not answer within
+/// `within`, back in if it was out and answers.
+async fn check(member: &Member, within: Duration, (initial, max): (Duration, Duration)) {
+    match tokio::time::timeout(within, member.client.ping()).await {
+        Ok(Ok(_)) => {
+            if member.ejected_until().is_some() {
+                tracing::debug!(server = %member.addr, "answers pings again; back in rotation");
+                member.answered();
+            }
+        }
+        _ => {
+            if member.ejected_until().is_none() {
+                tracing::debug!(server = %member.addr, "does not answer pings; out of rotation");
+                member.eject(initial, max);
+            }
         }
     }
 }

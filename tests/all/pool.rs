@@ -326,3 +326,59 @@ async fn dns_names_resolve_to_every_address() {
         "{addrs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_out_a_silent_server_before_any_request_goes_there() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let served = Arc::new(AtomicU64::new(0));
+    let good = server_on("127.0.0.1:0", "good", Duration::ZERO, Arc::clone(&served)).await;
+    let pool = Pool::new(
+        [silent_addr.clone(), good.local_addr().to_string()],
+        PoolConfig {
+            health_interval: Some(Duration::from_millis(100)),
+            ..config()
+        },
+    );
+    // One request starts the checks; it may itself land on either.
+    let _: (String, u64) = pool.call("work", &0u64).await.unwrap();
+    crate::support::eventually("the silent server is out", {
+        let pool = pool.clone();
+        let silent_addr = silent_addr.clone();
+        move || {
+            pool.status()
+                .iter()
+                .any(|m| m.addr == silent_addr && !m.healthy)
+        }
+    })
+    .await;
+    let picks_before = pool
+        .status()
+        .iter()
+        .find(|m| m.addr == silent_addr)
+        .unwrap()
+        .picks;
+    run_jobs(&pool, 50, 4).await;
+    let picks_after = pool
+        .status()
+        .iter()
+        .find(|m| m.addr == silent_addr)
+        .unwrap()
+        .picks;
+    assert!(
+        picks_after - picks_before <= 1,
+        "{picks_before} -> {picks_after}"
+    );
+    // Pings answer over a live connection.
+    let rtt = rpc_core::Client::new(good.local_addr().to_string())
+        .ping()
+        .await
+        .unwrap();
+    assert!(rtt < Duration::from_secs(1));
+}

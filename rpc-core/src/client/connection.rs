@@ -2,7 +2,7 @@
 //! the reader task that routes responses to them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -63,6 +63,9 @@ struct Shared {
     dropped: tokio::sync::Notify,
     /// Wakes the reader when a call's deadline is earlier than all others.
     deadline_moved: tokio::sync::Notify,
+    /// Pings sent by [`Connection::ping`], by nonce, waiting for their pong.
+    pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_nonce: AtomicU64,
 }
 
 impl Shared {
@@ -81,6 +84,11 @@ impl Shared {
     /// server that will answer.
     fn fail_from(&self, after: u64, reason: &str, unprocessed: bool) {
         self.open.store(false, Ordering::Release);
+        // Pings waiting on a connection that ends are answered "no".
+        self.pings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let failed = self.lock().take_after(after);
         for waiter in failed {
             let _ = waiter.send(Err(Failed {
@@ -163,6 +171,9 @@ impl Connection {
             in_flight: Mutex::new(InFlight::default()),
             dropped: tokio::sync::Notify::new(),
             deadline_moved: tokio::sync::Notify::new(),
+            pings: Mutex::new(HashMap::new()),
+            // Keepalive pings use nonce 0; these start above it.
+            next_nonce: AtomicU64::new(1),
         });
         let keepalive = config.keepalive;
         let max_payload_len = config.max_payload_len;
@@ -182,6 +193,38 @@ impl Connection {
             chunk_len: chunk_len_for(welcome.limits.max_frame_len),
             server_limits: welcome.limits,
         })
+    }
+
+    /// Sends a ping and waits for its pong (or for the connection to end,
+    /// which drops the waiter).
+    pub(super) async fn ping(&self) -> Result<(), RpcError> {
+        let nonce = self.shared.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.shared
+            .pings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(nonce, sender);
+        let sent = self
+            .outbox
+            .send(Frame::connection(Message::Ping(Ping { nonce })))
+            .await;
+        let answered = match sent {
+            Ok(()) => receiver.await.is_ok(),
+            Err(_) => false,
+        };
+        self.shared
+            .pings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&nonce);
+        if answered {
+            Ok(())
+        } else {
+            Err(RpcError::Unavailable(
+                "the connection closed before the pong".into(),
+            ))
+        }
     }
 
     pub(super) fn is_open(&self) -> bool {
@@ -475,6 +518,16 @@ async fn read_loop(
             Message::Ping(ping) => {
                 let pong = Message::Pong(crate::wire::Pong { nonce: ping.nonce });
                 let _ = outbox.send(Frame::connection(pong)).await;
+            }
+            Message::Pong(pong) => {
+                let waiter = shared
+                    .pings
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&pong.nonce);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(());
+                }
             }
             Message::GoAway(goaway) => {
                 tracing::debug!(last = goaway.last_stream_id, "the server is going away");
