@@ -89,11 +89,13 @@ impl<E> ServerFailure for RpcError<E> {
 /// through a pool must be safe to repeat (idempotent, or deterministic jobs).
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), rpc_core::RpcError> {
 /// use rpc_core::{Pool, PoolConfig};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rpc_core::RpcError> {
 /// let pool = Pool::new(["10.0.0.1:7000", "10.0.0.2:7000"], PoolConfig::default());
 /// let sum: i64 = pool.call("add", &(2, 3)).await?;
+/// println!("2 + 3 = {sum}");
 /// # Ok(())
 /// # }
 /// ```
