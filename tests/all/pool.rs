@@ -32,6 +32,20 @@ async fn server_on(
         .unwrap()
 }
 
+/// A server that accepts connections and never answers (the handshake
+/// never ends); its address.
+async fn silent_server() -> String {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
 fn config() -> PoolConfig {
     PoolConfig {
         client: ClientConfig {
@@ -184,15 +198,7 @@ async fn a_server_killed_mid_run_loses_no_request_and_is_taken_back_when_it_retu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_accepts_but_never_answers_is_avoided() {
-    // Accepts connections and reads nothing: the handshake never ends.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent_addr = silent_server().await;
     let served = Arc::new(AtomicU64::new(0));
     let good = server_on("127.0.0.1:0", "good", Duration::ZERO, Arc::clone(&served)).await;
     let pool = Pool::new(
@@ -329,14 +335,7 @@ async fn dns_names_resolve_to_every_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_take_out_a_silent_server_before_any_request_goes_there() {
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent_addr = silent_server().await;
     let served = Arc::new(AtomicU64::new(0));
     let good = server_on("127.0.0.1:0", "good", Duration::ZERO, Arc::clone(&served)).await;
     let pool = Pool::new(

@@ -32,7 +32,7 @@ fn hello() -> Module {
 }
 
 /// Copies stdin to stdout.
-fn cat() -> Module {
+pub(crate) fn cat() -> Module {
     wat(&format!(
         r#"(module {WASI}
           (memory (export "memory") 1)

@@ -6,30 +6,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rpc_core::{ClientConfig, PoolConfig, ServerHandle};
-use worker::{Command, Module, Progress, Sandbox, SandboxConfig, WorkerPool, worker_server};
+use worker::{Command, Progress, Sandbox, SandboxConfig, WorkerPool, worker_server};
 
-/// Copies stdin to stdout: each job's output says which job it was.
-fn cat() -> Module {
-    Module::new(
-        wat::parse_str(
-            r#"(module
-              (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
-              (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-              (memory (export "memory") 1)
-              (func (export "_start") (local $n i32)
-                (loop $more
-                  (i32.store (i32.const 0) (i32.const 1024))
-                  (i32.store (i32.const 4) (i32.const 4096))
-                  (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
-                  (local.set $n (i32.load (i32.const 8)))
-                  (if (i32.gt_u (local.get $n) (i32.const 0)) (then
-                    (i32.store (i32.const 4) (local.get $n))
-                    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))
-                    (br $more))))))"#,
-        )
-        .unwrap(),
-    )
-}
+// `cat` copies stdin to stdout: each job's output says which job it was.
+use crate::worker::cat;
 
 async fn start_worker(addr: &str) -> (Sandbox, ServerHandle) {
     let sandbox = Sandbox::new(SandboxConfig {

@@ -82,6 +82,23 @@ pub enum WorkerError {
     Decode(postcard::Error),
 }
 
+/// The request of a typed call: `input` encoded with postcard.
+pub(crate) fn typed_request<In: Serialize + ?Sized>(
+    module: &Module,
+    name: &str,
+    input: &In,
+) -> Result<CallRequest, WorkerError> {
+    let input = postcard::to_allocvec(input).map_err(WorkerError::Encode)?;
+    Ok(CallRequest::new(module.hash, name, input))
+}
+
+/// A typed call's output, decoded with postcard.
+pub(crate) fn decode_output<Out: DeserializeOwned>(
+    output: &CallOutput,
+) -> Result<Out, WorkerError> {
+    postcard::from_bytes(&output.output).map_err(WorkerError::Decode)
+}
+
 impl From<RpcError<JobError>> for WorkerError {
     fn from(error: RpcError<JobError>) -> WorkerError {
         match error {
@@ -192,10 +209,10 @@ impl WorkerClient {
         In: Serialize + ?Sized,
         Out: DeserializeOwned,
     {
-        let input = postcard::to_allocvec(input).map_err(WorkerError::Encode)?;
-        let request = CallRequest::new(module.hash, name, input);
-        let output = self.call_raw(module, request).await?;
-        postcard::from_bytes(&output.output).map_err(WorkerError::Decode)
+        let output = self
+            .call_raw(module, typed_request(module, name, input)?)
+            .await?;
+        decode_output(&output)
     }
 
     /// Calls an export with encoded input and returns everything: output,

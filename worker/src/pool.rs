@@ -10,8 +10,8 @@ use rpc_core::{Pool, PoolConfig, RpcError, ServerFailure};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::client::{Module, WorkerClient, WorkerError};
-use crate::job::{CallOutput, CallRequest, Command, RunOutput};
+use crate::client::{Module, WorkerClient, WorkerError, decode_output, typed_request};
+use crate::job::{CallOutput, Command, RunOutput};
 
 impl ServerFailure for WorkerError {
     fn is_server_failure(&self) -> bool {
@@ -120,8 +120,7 @@ impl WorkerPool {
         In: Serialize + ?Sized,
         Out: DeserializeOwned,
     {
-        let input = postcard::to_allocvec(input).map_err(WorkerError::Encode)?;
-        let request = CallRequest::new(module.hash(), name, input);
+        let request = typed_request(module, name, input)?;
         let output: CallOutput = self
             .pool
             .dispatch(|client| {
@@ -129,7 +128,7 @@ impl WorkerPool {
                 async move { self.worker(client).call_raw(module, request).await }
             })
             .await?;
-        postcard::from_bytes(&output.output).map_err(WorkerError::Decode)
+        decode_output(&output)
     }
 
     /// Runs `module` once per command, at most `concurrency` at a time over

@@ -87,7 +87,26 @@ pub(crate) struct Relay {
     modules: RelayModules,
 }
 
+/// A relayed worker answered a job with the other kind's result.
+fn mismatched() -> JobError {
+    JobError::Internal("the relayed worker answered with the wrong kind of result".into())
+}
+
 impl Relay {
+    /// Relays a job for a module clients shipped here; returns the worker
+    /// that ran it and what came of it.
+    async fn relay(
+        &self,
+        module: ContentHash,
+        job: RelayedJob,
+    ) -> Result<(String, RelayOutcome), JobError> {
+        if !self.modules.contains(&module) {
+            return Err(JobError::ModuleNotFound(module));
+        }
+        let done = self.submit(job).await?;
+        Ok((done.worker, done.outcome))
+    }
+
     /// Queues a job and waits for a relayed worker's result. Dropping the
     /// future (the client cancelled or its deadline passed) withdraws the
     /// job if no worker took it yet.
@@ -265,19 +284,16 @@ pub(crate) fn add_relay(
             move |_: Context, request: RunRequest| {
                 let relay = Arc::clone(&run);
                 async move {
-                    if !relay.modules.contains(&request.module) {
-                        return Err(JobError::ModuleNotFound(request.module));
-                    }
-                    let done = relay.submit(RelayedJob::Run(request)).await?;
-                    match done.outcome {
-                        RelayOutcome::Run(result) => result.map(|mut output| {
-                            output.receipt.relayed_to = Some(done.worker);
-                            output
-                        }),
-                        RelayOutcome::Call(_) => {
-                            Err(JobError::Internal("mismatched relay result".into()))
-                        }
-                    }
+                    let (worker, outcome) = relay
+                        .relay(request.module, RelayedJob::Run(request))
+                        .await?;
+                    let RelayOutcome::Run(result) = outcome else {
+                        return Err(mismatched());
+                    };
+                    result.map(|mut output| {
+                        output.receipt.relayed_to = Some(worker);
+                        output
+                    })
                 }
             },
         )
@@ -287,19 +303,16 @@ pub(crate) fn add_relay(
             move |_: Context, request: CallRequest| {
                 let relay = Arc::clone(&call);
                 async move {
-                    if !relay.modules.contains(&request.module) {
-                        return Err(JobError::ModuleNotFound(request.module));
-                    }
-                    let done = relay.submit(RelayedJob::Call(request)).await?;
-                    match done.outcome {
-                        RelayOutcome::Call(result) => result.map(|mut output| {
-                            output.receipt.relayed_to = Some(done.worker);
-                            output
-                        }),
-                        RelayOutcome::Run(_) => {
-                            Err(JobError::Internal("mismatched relay result".into()))
-                        }
-                    }
+                    let (worker, outcome) = relay
+                        .relay(request.module, RelayedJob::Call(request))
+                        .await?;
+                    let RelayOutcome::Call(result) = outcome else {
+                        return Err(mismatched());
+                    };
+                    result.map(|mut output| {
+                        output.receipt.relayed_to = Some(worker);
+                        output
+                    })
                 }
             },
         )
