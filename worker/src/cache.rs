@@ -102,13 +102,13 @@ impl ModuleCache {
         }
     }
 
-    /// Validates a module whose bytes hash to `hash`, then keeps it.
+    /// Validates a module whose bytes hash to `hash` (size included), then
+    /// keeps it.
     pub(crate) async fn insert(
         self: &Arc<Self>,
         hash: ContentHash,
         bytes: Bytes,
     ) -> Result<(), ProgramRejected> {
-        self.accepts(bytes.len() as u64)?;
         let cache = Arc::clone(self);
         let stored = tokio::task::spawn_blocking(move || {
             engine::validate(&cache.engine, &bytes, cache.max_module_bytes)

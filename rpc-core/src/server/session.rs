@@ -305,7 +305,17 @@ impl Session {
                 (Request::Call(call, received_at, handler), payload)
             }
             Message::SendData(send) => (Request::SendData(send.name), send.payload),
-            Message::SendProgram(send) => (Request::SendProgram(send.hash), send.payload),
+            Message::SendProgram(send) => {
+                // Refuse a program the store would not take before buffering
+                // any of it.
+                if let Err(rejected) = self.shared.programs.accepts(send.payload.len()) {
+                    let message = rejected.message().to_owned();
+                    self.respond_status(id, rejected.status(), message, received_at)
+                        .await;
+                    return;
+                }
+                (Request::SendProgram(send.hash), send.payload)
+            }
             Message::RequestData(request) => {
                 match self.shared.data.get(&request.name) {
                     Some(value) => {
@@ -410,12 +420,6 @@ impl Session {
                 if actual != hash {
                     let message = format!("the program's bytes hash to {actual}, not {hash}");
                     self.respond_status(id, StatusCode::BAD_REQUEST, message, received_at)
-                        .await;
-                    return;
-                }
-                if let Err(rejected) = self.shared.programs.accepts(payload.len() as u64) {
-                    let message = rejected.message().to_owned();
-                    self.respond_status(id, rejected.status(), message, received_at)
                         .await;
                     return;
                 }
