@@ -8,7 +8,7 @@ mod memory;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use wasmtime::{Engine, InstancePre, Linker, Module, UnknownImportError};
 
 use crate::job::{JobError, ModuleOrigin};
+use crate::lock;
 use crate::sandbox::engine;
 use crate::sandbox::state::JobState;
 use disk::DiskCache;
@@ -246,8 +247,4 @@ pub(crate) fn link_error(error: wasmtime::Error) -> JobError {
         },
         None => JobError::InvalidModule(format!("{error:#}")),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -3,11 +3,13 @@
 //! heartbeat; clients ask it for the live ones; a worker that stops
 //! heartbeating drops out after the entry's time to live.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpc_core::{Client, ContentHash, Infallible, ResolveFuture, Resolver, RpcError, Server};
+
+use crate::lock;
 use serde::{Deserialize, Serialize};
 
 /// The function workers call to register and to heartbeat:
@@ -54,15 +56,30 @@ struct Directory {
 
 impl Directory {
     fn register(&self, registration: Registration) -> u64 {
-        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut workers = lock(&self.workers);
         workers.insert(registration.name.clone(), (registration, Instant::now()));
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn live(&self) -> Vec<WorkerEntry> {
-        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
+    /// The registrations renewed within the TTL; older ones are dropped.
+    fn unexpired(
+        &self,
+        now: Instant,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Registration, Instant)>> {
+        let mut workers = lock(&self.workers);
         workers.retain(|_, (_, seen)| now.duration_since(*seen) < self.ttl);
+        workers
+    }
+
+    /// The names of the live workers (what the relay needs, without
+    /// copying their registrations).
+    fn live_names(&self) -> HashSet<String> {
+        self.unexpired(Instant::now()).keys().cloned().collect()
+    }
+
+    fn live(&self) -> Vec<WorkerEntry> {
+        let now = Instant::now();
+        let workers = self.unexpired(now);
         let mut live: Vec<WorkerEntry> = workers
             .values()
             .map(|(registration, seen)| WorkerEntry {
@@ -99,13 +116,7 @@ pub fn coordinator_server(ttl: Duration) -> Server {
     });
     let registry = Arc::clone(&directory);
     let names = Arc::clone(&directory);
-    let live = move || {
-        names
-            .live()
-            .into_iter()
-            .map(|entry| entry.registration.name)
-            .collect()
-    };
+    let live = move || names.live_names();
     crate::relay::add_relay(Server::builder(), live)
         .function(REGISTER_METHOD, move |registration: Registration| {
             let ttl_ms = registry.register(registration);

@@ -68,5 +68,13 @@ pub use relay::{
 pub use sandbox::{Sandbox, SandboxConfig, SandboxError, default_concurrency};
 pub use server::{serve, worker_server};
 
+/// Locks `mutex`, going on past a panic in another holder: every value
+/// the worker guards stays consistent between statements.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The protocol version this worker speaks, from `rpc-core`.
 pub const PROTOCOL_VERSION: u8 = rpc_core::PROTOCOL_VERSION;

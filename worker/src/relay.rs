@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use crate::coordinator::{Registration, join};
 use crate::job::{
     CALL_METHOD, CallOutput, CallRequest, JobError, RUN_METHOD, RunOutput, RunRequest,
 };
+use crate::lock;
 use crate::sandbox::Sandbox;
 
 /// A relayed worker asks for its next job: its name in, `Option<RelayTask>`
@@ -420,8 +421,4 @@ async fn run_relayed(sandbox: &Sandbox, coordinator: &Client, job: RelayedJob) -
         RelayedJob::Run(request) => RelayOutcome::Run(sandbox.run(request, None).await),
         RelayedJob::Call(request) => RelayOutcome::Call(sandbox.call(request, None).await),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -3,7 +3,7 @@
 //! busy guest never blocks the async reactor.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 /// A unit of work for a job thread.
 type Work = Box<dyn FnOnce() + Send>;
@@ -43,7 +43,7 @@ impl JobThreads {
                 .spawn(move || {
                     loop {
                         let work = {
-                            let receiver = receiver.lock().unwrap_or_else(PoisonError::into_inner);
+                            let receiver = crate::lock(&receiver);
                             receiver.recv()
                         };
                         let Ok(work) = work else { break };
@@ -67,11 +67,7 @@ impl JobThreads {
     /// Queues `work`; it runs when a thread is free.
     pub(crate) fn submit(&self, work: impl FnOnce() + Send + 'static) {
         self.load.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(Box::new(work));
+        let sent = crate::lock(&self.queue).send(Box::new(work));
         if sent.is_err() {
             // All threads are gone; the caller's channel reports it.
             self.load.queued.fetch_sub(1, Ordering::Relaxed);
