@@ -344,11 +344,10 @@ impl Sandbox {
         let (done, result) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let queued_at = Instant::now();
-        self.inner.threads.submit(move || {
+        let job = move || {
             let queued_us = u64::try_from(queued_at.elapsed().as_micros()).unwrap_or(u64::MAX);
             if cancelled.load(Ordering::Relaxed) {
-                let _ = done.send(Err(JobError::Cancelled));
-                return;
+                return Err(JobError::Cancelled);
             }
             let now = Instant::now();
             let wall = now
@@ -356,11 +355,10 @@ impl Sandbox {
                 .unwrap_or(now + Duration::from_secs(86_400 * 365));
             let deadline = deadline.map_or(wall, |deadline| deadline.min(wall));
             if now >= deadline {
-                let _ = done.send(Err(JobError::DeadlineExceeded {
+                return Err(JobError::DeadlineExceeded {
                     elapsed_ms: 0,
                     stderr: Bytes::new(),
-                }));
-                return;
+                });
             }
             let env = Env {
                 engine: &inner.engine,
@@ -375,7 +373,10 @@ impl Sandbox {
                 },
                 queued_us,
             };
-            let _ = done.send(work(&env, &module.to_string()));
+            work(&env, &module.to_string())
+        };
+        self.inner.threads.submit(job, move |outcome| {
+            let _ = done.send(outcome);
         });
         result
             .await

@@ -5,8 +5,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-/// A unit of work for a job thread.
-type Work = Box<dyn FnOnce() + Send>;
+/// A unit of work for a job thread: runs the job, and returns what hands
+/// its result over, called once the job is counted as finished.
+type Work = Box<dyn FnOnce() -> Box<dyn FnOnce() + Send> + Send>;
 
 /// Native stack beyond the wasm stack limit, for the host functions and
 /// the runtime below the guest.
@@ -51,9 +52,14 @@ impl JobThreads {
                         let now = load.running.fetch_add(1, Ordering::Relaxed) + 1;
                         load.peak_running.fetch_max(now, Ordering::Relaxed);
                         // A panic in a job must not take its thread down.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                        let deliver = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
                         load.running.fetch_sub(1, Ordering::Relaxed);
                         load.finished.fetch_add(1, Ordering::Relaxed);
+                        // Counted first, so whoever gets the result sees the
+                        // job among the finished.
+                        if let Ok(deliver) = deliver {
+                            deliver();
+                        }
                     }
                 })?;
         }
@@ -64,10 +70,19 @@ impl JobThreads {
         })
     }
 
-    /// Queues `work`; it runs when a thread is free.
-    pub(crate) fn submit(&self, work: impl FnOnce() + Send + 'static) {
+    /// Queues `work`; it runs when a thread is free, and `deliver` gets its
+    /// result once the job no longer counts as running.
+    pub(crate) fn submit<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+        deliver: impl FnOnce(R) + Send + 'static,
+    ) {
         self.load.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = crate::lock(&self.queue).send(Box::new(work));
+        let work: Work = Box::new(move || {
+            let result = work();
+            Box::new(move || deliver(result))
+        });
+        let sent = crate::lock(&self.queue).send(work);
         if sent.is_err() {
             // All threads are gone; the caller's channel reports it.
             self.load.queued.fetch_sub(1, Ordering::Relaxed);
