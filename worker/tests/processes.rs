@@ -42,6 +42,46 @@ fn spawn_worker(addr: &str) -> WorkerProcess {
     )
 }
 
+/// Waits (up to 10 s) until the coordinator lists `count` workers; returns
+/// how many it lists.
+async fn registered(resolver: &worker::CoordinatorResolver, count: usize) -> usize {
+    let mut listed = 0;
+    for _ in 0..100 {
+        listed = resolver.workers().await.map_or(0, |w| w.len());
+        if listed == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    listed
+}
+
+/// Runs `jobs` copies of `cat` with `input` over the pool and checks that
+/// each answers it.
+async fn echo_all(
+    pool: &WorkerPool,
+    module: &Module,
+    input: &'static str,
+    jobs: usize,
+    concurrency: usize,
+    progress: &Progress,
+) {
+    let outputs: Vec<_> = pool
+        .map(
+            module,
+            (0..jobs).map(|_| Command::new().stdin(input)),
+            concurrency,
+            progress,
+        )
+        .collect()
+        .await;
+    assert!(
+        outputs
+            .iter()
+            .all(|o| o.as_ref().is_ok_and(|o| o.stdout == input))
+    );
+}
+
 /// A free port on `ip`, found by binding it and letting it go.
 fn free_addr(ip: &str) -> String {
     let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
@@ -117,20 +157,7 @@ async fn a_killed_worker_process_loses_no_job_and_is_taken_back() {
     let direct = WorkerClient::new(Client::new(addrs[2].clone()));
     let mut back = false;
     for _ in 0..60 {
-        let outputs: Vec<_> = pool
-            .map(
-                &module,
-                (0..30).map(|_| Command::new().stdin("again")),
-                6,
-                &progress,
-            )
-            .collect()
-            .await;
-        assert!(
-            outputs
-                .iter()
-                .all(|o| o.as_ref().is_ok_and(|o| o.stdout == "again"))
-        );
+        echo_all(&pool, &module, "again", 30, 6, &progress).await;
         if direct.status().await.unwrap().finished > 0 {
             back = true;
             break;
@@ -202,15 +229,7 @@ async fn workers_found_through_a_coordinator_process_survive_its_restart() {
         "listening nowhere",
     ));
     let resolver = worker::CoordinatorResolver::new(Client::new(coordinator_addr.clone()));
-    let mut known = 0;
-    for _ in 0..100 {
-        known = resolver.workers().await.map_or(0, |w| w.len());
-        if known == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(known, 3, "all three register");
+    assert_eq!(registered(&resolver, 3).await, 3, "all three register");
     let pool = WorkerPool::new(resolver.resolve_now().await);
     pool.pool()
         .follow(resolver.clone(), Duration::from_millis(200));
@@ -235,43 +254,17 @@ async fn workers_found_through_a_coordinator_process_survive_its_restart() {
 
     // The coordinator restarts: workers register again, clients go on.
     drop(coordinator);
-    let outputs: Vec<_> = pool
-        .map(
-            &module,
-            (0..50).map(|_| Command::new().stdin("x")),
-            8,
-            &progress,
-        )
-        .collect()
-        .await;
     // Direct workers keep serving while the coordinator is down (relayed
     // jobs fail over to them).
-    assert!(outputs.iter().all(Result::is_ok));
+    echo_all(&pool, &module, "x", 50, 8, &progress).await;
     let _coordinator = spawn(
         &["coordinator", "--listen", &coordinator_addr, "--ttl", "4"],
         "coordinator listening",
     );
-    let mut back = 0;
-    for _ in 0..100 {
-        back = resolver.workers().await.map_or(0, |w| w.len());
-        if back == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(back, 3, "the workers register with the new coordinator");
-    let outputs: Vec<_> = pool
-        .map(
-            &module,
-            (0..50).map(|_| Command::new().stdin("y")),
-            8,
-            &progress,
-        )
-        .collect()
-        .await;
-    assert!(
-        outputs
-            .iter()
-            .all(|o| o.as_ref().is_ok_and(|o| o.stdout == "y"))
+    assert_eq!(
+        registered(&resolver, 3).await,
+        3,
+        "the workers register with the new coordinator"
     );
+    echo_all(&pool, &module, "y", 50, 8, &progress).await;
 }
