@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use worker::{Progress, ProgressCount};
 
 use super::options::{JobArgs, TargetArgs, read_stdin};
-use super::{EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, read_module};
+use super::{EXIT_JOB_FAILED, EXIT_USAGE};
 use crate::cli::submit::report;
 
 #[derive(Debug, Args)]
@@ -37,15 +37,9 @@ pub(crate) struct MapArgs {
 }
 
 pub(crate) async fn map(args: MapArgs) -> ExitCode {
-    let pool = match args.target.pool().await {
-        Ok(pool) => pool,
-        Err(message) => {
-            eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
-    };
-    let Some(module) = read_module(&args.file) else {
-        return ExitCode::from(EXIT_USAGE);
+    let (pool, module) = match args.target.open(&args.file).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let inputs = match inputs(&args).await {
         Ok(inputs) => inputs,

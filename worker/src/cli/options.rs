@@ -119,6 +119,21 @@ impl TargetArgs {
         }
     }
 
+    /// The pool and the module at `file`, or, having said why not, the exit
+    /// code.
+    pub(crate) async fn open(
+        &self,
+        file: &std::path::Path,
+    ) -> Result<(worker::WorkerPool, worker::Module), std::process::ExitCode> {
+        let pool = self.pool().await.map_err(|message| {
+            eprintln!("worker: {message}");
+            std::process::ExitCode::from(super::EXIT_UNAVAILABLE)
+        })?;
+        let module = super::read_module(file)
+            .ok_or_else(|| std::process::ExitCode::from(super::EXIT_USAGE))?;
+        Ok((pool, module))
+    }
+
     /// The pool: the --to workers, or the coordinator's (asked once now,
     /// then followed).
     pub(crate) async fn pool(&self) -> Result<worker::WorkerPool, String> {

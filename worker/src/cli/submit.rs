@@ -13,8 +13,7 @@ use worker::WorkerError;
 
 use super::options::{JobArgs, TargetArgs};
 use super::{
-    EXIT_DEADLINE, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, finish,
-    job_failed, read_module,
+    EXIT_DEADLINE, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, finish, job_failed,
 };
 
 #[derive(Debug, Args)]
@@ -32,15 +31,9 @@ pub(crate) struct SubmitArgs {
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
-    let pool = match args.target.pool().await {
-        Ok(pool) => pool,
-        Err(message) => {
-            eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
-    };
-    let Some(module) = read_module(&args.file) else {
-        return ExitCode::from(EXIT_USAGE);
+    let (pool, module) = match args.target.open(&args.file).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let command = match args.job.command().await {
         Ok(command) => args
