@@ -5,7 +5,10 @@
 //! pipelined throughput (1 connection x 128 in flight, 4 x 64), and bulk
 //! transfer of 1 MiB and 16 MiB payloads, each as a ratio to the floor.
 //!
-//! Run with `cargo bench -p rpc-core --bench rpc`.
+//! Run with `cargo bench -p rpc-core --bench rpc`. `RPC_BENCH=split` shows
+//! each side of the pipelined run alone: our client against a raw server
+//! that answers with ready-made responses, and a raw client pipelining
+//! ready-made calls to our server.
 
 // A bench panics on a broken setup; that is the right report.
 #![allow(
@@ -35,7 +38,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 const SMALL: usize = 64;
 const LATENCY_CALLS: usize = 5_000;
-const PIPELINED_CALLS: usize = 50_000;
+const PIPELINED_CALLS: usize = 400_000;
 
 /// A connection to the floor server, split so that a round trip writes and
 /// reads at once (a large payload would otherwise fill both sockets' buffers
@@ -68,7 +71,8 @@ async fn main() {
         "rpc-core client/server vs the same frames echoed by a LengthDelimitedCodec server (loopback TCP)"
     );
 
-    // RPC_BENCH=latency|pipelined|bulk runs one section, for profiling.
+    // RPC_BENCH=latency|pipelined|bulk runs one section, for profiling;
+    // RPC_BENCH=split measures each side of the pipelined run alone.
     let only = std::env::var("RPC_BENCH").ok();
     let runs = |section: &str| only.as_deref().is_none_or(|only| only == section);
     let args = Bytes::from(vec![7u8; SMALL]);
@@ -89,6 +93,9 @@ async fn main() {
                 ours / floor_rate
             );
         }
+    }
+    if only.as_deref() == Some("split") {
+        split(&addr, &frames, &args).await;
     }
     if runs("bulk") {
         bulk(&client, &mut raw).await;
@@ -352,6 +359,154 @@ async fn pipelined_floor(
             };
             for _ in 0..per_connection {
                 stream.next().await.unwrap().unwrap();
+                window.add_permits(1);
+            }
+            drop(writer.await.unwrap());
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    (per_connection * connections) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Each side alone (`RPC_BENCH=split`): our client against a raw server
+/// that answers every call with a ready-made response, and a raw client
+/// that pipelines ready-made calls to our server.
+async fn split(addr: &str, frames: &[Bytes], args: &Bytes) {
+    let raw_server = spawn_raw_rpc_server(args).await.to_string();
+    for (connections, in_flight) in [(1, 128), (4, 64)] {
+        let client_side = pipelined_ours(&raw_server, connections, in_flight, args).await;
+        let server_side = raw_client(addr, connections, in_flight, &frames[0]).await;
+        println!(
+            "{connections} conn x {in_flight:>3}: our client + raw server {client_side:>9.0} calls/s | raw client + our server {server_side:>9.0} calls/s"
+        );
+    }
+}
+
+async fn handshake(socket: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec> {
+    use rpc_core::{FrameCodec, Hello, Limits, PeerRole};
+    let mut framed = Framed::new(socket, FrameCodec::new());
+    let hello = Hello {
+        peer_name: "raw".into(),
+        role: PeerRole::Client,
+        token: None,
+        limits: Limits::default(),
+    };
+    framed
+        .send(Frame::connection(Message::Hello(hello)))
+        .await
+        .unwrap();
+    let welcome = framed.next().await.unwrap().unwrap();
+    assert_eq!(welcome.kind(), rpc_core::Kind::Welcome);
+    raw_framed(framed)
+}
+
+fn raw_framed<C>(framed: Framed<TcpStream, C>) -> Framed<TcpStream, LengthDelimitedCodec> {
+    let parts = framed.into_parts();
+    let mut raw = tokio_util::codec::FramedParts::new::<Bytes>(parts.io, floor_codec());
+    raw.read_buf = parts.read_buf;
+    Framed::from_parts(raw)
+}
+
+fn set_stream_id(frame: &mut [u8], id: u64) {
+    frame[4..12].copy_from_slice(&id.to_be_bytes());
+}
+
+async fn spawn_raw_rpc_server(args: &Bytes) -> SocketAddr {
+    use rpc_core::{FrameCodec, Limits, PeerRole, Response, StatusCode, Welcome};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let result = Bytes::from(postcard::to_allocvec(args).unwrap());
+    let response = Frame::new(
+        2,
+        Message::Response(Response {
+            status: StatusCode::OK,
+            server_time_ms: 0,
+            elapsed_us: 0,
+            message: String::new(),
+            payload: Payload::Inline(result),
+        }),
+    );
+    let mut encoded = BytesMut::new();
+    response.encode(&mut encoded, u32::MAX).unwrap();
+    let template = encoded.split_off(4).freeze();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            socket.set_nodelay(true).unwrap();
+            let template = template.clone();
+            tokio::spawn(async move {
+                let mut framed = Framed::new(socket, FrameCodec::new());
+                let Some(Ok(_hello)) = framed.next().await else {
+                    return;
+                };
+                let welcome = Welcome {
+                    peer_name: "raw".into(),
+                    role: PeerRole::Server,
+                    access_role: None,
+                    limits: Limits::default(),
+                    server_time_ms: 0,
+                };
+                framed
+                    .send(Frame::connection(Message::Welcome(welcome)))
+                    .await
+                    .unwrap();
+                let mut framed = raw_framed(framed);
+                let answer = |call: &BytesMut| {
+                    let mut response = BytesMut::from(&template[..]);
+                    response[4..12].copy_from_slice(&call[4..12]);
+                    response.freeze()
+                };
+                while let Some(Ok(frame)) = framed.next().await {
+                    if framed.feed(answer(&frame)).await.is_err() {
+                        return;
+                    }
+                    while let Some(Some(Ok(frame))) = framed.next().now_or_never() {
+                        if framed.feed(answer(&frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if SinkExt::<Bytes>::flush(&mut framed).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn raw_client(addr: &str, connections: usize, in_flight: usize, call: &Bytes) -> f64 {
+    let per_connection = PIPELINED_CALLS / connections;
+    let mut sockets = Vec::new();
+    for _ in 0..connections {
+        let socket = TcpStream::connect(addr).await.unwrap();
+        socket.set_nodelay(true).unwrap();
+        sockets.push(handshake(socket).await.split());
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut sink, mut stream) in sockets {
+        let call = call.clone();
+        tasks.spawn(async move {
+            let window = Arc::new(Semaphore::new(in_flight));
+            let writer = {
+                let window = Arc::clone(&window);
+                tokio::spawn(async move {
+                    for n in 0..per_connection as u64 {
+                        window.acquire().await.unwrap().forget();
+                        let mut frame = BytesMut::from(&call[..]);
+                        set_stream_id(&mut frame, 2 * n + 1);
+                        sink.feed(frame.freeze()).await.unwrap();
+                        if window.available_permits() == 0 {
+                            sink.flush().await.unwrap();
+                        }
+                    }
+                    sink.flush().await.unwrap();
+                    sink
+                })
+            };
+            for _ in 0..per_connection {
+                let frame = stream.next().await.unwrap().unwrap();
+                assert_eq!(frame[1], 0x11, "a response");
                 window.add_permits(1);
             }
             drop(writer.await.unwrap());

@@ -29,10 +29,10 @@ where
     A: Serialize + ?Sized,
     R: DeserializeOwned,
 {
-    let args = postcard::to_allocvec(args).map_err(|error| {
+    let args = crate::wire::encode_value(args).map_err(|error| {
         RpcError::BadRequest(format!("the arguments could not be encoded: {error}"))
     })?;
-    let result = client.call_raw(method, args.into(), options).await?;
+    let result = client.call_raw(method, args, options).await?;
     crate::wire::decode_exact(&result)
         .map_err(|error| RpcError::Internal(format!("the result did not decode: {error}")))
 }

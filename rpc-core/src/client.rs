@@ -308,15 +308,31 @@ impl Client {
         options: CallOptions,
     ) -> Result<Bytes, RpcError> {
         let timeout = options.timeout.or(self.inner.config.timeout);
+        let mut now = Instant::now();
         // A timeout too large to represent means no deadline.
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let deadline = timeout.and_then(|timeout| now.checked_add(timeout));
         let key = options.idempotent.then(|| self.new_key());
         let mut retries = 0;
         loop {
-            let connection = self.connection(deadline).await?;
+            // The clock is read again only if time may have passed: after a
+            // failed attempt, or while connecting.
+            let connection = match self.live_connection() {
+                Some(connection) if retries == 0 => connection,
+                _ => {
+                    let connection = self.connection(deadline).await?;
+                    now = Instant::now();
+                    connection
+                }
+            };
             let span =
                 tracing::debug_span!("call", method, retries, status = tracing::field::Empty);
-            let attempt = connection.call(method, args.clone(), deadline, key, options.schema_hash);
+            let attempt = connection.call(
+                method,
+                args.clone(),
+                (now, deadline),
+                key,
+                options.schema_hash,
+            );
             // Without a subscriber listening, the span costs only its check.
             let result = if span.is_disabled() {
                 attempt.await
@@ -529,11 +545,9 @@ impl Client {
 }
 
 fn encode_args<A: Serialize + ?Sized, E>(args: &A) -> Result<Bytes, RpcError<E>> {
-    postcard::to_allocvec(args)
-        .map(Bytes::from)
-        .map_err(|error| {
-            RpcError::BadRequest(format!("the arguments could not be encoded: {error}"))
-        })
+    crate::wire::encode_value(args).map_err(|error| {
+        RpcError::BadRequest(format!("the arguments could not be encoded: {error}"))
+    })
 }
 
 fn decode_result<R: DeserializeOwned, E>(bytes: &[u8]) -> Result<R, RpcError<E>> {

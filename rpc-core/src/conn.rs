@@ -1,22 +1,21 @@
 //! Connection plumbing shared by clients and servers: splitting a framed
 //! transport into a reader and a writer task, and sending responses.
 
-pub(crate) mod writer;
-
-use std::sync::Arc;
+mod batch;
+mod outbox;
+mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, FramedRead};
 
 use crate::transfer::ChunkSender;
 use crate::wire::{Frame, FrameCodec, Message, Payload, Response, StatusCode};
-pub(crate) use writer::Cork;
+pub(crate) use outbox::Outbox;
 
 /// A response's content: its status, message and payload.
 #[derive(Clone, Debug)]
@@ -34,20 +33,15 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// The read side of a connection.
 pub(crate) type ReadHalf = tokio::io::ReadHalf<Box<dyn Io>>;
 
-/// Queues frames for the connection's writer task. Sending waits when the
-/// queue is full: backpressure from a slow peer reaches whoever produces.
-pub(crate) type Outbox = mpsc::Sender<Frame>;
-
 /// The parts of a connection after its handshake.
 pub(crate) struct Split {
     /// Reads frames; bytes the handshake read ahead are in its buffer.
     pub(crate) reader: FramedRead<ReadHalf, FrameCodec>,
-    /// Queues frames for the writer.
+    /// Queues frames for the writer, and holds it back (corks it) while the
+    /// reader handles a batch.
     pub(crate) outbox: Outbox,
     /// The writer task draining the outbox.
     pub(crate) writer: JoinHandle<()>,
-    /// Holds the writer back while the reader handles a batch.
-    pub(crate) cork: Arc<Cork>,
 }
 
 /// Splits a framed transport (after its handshake) into a frame reader, an
@@ -59,19 +53,12 @@ pub(crate) fn split<T: Io>(framed: Framed<T, FrameCodec>) -> Split {
     let (read, write) = tokio::io::split(io);
     let mut reader = FramedRead::new(read, parts.codec);
     reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
-    let (outbox, frames) = mpsc::channel(writer::OUTBOX_CAPACITY);
-    let cork = Arc::new(Cork::default());
-    let writer = tokio::spawn(writer::run(
-        write,
-        frames,
-        peer_max_frame_len,
-        Arc::clone(&cork),
-    ));
+    let (outbox, queue) = Outbox::new(peer_max_frame_len);
+    let writer = tokio::spawn(writer::run(write, queue));
     Split {
         reader,
         outbox,
         writer,
-        cork,
     }
 }
 

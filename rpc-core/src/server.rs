@@ -189,7 +189,7 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&String> = self.registry.keys().collect();
+        let mut names: Vec<&Arc<str>> = self.registry.keys().collect();
         names.sort();
         f.debug_struct("Server")
             .field("functions", &names)
@@ -271,7 +271,7 @@ impl Server {
             handler: registry::typed(function),
             options,
         };
-        self.registry.insert(name.into(), function);
+        self.registry.insert(Arc::from(name.into()), function);
         self
     }
 
@@ -279,7 +279,8 @@ impl Server {
     /// hand with [`RemoteFunction::new`], or by a service. A later
     /// registration of the same name replaces the earlier one.
     pub fn remote(mut self, function: RemoteFunction) -> Server {
-        self.registry.insert(function.name, function.function);
+        self.registry
+            .insert(Arc::from(function.name), function.function);
         self
     }
 
@@ -353,7 +354,7 @@ impl Server {
             handler: registry::raw(function),
             options,
         };
-        self.registry.insert(name.into(), function);
+        self.registry.insert(Arc::from(name.into()), function);
         self
     }
 

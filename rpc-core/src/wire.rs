@@ -27,6 +27,17 @@ pub use message::{
 pub use payload::Payload;
 pub use status::StatusCode;
 
+use bytes::Bytes;
+
+/// Encodes `value` with postcard into a new buffer. Starts with room for a
+/// small value, so that most arguments and results need one allocation
+/// instead of a series of regrowths.
+pub(crate) fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Bytes> {
+    /// Enough for most arguments and results; larger ones grow the buffer.
+    const FIRST_CAPACITY: usize = 128;
+    postcard::to_extend(value, Vec::with_capacity(FIRST_CAPACITY)).map(Bytes::from)
+}
+
 /// Decodes exactly one `T` from `bytes` with postcard: unlike
 /// `postcard::from_bytes`, leftover bytes are an error, since they mean the
 /// bytes were not what the reader expected.

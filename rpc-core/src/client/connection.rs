@@ -46,8 +46,9 @@ impl Failed {
 pub(super) struct Connection {
     outbox: Outbox,
     shared: Arc<Shared>,
-    /// The next stream id to open: odd, increasing.
-    next_id: Mutex<u64>,
+    /// The next stream id to open: odd, increasing. Taken under the
+    /// outbox's lock, so ids reach the wire in order.
+    next_id: AtomicU64,
     chunk_len: usize,
     server_limits: Limits,
 }
@@ -160,12 +161,7 @@ impl Connection {
         framed
             .codec_mut()
             .set_peer_max_frame_len(welcome.limits.max_frame_len);
-        let conn::Split {
-            reader,
-            outbox,
-            cork,
-            ..
-        } = conn::split(framed);
+        let conn::Split { reader, outbox, .. } = conn::split(framed);
         let shared = Arc::new(Shared {
             open: AtomicBool::new(true),
             in_flight: Mutex::new(InFlight::default()),
@@ -179,7 +175,6 @@ impl Connection {
         let max_payload_len = config.max_payload_len;
         tokio::spawn(read_loop(
             reader,
-            cork,
             Arc::clone(&shared),
             outbox.clone(),
             keepalive,
@@ -189,7 +184,7 @@ impl Connection {
         Ok(Connection {
             outbox,
             shared,
-            next_id: Mutex::new(1),
+            next_id: AtomicU64::new(1),
             chunk_len: chunk_len_for(welcome.limits.max_frame_len),
             server_limits: welcome.limits,
         })
@@ -231,17 +226,19 @@ impl Connection {
         self.shared.open.load(Ordering::Acquire)
     }
 
-    /// Makes one attempt at a call on this connection.
+    /// Makes one attempt at a call on this connection. `now` is a recent
+    /// reading of the clock, from which the time left until `deadline` is
+    /// told to the server.
     pub(super) async fn call(
         &self,
         method: &str,
         args: Bytes,
-        deadline: Option<Instant>,
+        (now, deadline): (Instant, Option<Instant>),
         idempotency_key: Option<[u8; 16]>,
         schema_hash: Option<u64>,
     ) -> Result<Bytes, Failed> {
         let timeout_ms = deadline.map(|deadline| {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(now);
             u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
         });
         let reply = self
@@ -295,20 +292,20 @@ impl Connection {
             (build(Payload::Chunked { len }), Some(payload))
         };
         // Stream ids must reach the server in increasing order, so the id is
-        // taken and the opening frame queued in one step, under a lock held
-        // for no await: the queue slot is reserved beforehand.
-        let slot = self.outbox.reserve().await.map_err(|_| closed())?;
+        // taken and the opening frame queued in one step, under the outbox's
+        // lock; the call is in flight before its frame can leave.
         let (waiter, answer) = oneshot::channel();
-        let id = {
-            let mut next_id = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
-            let id = *next_id;
-            *next_id += 2;
-            if self.shared.lock().insert(id, waiter, deadline) {
-                self.shared.deadline_moved.notify_one();
-            }
-            slot.send(Frame::new(id, first));
-            id
-        };
+        let id = self
+            .outbox
+            .send_with(|| {
+                let id = self.next_id.fetch_add(2, Ordering::Relaxed);
+                if self.shared.lock().insert(id, waiter, deadline) {
+                    self.shared.deadline_moved.notify_one();
+                }
+                (Frame::new(id, first), id)
+            })
+            .await
+            .map_err(|_| closed())?;
         let mut guard = CancelOnDrop {
             id,
             shared: &self.shared,
@@ -380,15 +377,7 @@ impl Drop for CancelOnDrop<'_> {
             return;
         }
         self.shared.take(self.id);
-        let cancel = Frame::new(self.id, Message::Cancel);
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(cancel)) =
-            self.outbox.try_send(cancel)
-        {
-            let outbox = self.outbox.clone();
-            tokio::spawn(async move {
-                let _ = outbox.send(cancel).await;
-            });
-        }
+        let _ = self.outbox.send_now(&Frame::new(self.id, Message::Cancel));
     }
 }
 
@@ -402,7 +391,6 @@ struct Download {
 /// alive with pings.
 async fn read_loop(
     mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
-    cork: Arc<conn::Cork>,
     shared: Arc<Shared>,
     outbox: Outbox,
     keepalive: Option<Duration>,
@@ -425,9 +413,9 @@ async fn read_loop(
         // The callers a batch of responses woke mostly send their next calls
         // right away: the writer is held (corked) until they have had their
         // turn, so that those calls leave in one write too.
-        if !conn::frame_buffered(&reader) && cork.is_corked() {
+        if !conn::frame_buffered(&reader) && outbox.is_corked() {
             tokio::task::yield_now().await;
-            cork.uncork();
+            outbox.uncork();
         }
         let frame = tokio::select! {
             frame = reader.next() => frame,
@@ -462,7 +450,7 @@ async fn read_loop(
             }
         };
         heard_since_tick = true;
-        cork.cork();
+        outbox.cork();
         let frame = match frame {
             None => break "the server closed the connection".to_owned(),
             Some(Err(DecodeError::Io(error))) => break format!("the connection failed: {error}"),
@@ -542,7 +530,7 @@ async fn read_loop(
             _ => {}
         }
     };
-    cork.uncork();
+    outbox.uncork();
     tracing::debug!(%reason, "connection ended");
     shared.fail_from(0, &reason, false);
 }

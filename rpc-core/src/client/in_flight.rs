@@ -4,7 +4,9 @@
 //! Deadlines are kept in order here and enforced by the connection's reader
 //! with a single timer, rather than by a timer per call.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -17,7 +19,8 @@ pub(super) type Waiter = oneshot::Sender<Result<Reply, Failed>>;
 
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    waiters: HashMap<u64, (Waiter, Option<Instant>)>,
+    /// Keyed by stream ids this client chose, so a fast hash is safe.
+    waiters: FxHashMap<u64, (Waiter, Option<Instant>)>,
     /// The deadlines of the calls in `waiters` that have one, earliest first.
     deadlines: BTreeSet<(Instant, u64)>,
 }

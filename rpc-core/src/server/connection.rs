@@ -78,10 +78,9 @@ pub(crate) async fn serve<T>(
         reader,
         outbox,
         writer,
-        cork,
     } = conn::split(framed);
     let (session, done) = Session::new(shared, peer, hello.limits, outbox);
-    session.run(reader, &cork, shutdown, done).await;
+    session.run(reader, shutdown, done).await;
     // The session dropped its outbox; the writer flushes and closes.
     let _ = writer.await;
 }

@@ -212,25 +212,25 @@ where
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Bytes, Outcome> {
-    postcard::to_allocvec(value)
-        .map(Bytes::from)
-        .map_err(|error| {
-            Outcome::Status(
-                StatusCode::INTERNAL,
-                format!("the result could not be encoded: {error}"),
-            )
-        })
+    crate::wire::encode_value(value).map_err(|error| {
+        Outcome::Status(
+            StatusCode::INTERNAL,
+            format!("the result could not be encoded: {error}"),
+        )
+    })
 }
 
-/// The functions of a server, by name.
-pub(crate) type Registry = HashMap<String, Function>;
+/// The functions of a server, by name. The names are shared with every call's
+/// [`Context`]; the table is fixed before serving, so a fast hash without
+/// flooding resistance suits it.
+pub(crate) type Registry = HashMap<Arc<str>, Function, rustc_hash::FxBuildHasher>;
 
 /// The answer to [`DESCRIBE_METHOD`]: every function, sorted by name.
 pub(crate) fn describe(registry: &Registry) -> Vec<FunctionInfo> {
     let mut infos: Vec<FunctionInfo> = registry
         .iter()
         .map(|(name, function)| FunctionInfo {
-            name: name.clone(),
+            name: name.to_string(),
             schema_hash: function.options.schema_hash,
             roles: function.options.roles.clone(),
             description: function.options.description.clone(),

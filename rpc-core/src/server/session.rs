@@ -18,7 +18,7 @@ use crate::conn::{self, Outbox};
 use crate::error::DecodeError;
 use crate::server::connection::{self, Shared};
 use crate::server::dedup::Reply;
-use crate::server::registry::{Handler, PeerInfo};
+use crate::server::registry::PeerInfo;
 use crate::transfer::ChunkReceiver;
 use crate::wire::{
     Call, ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Pong,
@@ -33,8 +33,8 @@ struct Upload {
 
 /// A request that carries a payload, waiting for it.
 enum Request {
-    /// The call, when it arrived, and its handler (`None`: introspection).
-    Call(Call, Instant, Option<Handler>),
+    /// The call, when it arrived, and what runs it.
+    Call(Call, Instant, calls::Admitted),
     SendData(String),
     SendProgram(ContentHash),
 }
@@ -70,6 +70,9 @@ pub(crate) struct Session {
     last_stream_id: u64,
     /// The peer sent `GoAway`: finish what runs, then close.
     peer_going_away: bool,
+    /// When the frames being handled arrived: read once per batch of frames
+    /// that came in together, not once per frame.
+    arrived: Instant,
 }
 
 impl Session {
@@ -92,6 +95,7 @@ impl Session {
             uploads: HashMap::new(),
             last_stream_id: 0,
             peer_going_away: false,
+            arrived: Instant::now(),
         };
         (session, finished)
     }
@@ -99,7 +103,6 @@ impl Session {
     pub(crate) async fn run(
         mut self,
         mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
-        cork: &conn::Cork,
         mut shutdown: watch::Receiver<Option<Instant>>,
         mut done: mpsc::UnboundedReceiver<u64>,
     ) {
@@ -126,6 +129,8 @@ impl Session {
         // Set once draining: by shutdown (with a grace deadline) or by the
         // peer's GoAway.
         let mut draining = false;
+        // Whether the next frame needs a read of the socket.
+        let mut batch_done = true;
         let ending = loop {
             if draining && self.running.is_empty() && self.uploads.is_empty() {
                 break Ending::Quiet;
@@ -141,15 +146,19 @@ impl Session {
                         }
                         Some(Err(error)) => break Ending::Fatal(connection::report(&error)),
                         Some(Ok(frame)) => {
+                            if batch_done {
+                                self.arrived = Instant::now();
+                            }
                             // Responses to frames that arrived together
                             // leave together.
-                            cork.cork();
+                            self.outbox.cork();
                             if let Err((status, message)) = self.handle(frame, !draining).await {
                                 let error = ErrorMessage { status, message };
                                 break Ending::Fatal(Message::Error(error));
                             }
-                            if !conn::frame_buffered(&reader) {
-                                cork.uncork();
+                            batch_done = !conn::frame_buffered(&reader);
+                            if batch_done {
+                                self.outbox.uncork();
                             }
                             draining |= self.peer_going_away;
                         }
@@ -191,7 +200,7 @@ impl Session {
                 }
             }
         };
-        cork.uncork();
+        self.outbox.uncork();
         // Whatever still runs is cancelled: the peer left, broke the
         // protocol, or the grace period is over. Only calls a lost peer may
         // retry (those with an idempotency key) finish, for the retry.
@@ -217,7 +226,7 @@ impl Session {
     /// during shutdown they are ignored, as the `GoAway` announced.
     async fn handle(&mut self, frame: Frame, accepting: bool) -> Result<(), Violation> {
         let id = frame.stream_id;
-        let received_at = Instant::now();
+        let received_at = self.arrived;
         match frame.message {
             Message::Ping(ping) => {
                 let pong = Message::Pong(Pong { nonce: ping.nonce });
@@ -294,15 +303,15 @@ impl Session {
         }
         let (request, payload) = match message {
             Message::Call(mut call) => {
-                let handler = match self.admit(&call) {
-                    Ok(handler) => handler,
+                let admitted = match self.admit(&call) {
+                    Ok(admitted) => admitted,
                     Err((status, message)) => {
                         self.respond_status(id, status, message, received_at).await;
                         return;
                     }
                 };
                 let payload = std::mem::take(&mut call.payload);
-                (Request::Call(call, received_at, handler), payload)
+                (Request::Call(call, received_at, admitted), payload)
             }
             Message::SendData(send) => (Request::SendData(send.name), send.payload),
             Message::SendProgram(send) => {
@@ -396,8 +405,8 @@ impl Session {
         hashed: Option<ContentHash>,
     ) {
         match request {
-            Request::Call(call, received_at, handler) => {
-                self.start_call(id, call, handler, payload, received_at)
+            Request::Call(call, received_at, admitted) => {
+                self.start_call(id, call, admitted, payload, received_at)
                     .await;
             }
             Request::SendData(name) => {

@@ -16,15 +16,25 @@ use crate::server::dedup::{self, Claim, Completion};
 use crate::server::registry::{self, Context, DESCRIBE_METHOD, Handler, Outcome};
 use crate::wire::{Call, StatusCode};
 
+/// A call that may run: its function's handler (`None` for the built-in
+/// introspection call) and the function's name, shared with the registry.
+pub(super) struct Admitted {
+    pub(super) handler: Option<Handler>,
+    pub(super) method: Arc<str>,
+}
+
 impl Session {
     /// Checks that a call may run: the function exists, the caller's role may
-    /// call it, and the types agree. Returns the function's handler, or
-    /// `None` for the built-in introspection call.
-    pub(super) fn admit(&self, call: &Call) -> Result<Option<Handler>, (StatusCode, String)> {
+    /// call it, and the types agree.
+    pub(super) fn admit(&self, call: &Call) -> Result<Admitted, (StatusCode, String)> {
         if call.method == DESCRIBE_METHOD {
-            return Ok(None);
+            return Ok(Admitted {
+                handler: None,
+                method: Arc::from(DESCRIBE_METHOD),
+            });
         }
-        let Some(function) = self.shared.registry.get(&call.method) else {
+        let Some((name, function)) = self.shared.registry.get_key_value(call.method.as_str())
+        else {
             return Err((
                 StatusCode::NOT_FOUND,
                 format!("no function named {:?}", call.method),
@@ -47,7 +57,10 @@ impl Session {
                 ),
             ));
         }
-        Ok(Some(Arc::clone(&function.handler)))
+        Ok(Admitted {
+            handler: Some(Arc::clone(&function.handler)),
+            method: Arc::clone(name),
+        })
     }
 
     /// Runs a call in its own task, which answers when done.
@@ -55,7 +68,7 @@ impl Session {
         &mut self,
         id: u64,
         call: Call,
-        handler: Option<Handler>,
+        admitted: Admitted,
         args: Bytes,
         received_at: Instant,
     ) {
@@ -64,7 +77,7 @@ impl Session {
             .and_then(|ms| received_at.checked_add(Duration::from_millis(ms)));
         let context = Context {
             peer: Arc::clone(&self.peer),
-            method: Arc::from(call.method.as_str()),
+            method: admitted.method,
             deadline,
         };
         let claim = call.idempotency_key.map(|key| self.shared.dedup.claim(key));
@@ -78,8 +91,10 @@ impl Session {
                     )),
                 }
             }),
-            Some(Claim::Run(completion)) => self.invoke(context, handler, args, Some(completion)),
-            None => self.invoke(context, handler, args, None),
+            Some(Claim::Run(completion)) => {
+                self.invoke(context, admitted.handler, args, Some(completion))
+            }
+            None => self.invoke(context, admitted.handler, args, None),
         };
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         let max_payload = self.peer_limits.max_payload_len;

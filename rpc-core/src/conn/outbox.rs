@@ -1,0 +1,238 @@
+//! The queue between whoever produces frames on a connection and its one
+//! writer task.
+//!
+//! Frames are encoded by the sender, straight into the batch the writer
+//! will write next, under a lock held only for the encoding: no channel, no
+//! allocation per frame, and the writer's job is just the system call.
+//! Small frames are copied next to each other; large payloads are kept as
+//! their own buffers and written from where they are.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::batch::{BATCH_BYTES, Batch};
+use crate::wire::Frame;
+
+/// Senders wait for the writer once this many bytes are queued.
+pub(crate) const QUEUE_BYTES: usize = 1 << 20;
+
+/// The connection's writer is gone (the peer went away or a write failed):
+/// nothing more can be sent.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+/// Queues frames for the connection's writer task. Sending waits when
+/// [`QUEUE_BYTES`] are already queued: backpressure from a slow peer reaches
+/// whoever produces. When the last `Outbox` is dropped, the writer writes
+/// what is queued and closes the connection's write side.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    shared: Arc<Shared>,
+}
+
+/// What the senders and the writer share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer: frames were queued, the cork was released, or the
+    /// last sender left.
+    pub(super) wake_writer: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    senders: AtomicUsize,
+    corked: AtomicBool,
+    peer_max_frame_len: u32,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    batch: Batch,
+    /// The writer has stopped: sending fails.
+    writer_gone: bool,
+    /// Every sender has been dropped: the writer finishes.
+    senders_gone: bool,
+    /// A sender waits for room.
+    waiting_for_room: bool,
+}
+
+/// What the writer should do next.
+pub(super) enum Next {
+    /// Write this batch (the queue holds an empty one in its place).
+    Write,
+    /// Wait for a wake-up.
+    Wait,
+    /// Nothing is left and no sender remains: close.
+    Finish,
+}
+
+impl Outbox {
+    /// A new outbox for a peer that accepts frames up to `peer_max_frame_len`,
+    /// and the state its writer drains.
+    pub(super) fn new(peer_max_frame_len: u32) -> (Outbox, Arc<Shared>) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake_writer: Notify::new(),
+            room: Notify::new(),
+            senders: AtomicUsize::new(1),
+            corked: AtomicBool::new(false),
+            peer_max_frame_len,
+        });
+        let outbox = Outbox {
+            shared: Arc::clone(&shared),
+        };
+        (outbox, shared)
+    }
+
+    /// Queues `frame`, waiting for room if the queue is full.
+    ///
+    /// A frame that cannot be encoded (a bug in the caller, or a frame over
+    /// the peer's limit) is logged and dropped; the connection goes on.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the writer is gone.
+    pub(crate) async fn send(&self, frame: Frame) -> Result<(), Closed> {
+        self.send_with(|| (frame, ())).await
+    }
+
+    /// Queues the frame `make` builds once there is room, under the queue's
+    /// lock: frames built this way are written in the order they were built
+    /// (which is how stream ids stay increasing on the wire). Returns what
+    /// `make` returned beside the frame. `make` must not block or lock the
+    /// outbox.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the writer is gone; `make` was not called.
+    pub(crate) async fn send_with<R>(
+        &self,
+        make: impl FnOnce() -> (Frame, R),
+    ) -> Result<R, Closed> {
+        let mut make = Some(make);
+        loop {
+            let room = pin!(self.shared.room.notified());
+            {
+                let mut queue = self.shared.lock();
+                if queue.writer_gone {
+                    return Err(Closed);
+                }
+                if queue.batch.pending() < QUEUE_BYTES
+                    && let Some(make) = make.take()
+                {
+                    let (frame, made) = make();
+                    self.push(queue, &frame);
+                    return Ok(made);
+                }
+                queue.waiting_for_room = true;
+            }
+            room.await;
+        }
+    }
+
+    /// Queues `frame` without waiting for room: for small control frames
+    /// (a cancel from a destructor) whose number is bounded by the streams
+    /// in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the writer is gone.
+    pub(crate) fn send_now(&self, frame: &Frame) -> Result<(), Closed> {
+        let queue = self.shared.lock();
+        if queue.writer_gone {
+            return Err(Closed);
+        }
+        self.push(queue, frame);
+        Ok(())
+    }
+
+    /// Encodes `frame` into the queued batch and wakes the writer if this
+    /// gives it something to do: the first frame while uncorked, or a full
+    /// batch while corked.
+    fn push(&self, mut queue: MutexGuard<'_, Queue>, frame: &Frame) {
+        let before = queue.batch.pending();
+        let was_empty = queue.batch.is_empty();
+        queue.batch.push(frame, self.shared.peer_max_frame_len);
+        let filled = before < BATCH_BYTES && queue.batch.pending() >= BATCH_BYTES;
+        drop(queue);
+        if filled || (was_empty && !self.shared.corked.load(Ordering::Acquire)) {
+            self.shared.wake_writer.notify_one();
+        }
+    }
+
+    /// Holds writes back while the connection's reader handles frames that
+    /// arrived together, so that what they produce leaves in one write. The
+    /// writer still writes once it holds a full batch.
+    pub(crate) fn cork(&self) {
+        self.shared.corked.store(true, Ordering::Release);
+    }
+
+    /// Lets writes go, waking the writer if it held frames back.
+    pub(crate) fn uncork(&self) {
+        if self.shared.corked.swap(false, Ordering::AcqRel) {
+            self.shared.wake_writer.notify_one();
+        }
+    }
+
+    /// Whether writes are held back.
+    pub(crate) fn is_corked(&self) -> bool {
+        self.shared.corked.load(Ordering::Acquire)
+    }
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Outbox {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.lock().senders_gone = true;
+            self.shared.wake_writer.notify_one();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Swaps the queued frames into `batch` (which must be empty) when they
+    /// should be written now: the connection is not corked, a full batch
+    /// ([`BATCH_BYTES`]) is queued, or no sender is left.
+    pub(super) fn take(&self, batch: &mut Batch) -> Next {
+        let mut queue = self.lock();
+        if queue.batch.is_empty() {
+            return if queue.senders_gone {
+                Next::Finish
+            } else {
+                Next::Wait
+            };
+        }
+        let corked = self.corked.load(Ordering::Acquire);
+        if corked && queue.batch.pending() < BATCH_BYTES && !queue.senders_gone {
+            return Next::Wait;
+        }
+        std::mem::swap(&mut queue.batch, batch);
+        let waiting = std::mem::take(&mut queue.waiting_for_room);
+        drop(queue);
+        if waiting {
+            self.room.notify_waiters();
+        }
+        Next::Write
+    }
+
+    /// Marks the writer gone: senders fail from now on.
+    pub(super) fn writer_gone(&self) {
+        self.lock().writer_gone = true;
+        self.room.notify_waiters();
+    }
+}
