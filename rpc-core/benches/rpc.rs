@@ -83,7 +83,7 @@ async fn main() {
         latency(&client, &args, &mut raw, &frames).await;
     }
     if runs("pipelined") {
-        for (connections, in_flight) in [(1, 128), (4, 64)] {
+        for (connections, in_flight) in shapes() {
             let ours = pipelined_ours(&addr, connections, in_flight, &args).await;
             let floor_rate = pipelined_floor(floor, connections, in_flight, &frames).await;
             println!(
@@ -368,14 +368,36 @@ async fn pipelined_floor(
     (per_connection * connections) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The pipelined shapes: connections x calls in flight on each.
+/// `RPC_SHAPE=1x128` (or `4x64`) runs one, for profiling.
+fn shapes() -> Vec<(usize, usize)> {
+    let only = std::env::var("RPC_SHAPE").ok();
+    [(1, 128), (4, 64)]
+        .into_iter()
+        .filter(|(connections, in_flight)| {
+            only.as_deref()
+                .is_none_or(|only| only == format!("{connections}x{in_flight}"))
+        })
+        .collect()
+}
+
 /// Each side alone (`RPC_BENCH=split`): our client against a raw server
 /// that answers every call with a ready-made response, and a raw client
 /// that pipelines ready-made calls to our server.
 async fn split(addr: &str, frames: &[Bytes], args: &Bytes) {
+    // RPC_SPLIT=client|server measures one side only, for profiling.
+    let side = std::env::var("RPC_SPLIT").ok();
+    let measures = |which: &str| side.as_deref().is_none_or(|side| side == which);
     let raw_server = spawn_raw_rpc_server(args).await.to_string();
-    for (connections, in_flight) in [(1, 128), (4, 64)] {
-        let client_side = pipelined_ours(&raw_server, connections, in_flight, args).await;
-        let server_side = raw_client(addr, connections, in_flight, &frames[0]).await;
+    for (connections, in_flight) in shapes() {
+        let mut client_side = 0.0;
+        if measures("client") {
+            client_side = pipelined_ours(&raw_server, connections, in_flight, args).await;
+        }
+        let mut server_side = 0.0;
+        if measures("server") {
+            server_side = raw_client(addr, connections, in_flight, &frames[0]).await;
+        }
         println!(
             "{connections} conn x {in_flight:>3}: our client + raw server {client_side:>9.0} calls/s | raw client + our server {server_side:>9.0} calls/s"
         );

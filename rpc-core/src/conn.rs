@@ -34,19 +34,23 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 pub(crate) type ReadHalf = tokio::io::ReadHalf<Box<dyn Io>>;
 
 /// The parts of a connection after its handshake.
-pub(crate) struct Split {
+pub(crate) struct Split<P = ()> {
     /// Reads frames; bytes the handshake read ahead are in its buffer.
     pub(crate) reader: FramedRead<ReadHalf, FrameCodec>,
     /// Queues frames for the writer, and holds it back (corks it) while the
     /// reader handles a batch.
-    pub(crate) outbox: Outbox,
+    pub(crate) outbox: Outbox<P>,
     /// The writer task draining the outbox.
     pub(crate) writer: JoinHandle<()>,
 }
 
 /// Splits a framed transport (after its handshake) into a frame reader, an
-/// outbox, and the writer task draining the outbox.
-pub(crate) fn split<T: Io>(framed: Framed<T, FrameCodec>) -> Split {
+/// outbox, and the writer task draining the outbox, which hands the
+/// registrations of each batch to `register` before writing it.
+pub(crate) fn split<T: Io, P: Send + 'static>(
+    framed: Framed<T, FrameCodec>,
+    register: impl FnMut(&mut Vec<P>) + Send + 'static,
+) -> Split<P> {
     let peer_max_frame_len = framed.codec().peer_max_frame_len();
     let parts = framed.into_parts();
     let io: Box<dyn Io> = Box::new(parts.io);
@@ -54,7 +58,7 @@ pub(crate) fn split<T: Io>(framed: Framed<T, FrameCodec>) -> Split {
     let mut reader = FramedRead::new(read, parts.codec);
     reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
     let (outbox, queue) = Outbox::new(peer_max_frame_len);
-    let writer = tokio::spawn(writer::run(write, queue));
+    let writer = tokio::spawn(writer::run(write, queue, register));
     Split {
         reader,
         outbox,
@@ -75,6 +79,25 @@ pub(crate) fn frame_buffered(reader: &FramedRead<ReadHalf, FrameCodec>) -> bool 
     }
 }
 
+/// When a request arrived, by both clocks: the monotonic one times the
+/// request, the wall clock dates its response. Read once for a batch of
+/// frames that arrived together.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrival {
+    pub(crate) at: Instant,
+    unix_ms: u64,
+}
+
+impl Arrival {
+    /// Now.
+    pub(crate) fn now() -> Arrival {
+        Arrival {
+            at: Instant::now(),
+            unix_ms: unix_time_ms(),
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub(crate) fn unix_time_ms() -> u64 {
     let since = SystemTime::now()
@@ -90,7 +113,7 @@ pub(crate) async fn send_reply(
     outbox: &Outbox,
     id: u64,
     reply: Reply,
-    received_at: Instant,
+    received_at: Arrival,
     chunk_len: usize,
     peer_max_payload_len: u64,
 ) {
@@ -107,11 +130,13 @@ pub(crate) async fn send_reply(
         );
         payload = Bytes::new();
     }
+    let elapsed = received_at.at.elapsed();
+    let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let _ = send_with_payload(outbox, id, payload, chunk_len, |payload| {
         Message::Response(Response {
             status,
-            server_time_ms: unix_time_ms(),
-            elapsed_us: u64::try_from(received_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+            server_time_ms: received_at.unix_ms.saturating_add(elapsed_ms),
+            elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             message,
             payload,
         })

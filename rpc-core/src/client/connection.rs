@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::{Framed, FramedRead};
 
-use crate::client::in_flight::{InFlight, Waiter};
+use crate::client::in_flight::{InFlight, Registration, Waiter};
 use crate::client::{ClientConfig, announced_limits};
-use crate::conn::{self, Outbox, Reply};
+use crate::conn::{self, Reply};
 use crate::error::{DecodeError, RemoteError, RpcError};
 use crate::transfer::{ChunkReceiver, ChunkSender, chunk_len_for};
 use crate::wire::{
@@ -40,6 +40,10 @@ impl Failed {
         }
     }
 }
+
+/// Queues frames for the connection's writer, with the registrations of
+/// calls.
+type Outbox = conn::Outbox<Registration>;
 
 /// An open connection and its calls in flight.
 #[derive(Debug)]
@@ -74,6 +78,17 @@ impl Shared {
         self.lock().take(id)
     }
 
+    /// Adds calls whose opening frames are about to be written.
+    fn register(&self, calls: &mut Vec<Registration>) {
+        let registered = self.lock().register(calls);
+        if registered.deadline_moved {
+            self.deadline_moved.notify_one();
+        }
+        for (waiter, failed) in registered.refused {
+            let _ = waiter.send(Err(failed));
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
         self.in_flight
             .lock()
@@ -90,7 +105,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        let failed = self.lock().take_after(after);
+        let failed = self.lock().close_after(after, reason);
         for waiter in failed {
             let _ = waiter.send(Err(Failed {
                 error: RpcError::Unavailable(reason.to_owned()),
@@ -161,7 +176,6 @@ impl Connection {
         framed
             .codec_mut()
             .set_peer_max_frame_len(welcome.limits.max_frame_len);
-        let conn::Split { reader, outbox, .. } = conn::split(framed);
         let shared = Arc::new(Shared {
             open: AtomicBool::new(true),
             in_flight: Mutex::new(InFlight::default()),
@@ -170,6 +184,10 @@ impl Connection {
             pings: Mutex::new(HashMap::new()),
             // Keepalive pings use nonce 0; these start above it.
             next_nonce: AtomicU64::new(1),
+        });
+        let registrar = Arc::clone(&shared);
+        let conn::Split { reader, outbox, .. } = conn::split(framed, move |calls| {
+            registrar.register(calls);
         });
         let keepalive = config.keepalive;
         let max_payload_len = config.max_payload_len;
@@ -297,35 +315,34 @@ impl Connection {
         let (waiter, answer) = oneshot::channel();
         let id = self
             .outbox
-            .send_with(|| {
+            .send_registered(|| {
                 let id = self.next_id.fetch_add(2, Ordering::Relaxed);
-                if self.shared.lock().insert(id, waiter, deadline) {
-                    self.shared.deadline_moved.notify_one();
-                }
-                (Frame::new(id, first), id)
+                let registration = Registration {
+                    id,
+                    waiter,
+                    deadline,
+                };
+                (Frame::new(id, first), Some(registration), id)
             })
             .await
             .map_err(|_| closed())?;
         let mut guard = CancelOnDrop {
             id,
+            answer: Some(answer),
             shared: &self.shared,
             outbox: &self.outbox,
-            armed: true,
         };
         if let Some(payload) = chunked {
             for frame in ChunkSender::frames(id, payload, chunk_len) {
                 if self.outbox.send(frame).await.is_err() {
-                    guard.armed = false;
-                    self.shared.take(id);
+                    guard.forget();
                     return Err(closed());
                 }
             }
         }
         // The reader answers `DeadlineExceeded` when the deadline passes, and
         // cancels the request on the server.
-        let answer = answer.await;
-        guard.armed = false;
-        match answer {
+        match guard.answer().await {
             Ok(reply) => reply,
             Err(_) => Err(Failed::processed(RpcError::Unavailable(
                 "the connection was lost".into(),
@@ -363,19 +380,46 @@ async fn secure(socket: TcpStream, _: &ClientConfig) -> std::io::Result<Box<dyn 
     Ok(Box::new(socket))
 }
 
-/// Cancels a call on the server if its future is dropped before it ends.
+/// Waits for a call's answer, and cancels the call on the server if its
+/// future is dropped before the answer came.
 struct CancelOnDrop<'a> {
     id: u64,
+    /// `None` once the answer came or the call was forgotten.
+    answer: Option<oneshot::Receiver<Result<Reply, Failed>>>,
     shared: &'a Shared,
     outbox: &'a Outbox,
-    armed: bool,
+}
+
+impl CancelOnDrop<'_> {
+    /// Waits for the call's answer; `Err` if the connection dropped the
+    /// call without one.
+    async fn answer(&mut self) -> Result<Result<Reply, Failed>, oneshot::error::RecvError> {
+        let Some(answer) = self.answer.as_mut() else {
+            return Ok(Err(Failed::processed(RpcError::Unavailable(
+                "the call was abandoned".into(),
+            ))));
+        };
+        let answer = answer.await;
+        self.answer = None;
+        answer
+    }
+
+    /// Gives the call up without telling the server.
+    fn forget(&mut self) {
+        self.answer = None;
+        self.shared.take(self.id);
+    }
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if !self.armed {
+        let Some(answer) = self.answer.take() else {
             return;
-        }
+        };
+        // The answer goes first: a registration the writer has not handed
+        // over yet is then left out (see `InFlight::register`), and one it
+        // has is taken here.
+        drop(answer);
         self.shared.take(self.id);
         let _ = self.outbox.send_now(&Frame::new(self.id, Message::Cancel));
     }
@@ -396,7 +440,6 @@ async fn read_loop(
     keepalive: Option<Duration>,
     max_payload_len: u64,
 ) {
-    let mut downloads: HashMap<u64, Download> = HashMap::new();
     // Silence is sampled by a ticker instead of a timer reset per frame.
     let tick = keepalive.unwrap_or(Duration::from_secs(3600));
     let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
@@ -409,13 +452,23 @@ async fn read_loop(
     let deadline = sleep_until(far_future());
     tokio::pin!(deadline);
     let mut deadline_moved = Box::pin(shared.deadline_moved.notified());
+    let mut state = ReaderState {
+        shared: Arc::clone(&shared),
+        outbox: outbox.clone(),
+        downloads: HashMap::new(),
+        answers: Answers::default(),
+        max_payload_len,
+    };
     let reason = loop {
-        // The callers a batch of responses woke mostly send their next calls
-        // right away: the writer is held (corked) until they have had their
-        // turn, so that those calls leave in one write too.
-        if !conn::frame_buffered(&reader) && outbox.is_corked() {
-            tokio::task::yield_now().await;
-            outbox.uncork();
+        if !conn::frame_buffered(&reader) {
+            state.answers.deliver(&shared);
+            // The callers a batch of responses woke mostly send their next
+            // calls right away: the writer is held (corked) until they have
+            // had their turn, so that those calls leave in one write too.
+            if outbox.is_corked() {
+                tokio::task::yield_now().await;
+                outbox.uncork();
+            }
         }
         let frame = tokio::select! {
             frame = reader.next() => frame,
@@ -451,10 +504,53 @@ async fn read_loop(
         };
         heard_since_tick = true;
         outbox.cork();
+        // Every whole frame already read is handled before waiting again.
+        let mut next = frame;
+        let ended = loop {
+            if let Err(reason) = state.handle(next).await {
+                break Some(reason);
+            }
+            if !conn::frame_buffered(&reader) {
+                break None;
+            }
+            match reader.next().now_or_never() {
+                Some(frame) => next = frame,
+                None => break None,
+            }
+        };
+        if let Some(reason) = ended {
+            break reason;
+        }
+    };
+    state.answers.deliver(&shared);
+    outbox.uncork();
+    tracing::debug!(%reason, "connection ended");
+    shared.fail_from(0, &reason, false);
+}
+
+/// What a connection's reader keeps between frames.
+struct ReaderState {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    /// Responses whose payload is arriving in chunks.
+    downloads: HashMap<u64, Download>,
+    /// Answers of the frames read so far, handed to their callers together
+    /// when no whole frame is left to read: the table of calls in flight is
+    /// locked once per batch.
+    answers: Answers,
+    max_payload_len: u64,
+}
+
+impl ReaderState {
+    /// Handles one frame, or the end of the stream; `Err` with the reason
+    /// when the connection must end.
+    async fn handle(&mut self, frame: Option<Result<Frame, DecodeError>>) -> Result<(), String> {
         let frame = match frame {
-            None => break "the server closed the connection".to_owned(),
-            Some(Err(DecodeError::Io(error))) => break format!("the connection failed: {error}"),
-            Some(Err(error)) => break format!("the server broke the protocol: {error}"),
+            None => return Err("the server closed the connection".to_owned()),
+            Some(Err(DecodeError::Io(error))) => {
+                return Err(format!("the connection failed: {error}"));
+            }
+            Some(Err(error)) => return Err(format!("the server broke the protocol: {error}")),
             Some(Ok(frame)) => frame,
         };
         let id = frame.stream_id;
@@ -466,31 +562,31 @@ async fn read_loop(
                         payload: payload.clone(),
                         message: response.message,
                     };
-                    deliver(&shared, id, Ok(reply));
+                    self.answers.push(id, Ok(reply));
                 }
-                Payload::Chunked { len } => match ChunkReceiver::new(len, max_payload_len) {
+                Payload::Chunked { len } => match ChunkReceiver::new(len, self.max_payload_len) {
                     Ok(receiver) => {
-                        downloads.insert(id, Download { response, receiver });
+                        self.downloads.insert(id, Download { response, receiver });
                     }
                     Err(error) => {
                         let error = RpcError::ResourceExhausted(error.to_string());
-                        deliver(&shared, id, Err(Failed::processed(error)));
-                        let _ = outbox.send(Frame::new(id, Message::Cancel)).await;
+                        self.answers.push(id, Err(Failed::processed(error)));
+                        let _ = self.outbox.send(Frame::new(id, Message::Cancel)).await;
                     }
                 },
             },
             Message::Chunk(bytes) => {
-                if let Some(download) = downloads.get_mut(&id)
+                if let Some(download) = self.downloads.get_mut(&id)
                     && let Err(error) = download.receiver.push(bytes)
                 {
-                    downloads.remove(&id);
+                    self.downloads.remove(&id);
                     let error = RpcError::Internal(error.to_string());
-                    deliver(&shared, id, Err(Failed::processed(error)));
-                    let _ = outbox.send(Frame::new(id, Message::Cancel)).await;
+                    self.answers.push(id, Err(Failed::processed(error)));
+                    let _ = self.outbox.send(Frame::new(id, Message::Cancel)).await;
                 }
             }
             Message::ChunkEnd(end) => {
-                if let Some(download) = downloads.remove(&id) {
+                if let Some(download) = self.downloads.remove(&id) {
                     let result = download
                         .receiver
                         .finish(end.hash)
@@ -500,15 +596,16 @@ async fn read_loop(
                             payload,
                         })
                         .map_err(|error| Failed::processed(RpcError::Internal(error.to_string())));
-                    deliver(&shared, id, result);
+                    self.answers.push(id, result);
                 }
             }
             Message::Ping(ping) => {
                 let pong = Message::Pong(crate::wire::Pong { nonce: ping.nonce });
-                let _ = outbox.send(Frame::connection(pong)).await;
+                let _ = self.outbox.send(Frame::connection(pong)).await;
             }
             Message::Pong(pong) => {
-                let waiter = shared
+                let waiter = self
+                    .shared
                     .pings
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -519,28 +616,57 @@ async fn read_loop(
             }
             Message::GoAway(goaway) => {
                 tracing::debug!(last = goaway.last_stream_id, "the server is going away");
-                shared.fail_from(goaway.last_stream_id, "the server is shutting down", true);
+                // Answers that came before the GoAway stand.
+                self.answers.deliver(&self.shared);
+                self.shared
+                    .fail_from(goaway.last_stream_id, "the server is shutting down", true);
             }
             Message::Error(error) => {
-                break format!(
+                return Err(format!(
                     "the server closed the connection: {} {}",
                     error.status, error.message
-                );
+                ));
             }
             _ => {}
         }
-    };
-    outbox.uncork();
-    tracing::debug!(%reason, "connection ended");
-    shared.fail_from(0, &reason, false);
+        Ok(())
+    }
 }
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-fn deliver(shared: &Shared, id: u64, result: Result<Reply, Failed>) {
-    if let Some(waiter) = shared.take(id) {
-        let _ = waiter.send(result);
+/// Answers waiting to be handed to their callers.
+#[derive(Default)]
+struct Answers {
+    ready: Vec<(u64, Result<Reply, Failed>)>,
+    /// The waiters of `ready`, taken under one lock.
+    waiters: Vec<(Option<Waiter>, Result<Reply, Failed>)>,
+}
+
+impl Answers {
+    fn push(&mut self, id: u64, answer: Result<Reply, Failed>) {
+        self.ready.push((id, answer));
+    }
+
+    /// Hands every ready answer to its caller, if it still waits.
+    fn deliver(&mut self, shared: &Shared) {
+        if self.ready.is_empty() {
+            return;
+        }
+        {
+            let mut in_flight = shared.lock();
+            self.waiters.extend(
+                self.ready
+                    .drain(..)
+                    .map(|(id, answer)| (in_flight.take(id), answer)),
+            );
+        }
+        for (waiter, answer) in self.waiters.drain(..) {
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(answer);
+            }
+        }
     }
 }

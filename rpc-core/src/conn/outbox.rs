@@ -6,6 +6,11 @@
 //! allocation per frame, and the writer's job is just the system call.
 //! Small frames are copied next to each other; large payloads are kept as
 //! their own buffers and written from where they are.
+//!
+//! A frame may carry a registration (`P`, the client's waiter for a call's
+//! response): the writer hands the registrations of a batch over together,
+//! just before writing it, so that callers never touch the table of calls
+//! in flight and the table is locked once per batch, not once per call.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,14 +34,14 @@ pub(crate) struct Closed;
 /// whoever produces. When the last `Outbox` is dropped, the writer writes
 /// what is queued and closes the connection's write side.
 #[derive(Debug)]
-pub(crate) struct Outbox {
-    shared: Arc<Shared>,
+pub(crate) struct Outbox<P = ()> {
+    shared: Arc<Shared<P>>,
 }
 
 /// What the senders and the writer share.
 #[derive(Debug)]
-pub(super) struct Shared {
-    queue: Mutex<Queue>,
+pub(crate) struct Shared<P = ()> {
+    queue: Mutex<Queue<P>>,
     /// Wakes the writer: frames were queued, the cork was released, or the
     /// last sender left.
     pub(super) wake_writer: Notify,
@@ -47,15 +52,29 @@ pub(super) struct Shared {
     peer_max_frame_len: u32,
 }
 
-#[derive(Debug, Default)]
-struct Queue {
+#[derive(Debug)]
+struct Queue<P> {
     batch: Batch,
+    /// The registrations of the frames in `batch`.
+    registrations: Vec<P>,
     /// The writer has stopped: sending fails.
     writer_gone: bool,
     /// Every sender has been dropped: the writer finishes.
     senders_gone: bool,
     /// A sender waits for room.
     waiting_for_room: bool,
+}
+
+impl<P> Default for Queue<P> {
+    fn default() -> Self {
+        Queue {
+            batch: Batch::default(),
+            registrations: Vec::new(),
+            writer_gone: false,
+            senders_gone: false,
+            waiting_for_room: false,
+        }
+    }
 }
 
 /// What the writer should do next.
@@ -68,10 +87,10 @@ pub(super) enum Next {
     Finish,
 }
 
-impl Outbox {
+impl<P> Outbox<P> {
     /// A new outbox for a peer that accepts frames up to `peer_max_frame_len`,
     /// and the state its writer drains.
-    pub(super) fn new(peer_max_frame_len: u32) -> (Outbox, Arc<Shared>) {
+    pub(super) fn new(peer_max_frame_len: u32) -> (Outbox<P>, Arc<Shared<P>>) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake_writer: Notify::new(),
@@ -111,6 +130,23 @@ impl Outbox {
         &self,
         make: impl FnOnce() -> (Frame, R),
     ) -> Result<R, Closed> {
+        self.send_registered(|| {
+            let (frame, made) = make();
+            (frame, None, made)
+        })
+        .await
+    }
+
+    /// Like [`send_with`](Self::send_with), for a frame with a registration
+    /// that the writer hands over before the frame is written.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the writer is gone; `make` was not called.
+    pub(crate) async fn send_registered<R>(
+        &self,
+        make: impl FnOnce() -> (Frame, Option<P>, R),
+    ) -> Result<R, Closed> {
         let mut make = Some(make);
         loop {
             let room = pin!(self.shared.room.notified());
@@ -122,7 +158,8 @@ impl Outbox {
                 if queue.batch.pending() < QUEUE_BYTES
                     && let Some(make) = make.take()
                 {
-                    let (frame, made) = make();
+                    let (frame, registration, made) = make();
+                    queue.registrations.extend(registration);
                     self.push(queue, &frame);
                     return Ok(made);
                 }
@@ -151,7 +188,7 @@ impl Outbox {
     /// Encodes `frame` into the queued batch and wakes the writer if this
     /// gives it something to do: the first frame while uncorked, or a full
     /// batch while corked.
-    fn push(&self, mut queue: MutexGuard<'_, Queue>, frame: &Frame) {
+    fn push(&self, mut queue: MutexGuard<'_, Queue<P>>, frame: &Frame) {
         let before = queue.batch.pending();
         let was_empty = queue.batch.is_empty();
         queue.batch.push(frame, self.shared.peer_max_frame_len);
@@ -182,8 +219,8 @@ impl Outbox {
     }
 }
 
-impl Clone for Outbox {
-    fn clone(&self) -> Outbox {
+impl<P> Clone for Outbox<P> {
+    fn clone(&self) -> Outbox<P> {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
         Outbox {
             shared: Arc::clone(&self.shared),
@@ -191,7 +228,7 @@ impl Clone for Outbox {
     }
 }
 
-impl Drop for Outbox {
+impl<P> Drop for Outbox<P> {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.lock().senders_gone = true;
@@ -200,15 +237,16 @@ impl Drop for Outbox {
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+impl<P> Shared<P> {
+    fn lock(&self) -> MutexGuard<'_, Queue<P>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Swaps the queued frames into `batch` (which must be empty) when they
-    /// should be written now: the connection is not corked, a full batch
-    /// ([`BATCH_BYTES`]) is queued, or no sender is left.
-    pub(super) fn take(&self, batch: &mut Batch) -> Next {
+    /// Swaps the queued frames into `batch` and their registrations into
+    /// `registrations` (both empty) when they should be written now: the
+    /// connection is not corked, a full batch ([`BATCH_BYTES`]) is queued,
+    /// or no sender is left.
+    pub(super) fn take(&self, batch: &mut Batch, registrations: &mut Vec<P>) -> Next {
         let mut queue = self.lock();
         if queue.batch.is_empty() {
             return if queue.senders_gone {
@@ -222,6 +260,7 @@ impl Shared {
             return Next::Wait;
         }
         std::mem::swap(&mut queue.batch, batch);
+        std::mem::swap(&mut queue.registrations, registrations);
         let waiting = std::mem::take(&mut queue.waiting_for_room);
         drop(queue);
         if waiting {

@@ -11,21 +11,30 @@ use super::batch::Batch;
 use super::outbox::{Next, Shared};
 
 /// Writes every frame queued in the outbox to `io` until every sender is
-/// gone or a write fails, then shuts the write side down.
+/// gone or a write fails, then shuts the write side down. The registrations
+/// of each batch go to `register` before the batch is written.
 ///
 /// While the connection is corked (its reader is handling a batch of
 /// frames) the writer holds what is queued back, so that the responses to
 /// requests that arrived together leave together, unless a full batch is
 /// queued.
-pub(super) async fn run<W>(mut io: W, outbox: Arc<Shared>)
-where
+pub(super) async fn run<W, P>(
+    mut io: W,
+    outbox: Arc<Shared<P>>,
+    mut register: impl FnMut(&mut Vec<P>),
+) where
     W: AsyncWrite + Unpin,
 {
     let mut batch = Batch::default();
+    let mut registrations = Vec::new();
     loop {
         let wake = pin!(outbox.wake_writer.notified());
-        match outbox.take(&mut batch) {
+        match outbox.take(&mut batch, &mut registrations) {
             Next::Write => {
+                if !registrations.is_empty() {
+                    register(&mut registrations);
+                    registrations.clear();
+                }
                 if let Err(error) = batch.write_to(&mut io).await {
                     tracing::debug!(%error, "connection write failed");
                     outbox.writer_gone();
@@ -57,7 +66,7 @@ mod tests {
     async fn writes_frames_in_order_with_large_payloads_uncopied() {
         let (client, server) = tokio::io::duplex(1 << 20);
         let (tx, queue) = Outbox::new(DEFAULT_MAX_FRAME_LEN);
-        let writer = tokio::spawn(run(client, queue));
+        let writer = tokio::spawn(run(client, queue, |_: &mut Vec<()>| {}));
         let big = Bytes::from(vec![3u8; 300 << 10]);
         let frames = vec![
             Frame::connection(Message::Ping(Ping { nonce: 1 })),
@@ -126,7 +135,7 @@ mod tests {
         let sink = CountingSink::default();
         let writes = Arc::clone(&sink.writes);
         let (tx, queue) = Outbox::new(DEFAULT_MAX_FRAME_LEN);
-        let writer = tokio::spawn(run(sink, queue));
+        let writer = tokio::spawn(run(sink, queue, |_: &mut Vec<()>| {}));
         tx.cork();
         for nonce in 0..10 {
             tx.send(Frame::connection(Message::Ping(Ping { nonce })))

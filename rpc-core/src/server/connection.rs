@@ -78,7 +78,7 @@ pub(crate) async fn serve<T>(
         reader,
         outbox,
         writer,
-    } = conn::split(framed);
+    } = conn::split(framed, |_: &mut Vec<()>| {});
     let (session, done) = Session::new(shared, peer, hello.limits, outbox);
     session.run(reader, shutdown, done).await;
     // The session dropped its outbox; the writer flushes and closes.

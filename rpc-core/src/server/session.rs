@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::FramedRead;
 
-use crate::conn::{self, Outbox};
+use crate::conn::{self, Arrival, Outbox};
 use crate::error::DecodeError;
 use crate::server::connection::{self, Shared};
 use crate::server::dedup::Reply;
@@ -34,7 +34,7 @@ struct Upload {
 /// A request that carries a payload, waiting for it.
 enum Request {
     /// The call, when it arrived, and what runs it.
-    Call(Call, Instant, calls::Admitted),
+    Call(Call, Arrival, calls::Admitted),
     SendData(String),
     SendProgram(ContentHash),
 }
@@ -72,7 +72,7 @@ pub(crate) struct Session {
     peer_going_away: bool,
     /// When the frames being handled arrived: read once per batch of frames
     /// that came in together, not once per frame.
-    arrived: Instant,
+    arrived: Arrival,
 }
 
 impl Session {
@@ -95,7 +95,7 @@ impl Session {
             uploads: HashMap::new(),
             last_stream_id: 0,
             peer_going_away: false,
-            arrived: Instant::now(),
+            arrived: Arrival::now(),
         };
         (session, finished)
     }
@@ -129,8 +129,6 @@ impl Session {
         // Set once draining: by shutdown (with a grace deadline) or by the
         // peer's GoAway.
         let mut draining = false;
-        // Whether the next frame needs a read of the socket.
-        let mut batch_done = true;
         let ending = loop {
             if draining && self.running.is_empty() && self.uploads.is_empty() {
                 break Ending::Quiet;
@@ -138,30 +136,8 @@ impl Session {
             tokio::select! {
                 frame = reader.next() => {
                     frames_since_tick += 1;
-                    match frame {
-                        None => break Ending::PeerLeft,
-                        Some(Err(DecodeError::Io(error))) => {
-                            tracing::debug!(%error, "read failed");
-                            break Ending::PeerLeft;
-                        }
-                        Some(Err(error)) => break Ending::Fatal(connection::report(&error)),
-                        Some(Ok(frame)) => {
-                            if batch_done {
-                                self.arrived = Instant::now();
-                            }
-                            // Responses to frames that arrived together
-                            // leave together.
-                            self.outbox.cork();
-                            if let Err((status, message)) = self.handle(frame, !draining).await {
-                                let error = ErrorMessage { status, message };
-                                break Ending::Fatal(Message::Error(error));
-                            }
-                            batch_done = !conn::frame_buffered(&reader);
-                            if batch_done {
-                                self.outbox.uncork();
-                            }
-                            draining |= self.peer_going_away;
-                        }
+                    if let Err(ending) = self.handle_batch(frame, &mut reader, &mut draining).await {
+                        break ending;
                     }
                 }
                 Some(id) = done.recv() => {
@@ -214,6 +190,48 @@ impl Session {
             tracing::debug!(?report, "protocol error; closing");
             let _ = self.outbox.send(Frame::connection(report)).await;
         }
+    }
+}
+
+impl Session {
+    /// Handles `first` and every whole frame already read behind it, in a
+    /// tight loop, then lets the writer go: the responses to frames that
+    /// arrived together leave together.
+    async fn handle_batch(
+        &mut self,
+        first: Option<Result<Frame, DecodeError>>,
+        reader: &mut FramedRead<conn::ReadHalf, FrameCodec>,
+        draining: &mut bool,
+    ) -> Result<(), Ending> {
+        self.arrived = Arrival::now();
+        self.outbox.cork();
+        let mut next = first;
+        let result = loop {
+            let frame = match next {
+                None => break Err(Ending::PeerLeft),
+                Some(Err(DecodeError::Io(error))) => {
+                    tracing::debug!(%error, "read failed");
+                    break Err(Ending::PeerLeft);
+                }
+                Some(Err(error)) => break Err(Ending::Fatal(connection::report(&error))),
+                Some(Ok(frame)) => frame,
+            };
+            if let Err((status, message)) = self.handle(frame, !*draining).await {
+                let error = ErrorMessage { status, message };
+                break Err(Ending::Fatal(Message::Error(error)));
+            }
+            *draining |= self.peer_going_away;
+            if !conn::frame_buffered(reader) {
+                break Ok(());
+            }
+            // A whole frame is buffered: decoding it does not wait.
+            next = match reader.next().now_or_never() {
+                Some(frame) => frame,
+                None => break Ok(()),
+            };
+        };
+        self.outbox.uncork();
+        result
     }
 }
 
@@ -292,7 +310,7 @@ impl Session {
     }
 
     /// Starts serving a request, or starts receiving its chunked payload.
-    async fn request(&mut self, id: u64, message: Message, received_at: Instant) {
+    async fn request(&mut self, id: u64, message: Message, received_at: Arrival) {
         let busy = self.running.len() + self.uploads.len();
         if busy >= self.shared.config.max_in_flight as usize {
             let message =
@@ -410,7 +428,7 @@ impl Session {
                     .await;
             }
             Request::SendData(name) => {
-                let received_at = Instant::now();
+                let received_at = Arrival::now();
                 let (status, message) = match self.shared.data.insert(name, payload) {
                     Ok(()) => (StatusCode::OK, String::new()),
                     Err(full) => (
@@ -424,7 +442,7 @@ impl Session {
                 self.respond_status(id, status, message, received_at).await;
             }
             Request::SendProgram(hash) => {
-                let received_at = Instant::now();
+                let received_at = Arrival::now();
                 let actual = hashed.unwrap_or_else(|| ContentHash::of(&payload));
                 if actual != hash {
                     let message = format!("the program's bytes hash to {actual}, not {hash}");
@@ -462,7 +480,7 @@ impl Session {
         };
         if let Err(error) = upload.receiver.push(bytes) {
             self.uploads.remove(&id);
-            self.respond_status(id, error.status(), error.to_string(), Instant::now())
+            self.respond_status(id, error.status(), error.to_string(), Arrival::now())
                 .await;
         }
     }
@@ -472,7 +490,7 @@ impl Session {
         id: u64,
         status: StatusCode,
         message: String,
-        received_at: Instant,
+        received_at: Arrival,
     ) {
         let reply = Reply {
             status,
@@ -482,7 +500,7 @@ impl Session {
         self.respond(id, reply, received_at).await;
     }
 
-    async fn respond(&self, id: u64, reply: Reply, received_at: Instant) {
+    async fn respond(&self, id: u64, reply: Reply, received_at: Arrival) {
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         conn::send_reply(
             &self.outbox,

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::timeout_at;
 
 use super::Session;
-use crate::conn::{self, Reply};
+use crate::conn::{self, Arrival, Reply};
 use crate::server::dedup::{self, Claim, Completion};
 use crate::server::registry::{self, Context, DESCRIBE_METHOD, Handler, Outcome};
 use crate::wire::{Call, StatusCode};
@@ -70,11 +70,11 @@ impl Session {
         call: Call,
         admitted: Admitted,
         args: Bytes,
-        received_at: Instant,
+        received_at: Arrival,
     ) {
         let deadline = call
             .timeout_ms
-            .and_then(|ms| received_at.checked_add(Duration::from_millis(ms)));
+            .and_then(|ms| received_at.at.checked_add(Duration::from_millis(ms)));
         let context = Context {
             peer: Arc::clone(&self.peer),
             method: admitted.method,
@@ -183,8 +183,11 @@ impl Session {
 }
 
 /// Records a call's status and duration on its span, and logs it.
-fn record_outcome(span: &tracing::Span, reply: &Reply, received_at: Instant) {
-    let elapsed_us = u64::try_from(received_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+fn record_outcome(span: &tracing::Span, reply: &Reply, received_at: Arrival) {
+    if span.is_disabled() {
+        return;
+    }
+    let elapsed_us = u64::try_from(received_at.at.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.record("status", reply.status.as_u16());
     span.record("elapsed_us", elapsed_us);
     tracing::debug!(parent: span, status = reply.status.as_u16(), elapsed_us, "call answered");
