@@ -371,3 +371,38 @@ async fn programs_are_sent_only_when_missing() {
     assert!(sent);
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_panicking_function_fails_its_call_and_the_server_goes_on() {
+    let server = rpc_core::Server::builder()
+        .function("add", |(a, b): (i64, i64)| async move { Ok::<_, ()>(a + b) })
+        // Panics on its first poll: the server runs such calls inline.
+        .function("panics_at_once", |(): ()| async move {
+            if true {
+                panic!("a bug in the function");
+            }
+            Ok::<_, ()>(())
+        })
+        // Panics after waiting: the call runs in its own task by then.
+        .function("panics_later", |(): ()| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if true {
+                panic!("a later bug in the function");
+            }
+            Ok::<_, ()>(())
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = Client::new(server.local_addr().to_string());
+    for method in ["panics_at_once", "panics_later"] {
+        let error = client.call::<_, ()>(method, &()).await.unwrap_err();
+        assert!(
+            matches!(&error, RpcError::Internal(message) if message == "the function panicked"),
+            "{method}: {error:?}"
+        );
+        let sum: i64 = client.call("add", &(2i64, 3i64)).await.unwrap();
+        assert_eq!(sum, 5, "the connection still serves after {method}");
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}

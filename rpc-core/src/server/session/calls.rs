@@ -2,6 +2,7 @@
 //! wait, in its own task when it does), and answering.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -81,21 +82,6 @@ impl Session {
             deadline,
         };
         let claim = call.idempotency_key.map(|key| self.shared.dedup.claim(key));
-        let work: registry::BoxFuture<Reply> = match claim {
-            Some(Claim::Wait(slot)) => Box::pin(async move {
-                match dedup::wait(slot).await {
-                    Some(reply) => (*reply).clone(),
-                    None => Reply::from(Outcome::Status(
-                        StatusCode::UNAVAILABLE,
-                        "the first attempt of this call was abandoned; retry".into(),
-                    )),
-                }
-            }),
-            Some(Claim::Run(completion)) => {
-                self.invoke(context, admitted.handler, args, Some(completion))
-            }
-            None => self.invoke(context, admitted.handler, args, None),
-        };
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         let max_payload = self.peer_limits.max_payload_len;
         let span = tracing::debug_span!(
@@ -110,13 +96,44 @@ impl Session {
         // no task and no timer; spawn only those that wait. A future may be
         // polled with any waker first; the spawned task polls it again with
         // its own.
-        let mut work = work;
-        let first_poll = {
-            let _entered = span.enter();
-            let mut no_wake = std::task::Context::from_waker(std::task::Waker::noop());
-            work.as_mut().poll(&mut no_wake)
+        let work: registry::BoxFuture<Reply> = match (claim, admitted.handler) {
+            // The common case, without a wrapper future.
+            (None, Some(handler)) => {
+                let mut run = handler(context, args);
+                match poll_once(&span, run.as_mut()) {
+                    Poll::Ready(outcome) => {
+                        let reply = Reply::from(outcome);
+                        record_outcome(&span, &reply, received_at);
+                        conn::send_reply(
+                            &self.outbox,
+                            id,
+                            reply,
+                            received_at,
+                            chunk_len,
+                            max_payload,
+                        )
+                        .await;
+                        return;
+                    }
+                    Poll::Pending => finish(run, None),
+                }
+            }
+            (Some(Claim::Wait(slot)), _) => Box::pin(async move {
+                match dedup::wait(slot).await {
+                    Some(reply) => (*reply).clone(),
+                    None => Reply::from(Outcome::Status(
+                        StatusCode::UNAVAILABLE,
+                        "the first attempt of this call was abandoned; retry".into(),
+                    )),
+                }
+            }),
+            (Some(Claim::Run(completion)), handler) => {
+                self.invoke(context, handler, args, Some(completion))
+            }
+            (None, None) => self.invoke(context, None, args, None),
         };
-        if let Poll::Ready(reply) = first_poll {
+        let mut work = work;
+        if let Poll::Ready(reply) = poll_once(&span, work.as_mut()) {
             record_outcome(&span, &reply, received_at);
             conn::send_reply(&self.outbox, id, reply, received_at, chunk_len, max_payload).await;
             return;
@@ -165,20 +182,61 @@ impl Session {
                 })
             }
         };
-        Box::pin(async move {
-            let outcome = AssertUnwindSafe(run)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    tracing::error!("a function panicked");
-                    Outcome::Status(StatusCode::INTERNAL, "the function panicked".into())
-                });
-            let reply = Reply::from(outcome);
-            if let Some(completion) = completion {
-                completion.finish(&reply);
-            }
-            reply
-        })
+        finish(run, completion)
+    }
+}
+
+/// The future that runs a function's future to its end, turns a panic into
+/// `500`, and reports to duplicates.
+fn finish(
+    run: registry::BoxFuture<Outcome>,
+    completion: Option<Completion>,
+) -> registry::BoxFuture<Reply> {
+    Box::pin(async move {
+        let outcome = AssertUnwindSafe(run)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| panicked());
+        let reply = Reply::from(outcome);
+        if let Some(completion) = completion {
+            completion.finish(&reply);
+        }
+        reply
+    })
+}
+
+fn panicked() -> Outcome {
+    tracing::error!("a function panicked");
+    Outcome::Status(StatusCode::INTERNAL, "the function panicked".into())
+}
+
+/// Polls `future` once, in `span`, with a waker that does nothing; a panic
+/// becomes `500` (for a function's future) and the future is not polled
+/// again.
+fn poll_once<T: FromPanic>(
+    span: &tracing::Span,
+    future: Pin<&mut (dyn Future<Output = T> + Send)>,
+) -> Poll<T> {
+    let _entered = span.enter();
+    let mut no_wake = std::task::Context::from_waker(std::task::Waker::noop());
+    std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(&mut no_wake)))
+        .unwrap_or_else(|_| Poll::Ready(T::from_panic()))
+}
+
+/// What a call ends with when its function panics.
+trait FromPanic {
+    fn from_panic() -> Self;
+}
+
+impl FromPanic for Outcome {
+    fn from_panic() -> Outcome {
+        panicked()
+    }
+}
+
+impl FromPanic for Reply {
+    fn from_panic() -> Reply {
+        Reply::from(panicked())
     }
 }
 
