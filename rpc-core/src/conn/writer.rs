@@ -41,7 +41,13 @@ pub(super) async fn run<W, P>(
                     return;
                 }
             }
-            Next::Wait => wake.await,
+            Next::Wait => {
+                wake.await;
+                // Whoever woke the writer is often one of many tasks about
+                // to queue a frame: let them run first, so their frames go
+                // out in one write rather than one write each.
+                tokio::task::yield_now().await;
+            }
             Next::Finish => break,
         }
     }
