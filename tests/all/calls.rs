@@ -375,7 +375,10 @@ async fn programs_are_sent_only_when_missing() {
 #[tokio::test]
 async fn a_panicking_function_fails_its_call_and_the_server_goes_on() {
     let server = rpc_core::Server::builder()
-        .function("add", |(a, b): (i64, i64)| async move { Ok::<_, ()>(a + b) })
+        .function(
+            "add",
+            |(a, b): (i64, i64)| async move { Ok::<_, ()>(a + b) },
+        )
         // Panics on its first poll: the server runs such calls inline.
         .function("panics_at_once", |(): ()| async move {
             if true {
