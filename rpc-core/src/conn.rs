@@ -57,8 +57,8 @@ pub(crate) fn split<T: Io, P: Send + 'static>(
     let (read, write) = tokio::io::split(io);
     let mut reader = FramedRead::new(read, parts.codec);
     reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
-    let (outbox, queue) = Outbox::new(peer_max_frame_len);
-    let writer = tokio::spawn(writer::run(write, queue, register));
+    let (outbox, queue) = Outbox::new(peer_max_frame_len, Box::new(write), Box::new(register));
+    let writer = tokio::spawn(writer::run(queue));
     Split {
         reader,
         outbox,

@@ -2,9 +2,11 @@
 //! frames copied back to back, large payloads kept where they are.
 
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use crate::wire::Frame;
 
@@ -30,6 +32,8 @@ pub(crate) struct Batch {
     /// Buffers to write before `scratch`'s contents: earlier runs of
     /// `scratch`, and large payloads.
     segments: Vec<Bytes>,
+    /// How many of `segments` are written.
+    written: usize,
     pending: usize,
 }
 
@@ -68,43 +72,46 @@ impl Batch {
         }
     }
 
-    /// Writes the whole batch to `io` and flushes it, leaving the batch
-    /// empty (its buffers kept for reuse).
-    pub(crate) async fn write_to<W: AsyncWrite + Unpin>(
+    /// Writes what is left of the batch to `io`, then flushes it. When this
+    /// returns `Ready(Ok(()))` the batch is empty (its buffers kept for
+    /// reuse); `Pending` keeps what is left for the next call.
+    pub(crate) fn poll_write_to<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         io: &mut W,
-    ) -> std::io::Result<()> {
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if !self.scratch.is_empty() {
             let rest = self.scratch.split().freeze();
             self.segments.push(rest);
         }
-        let mut first = 0;
-        while first < self.segments.len() {
+        while self.written < self.segments.len() {
             let mut written = {
+                let first = self.written;
                 let slices: [IoSlice<'_>; MAX_SLICES] = std::array::from_fn(|index| {
                     self.segments
                         .get(first + index)
                         .map_or(IoSlice::new(&[]), |segment| IoSlice::new(segment))
                 });
                 let count = (self.segments.len() - first).min(MAX_SLICES);
-                io.write_vectored(slices.get(..count).unwrap_or_default())
-                    .await?
+                let slices = slices.get(..count).unwrap_or_default();
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, slices))?
             };
             if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
-            while let Some(segment) = self.segments.get_mut(first) {
+            while let Some(segment) = self.segments.get_mut(self.written) {
                 if written < segment.len() {
                     segment.advance(written);
                     break;
                 }
                 written -= segment.len();
-                first += 1;
+                self.written += 1;
             }
         }
-        io.flush().await?;
+        ready!(Pin::new(&mut *io).poll_flush(cx))?;
         self.segments.clear();
+        self.written = 0;
         self.pending = 0;
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 }

@@ -15,10 +15,12 @@
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
 use super::batch::{BATCH_BYTES, Batch};
+use super::writer::{Drained, Register, Sink, WriteState};
 use crate::wire::Frame;
 
 /// Senders wait for the writer once this many bytes are queued.
@@ -42,6 +44,9 @@ pub(crate) struct Outbox<P = ()> {
 #[derive(Debug)]
 pub(crate) struct Shared<P = ()> {
     queue: Mutex<Queue<P>>,
+    /// The write side; locked while a batch is written (never across an
+    /// await), with the queue's lock taken inside it, never around it.
+    write: Mutex<WriteState<P>>,
     /// Wakes the writer: frames were queued, the cork was released, or the
     /// last sender left.
     pub(super) wake_writer: Notify,
@@ -88,11 +93,17 @@ pub(super) enum Next {
 }
 
 impl<P> Outbox<P> {
-    /// A new outbox for a peer that accepts frames up to `peer_max_frame_len`,
-    /// and the state its writer drains.
-    pub(super) fn new(peer_max_frame_len: u32) -> (Outbox<P>, Arc<Shared<P>>) {
+    /// A new outbox writing to `io`, for a peer that accepts frames up to
+    /// `peer_max_frame_len`, and the state its writer drains. `register`
+    /// gets the registrations of each batch before the batch is written.
+    pub(super) fn new(
+        peer_max_frame_len: u32,
+        io: Sink,
+        register: Register<P>,
+    ) -> (Outbox<P>, Arc<Shared<P>>) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
+            write: Mutex::new(WriteState::new(io, register)),
             wake_writer: Notify::new(),
             room: Notify::new(),
             senders: AtomicUsize::new(1),
@@ -206,10 +217,13 @@ impl<P> Outbox<P> {
         self.shared.corked.store(true, Ordering::Release);
     }
 
-    /// Lets writes go, waking the writer if it held frames back.
+    /// Lets writes go. What was held back is written right here if the
+    /// socket takes it without waiting and no one else is writing, which
+    /// saves handing it to the writer task; otherwise the writer task is
+    /// woken to write it.
     pub(crate) fn uncork(&self) {
         if self.shared.corked.swap(false, Ordering::AcqRel) {
-            self.shared.wake_writer.notify_one();
+            self.shared.write_now();
         }
     }
 
@@ -240,6 +254,30 @@ impl<P> Drop for Outbox<P> {
 impl<P> Shared<P> {
     fn lock(&self) -> MutexGuard<'_, Queue<P>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The write side, for the writer task.
+    pub(super) fn lock_write(&self) -> MutexGuard<'_, WriteState<P>> {
+        self.write.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes what is queued from the calling task, as far as the socket
+    /// takes it without waiting; leaves the rest, and any writing already
+    /// under way elsewhere, to the writer task.
+    fn write_now(&self) {
+        let done = match self.write.try_lock() {
+            Ok(mut state) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                matches!(
+                    state.poll_drain(self, &mut cx),
+                    Poll::Ready(Ok(Drained::Idle))
+                )
+            }
+            Err(_) => false,
+        };
+        if !done {
+            self.wake_writer.notify_one();
+        }
     }
 
     /// Swaps the queued frames into `batch` and their registrations into

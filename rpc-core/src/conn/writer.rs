@@ -1,63 +1,124 @@
-//! The one writer task of a connection: it takes what senders queued in
-//! the [`Outbox`](super::Outbox) and writes it with as few system calls as
-//! it can, never copying large payloads.
+//! Writing a connection's queued frames: by its writer task, or directly
+//! by the reader that releases the cork (see [`Outbox::uncork`]), with as
+//! few system calls as it can and without copying large payloads.
+//!
+//! [`Outbox::uncork`]: super::Outbox::uncork
 
-use std::pin::pin;
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use super::batch::Batch;
 use super::outbox::{Next, Shared};
 
-/// Writes every frame queued in the outbox to `io` until every sender is
-/// gone or a write fails, then shuts the write side down. The registrations
-/// of each batch go to `register` before the batch is written.
-///
-/// While the connection is corked (its reader is handling a batch of
-/// frames) the writer holds what is queued back, so that the responses to
-/// requests that arrived together leave together, unless a full batch is
-/// queued.
-pub(super) async fn run<W, P>(
-    mut io: W,
-    outbox: Arc<Shared<P>>,
-    mut register: impl FnMut(&mut Vec<P>),
-) where
-    W: AsyncWrite + Unpin,
-{
-    let mut batch = Batch::default();
-    let mut registrations = Vec::new();
-    loop {
-        let wake = pin!(outbox.wake_writer.notified());
-        match outbox.take(&mut batch, &mut registrations) {
-            Next::Write => {
-                if !registrations.is_empty() {
-                    register(&mut registrations);
-                    registrations.clear();
-                }
-                if let Err(error) = batch.write_to(&mut io).await {
-                    tracing::debug!(%error, "connection write failed");
-                    outbox.writer_gone();
-                    return;
+/// The write side of a connection.
+pub(crate) type Sink = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Hands the registrations of a batch over before the batch is written.
+pub(crate) type Register<P> = Box<dyn FnMut(&mut Vec<P>) + Send>;
+
+/// The write side of a connection and the batch being written to it. Held
+/// under a lock by whoever writes: the writer task, or a reader writing
+/// directly.
+pub(crate) struct WriteState<P> {
+    io: Sink,
+    batch: Batch,
+    registrations: Vec<P>,
+    register: Register<P>,
+}
+
+impl<P> std::fmt::Debug for WriteState<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteState")
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a drain of the queue ended.
+pub(super) enum Drained {
+    /// Everything queued is written; wait for more.
+    Idle,
+    /// Everything is written and no sender is left.
+    Finished,
+}
+
+impl<P> WriteState<P> {
+    pub(super) fn new(io: Sink, register: Register<P>) -> WriteState<P> {
+        WriteState {
+            io,
+            batch: Batch::default(),
+            registrations: Vec::new(),
+            register,
+        }
+    }
+
+    /// Writes what is left of the current batch, then every batch the queue
+    /// hands over, until it has none to give.
+    pub(super) fn poll_drain(
+        &mut self,
+        queue: &Shared<P>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<Drained>> {
+        loop {
+            if self.batch.is_empty() {
+                match queue.take(&mut self.batch, &mut self.registrations) {
+                    Next::Write => {
+                        if !self.registrations.is_empty() {
+                            (self.register)(&mut self.registrations);
+                            self.registrations.clear();
+                        }
+                    }
+                    Next::Wait => return Poll::Ready(Ok(Drained::Idle)),
+                    Next::Finish => return Poll::Ready(Ok(Drained::Finished)),
                 }
             }
-            Next::Wait => {
+            ready!(self.batch.poll_write_to(&mut self.io, cx))?;
+        }
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Writes every frame queued in the outbox until every sender is gone or a
+/// write fails, then shuts the write side down.
+///
+/// While the connection is corked (its reader is handling a batch of
+/// frames) what is queued is held back, so that the responses to requests
+/// that arrived together leave together, unless a full batch is queued.
+pub(super) async fn run<P>(outbox: Arc<Shared<P>>) {
+    loop {
+        let wake = pin!(outbox.wake_writer.notified());
+        let drained = poll_fn(|cx| outbox.lock_write().poll_drain(&outbox, cx)).await;
+        match drained {
+            Ok(Drained::Idle) => {
                 wake.await;
                 // Whoever woke the writer is often one of many tasks about
                 // to queue a frame: let them run first, so their frames go
                 // out in one write rather than one write each.
                 tokio::task::yield_now().await;
             }
-            Next::Finish => break,
+            Ok(Drained::Finished) => break,
+            Err(error) => {
+                tracing::debug!(%error, "connection write failed");
+                outbox.writer_gone();
+                return;
+            }
         }
     }
     outbox.writer_gone();
-    let _ = io.shutdown().await;
+    let _ = poll_fn(|cx| outbox.lock_write().poll_shutdown(cx)).await;
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::IoSlice;
+    use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
     use bytes::Bytes;
@@ -71,8 +132,9 @@ mod tests {
     #[tokio::test]
     async fn writes_frames_in_order_with_large_payloads_uncopied() {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let (tx, queue) = Outbox::new(DEFAULT_MAX_FRAME_LEN);
-        let writer = tokio::spawn(run(client, queue, |_: &mut Vec<()>| {}));
+        let (tx, queue) =
+            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(client), Box::new(|_| {}));
+        let writer = tokio::spawn(run(queue));
         let big = Bytes::from(vec![3u8; 300 << 10]);
         let frames = vec![
             Frame::connection(Message::Ping(Ping { nonce: 1 })),
@@ -100,39 +162,33 @@ mod tests {
 
     impl AsyncWrite for CountingSink {
         fn poll_write(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
             buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
+        ) -> Poll<std::io::Result<usize>> {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            std::task::Poll::Ready(Ok(buf.len()))
+            Poll::Ready(Ok(buf.len()))
         }
 
         fn poll_write_vectored(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
             bufs: &[IoSlice<'_>],
-        ) -> std::task::Poll<std::io::Result<usize>> {
+        ) -> Poll<std::io::Result<usize>> {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            std::task::Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()))
+            Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()))
         }
 
         fn is_write_vectored(&self) -> bool {
             true
         }
 
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
         }
 
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
         }
     }
 
@@ -140,8 +196,9 @@ mod tests {
     async fn a_cork_holds_frames_back_until_released_then_writes_them_at_once() {
         let sink = CountingSink::default();
         let writes = Arc::clone(&sink.writes);
-        let (tx, queue) = Outbox::new(DEFAULT_MAX_FRAME_LEN);
-        let writer = tokio::spawn(run(sink, queue, |_: &mut Vec<()>| {}));
+        let (tx, queue) =
+            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(sink), Box::new(|_| {}));
+        let writer = tokio::spawn(run(queue));
         tx.cork();
         for nonce in 0..10 {
             tx.send(Frame::connection(Message::Ping(Ping { nonce })))
@@ -177,5 +234,50 @@ mod tests {
         drop(tx);
         writer.await.unwrap();
         assert_eq!(writes.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn releasing_the_cork_writes_from_the_caller_without_the_writer_task() {
+        let sink = CountingSink::default();
+        let writes = Arc::clone(&sink.writes);
+        // No writer task: only the direct write can reach the sink.
+        let (tx, _queue) =
+            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(sink), Box::new(|_| {}));
+        tx.cork();
+        for nonce in 0..10 {
+            tx.send_now(&Frame::connection(Message::Ping(Ping { nonce })))
+                .unwrap();
+        }
+        assert_eq!(writes.load(Ordering::SeqCst), 0);
+        tx.uncork();
+        assert_eq!(
+            writes.load(Ordering::SeqCst),
+            1,
+            "ten frames, one write, right away"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_direct_write_cannot_write_at_once_the_writer_task_finishes() {
+        // A pipe that takes 100 bytes at a time: the direct write stops early.
+        let (client, server) = tokio::io::duplex(100);
+        let (tx, queue) =
+            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(client), Box::new(|_| {}));
+        let writer = tokio::spawn(run(queue));
+        let frames: Vec<Frame> = (0..200)
+            .map(|nonce| Frame::connection(Message::Ping(Ping { nonce })))
+            .collect();
+        tx.cork();
+        for frame in &frames {
+            tx.send_now(frame).unwrap();
+        }
+        tx.uncork();
+        drop(tx);
+        let received: Vec<Frame> = FramedRead::new(server, FrameCodec::new())
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(received, frames);
+        writer.await.unwrap();
     }
 }
