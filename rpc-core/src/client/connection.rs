@@ -315,7 +315,7 @@ impl Connection {
         let (waiter, answer) = oneshot::channel();
         let id = self
             .outbox
-            .send_registered(|| {
+            .send_registered(move || {
                 let id = self.next_id.fetch_add(2, Ordering::Relaxed);
                 let registration = Registration {
                     id,

@@ -12,7 +12,7 @@
 //! just before writing it, so that callers never touch the table of calls
 //! in flight and the table is locked once per batch, not once per call.
 
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -82,6 +82,35 @@ impl<P> Default for Queue<P> {
     }
 }
 
+/// The future of a send: already done, or waiting for room in the queue.
+pub(crate) enum Send<'a, R> {
+    Done(Option<Result<R, Closed>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<R, Closed>> + std::marker::Send + 'a>>),
+}
+
+// Nothing in a `Send` is pinned in place: the waiting future is boxed.
+impl<R> Unpin for Send<'_, R> {}
+
+impl<R> Future for Send<'_, R> {
+    type Output = Result<R, Closed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Send::Done(sent) => Poll::Ready(sent.take().unwrap_or(Err(Closed))),
+            Send::Waiting(waiting) => waiting.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Send<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Send::Done(_) => "Send::Done",
+            Send::Waiting(_) => "Send::Waiting",
+        })
+    }
+}
+
 /// What the writer should do next.
 pub(super) enum Next {
     /// Write this batch (the queue holds an empty one in its place).
@@ -124,40 +153,63 @@ impl<P> Outbox<P> {
     /// # Errors
     ///
     /// [`Closed`] if the writer is gone.
-    pub(crate) async fn send(&self, frame: Frame) -> Result<(), Closed> {
-        self.send_with(|| (frame, ())).await
+    pub(crate) fn send(&self, frame: Frame) -> Send<'_, ()>
+    where
+        P: std::marker::Send,
+    {
+        self.send_registered(move || (frame, None, ()))
     }
 
-    /// Queues the frame `make` builds once there is room, under the queue's
-    /// lock: frames built this way are written in the order they were built
-    /// (which is how stream ids stay increasing on the wire). Returns what
-    /// `make` returned beside the frame. `make` must not block or lock the
-    /// outbox.
+    /// Queues the frame `make` builds, with its registration if any (the
+    /// writer hands it over before the frame is written), once there is
+    /// room. `make` runs under the queue's lock, so frames built this way
+    /// are written in the order they were built (which is how stream ids
+    /// stay increasing on the wire). Returns what `make` returned beside the
+    /// frame. `make` must not block or lock the outbox.
     ///
     /// # Errors
     ///
     /// [`Closed`] if the writer is gone; `make` was not called.
-    pub(crate) async fn send_with<R>(
-        &self,
-        make: impl FnOnce() -> (Frame, R),
-    ) -> Result<R, Closed> {
-        self.send_registered(|| {
-            let (frame, made) = make();
-            (frame, None, made)
-        })
-        .await
+    ///
+    /// The frame is queued right away when there is room, before the
+    /// returned future is first polled; the future then only hands back the
+    /// result. Only a send that must wait for room carries a (boxed) future
+    /// that waits: every send's future stays a few words long.
+    pub(crate) fn send_registered<'a, R, M>(&'a self, make: M) -> Send<'a, R>
+    where
+        M: FnOnce() -> (Frame, Option<P>, R) + std::marker::Send + 'a,
+        R: std::marker::Send + 'a,
+        P: std::marker::Send,
+    {
+        match self.try_send_registered(make) {
+            Ok(sent) => Send::Done(Some(sent)),
+            Err(make) => Send::Waiting(Box::pin(self.send_when_room(make))),
+        }
     }
 
-    /// Like [`send_with`](Self::send_with), for a frame with a registration
-    /// that the writer hands over before the frame is written.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] if the writer is gone; `make` was not called.
-    pub(crate) async fn send_registered<R>(
-        &self,
-        make: impl FnOnce() -> (Frame, Option<P>, R),
-    ) -> Result<R, Closed> {
+    /// Queues the frame `make` builds if there is room now; gives `make`
+    /// back if not.
+    fn try_send_registered<R, M>(&self, make: M) -> Result<Result<R, Closed>, M>
+    where
+        M: FnOnce() -> (Frame, Option<P>, R),
+    {
+        let mut queue = self.shared.lock();
+        if queue.writer_gone {
+            return Ok(Err(Closed));
+        }
+        if queue.batch.pending() >= QUEUE_BYTES {
+            return Err(make);
+        }
+        let (frame, registration, made) = make();
+        queue.registrations.extend(registration);
+        self.push(queue, &frame);
+        Ok(Ok(made))
+    }
+
+    async fn send_when_room<R, M>(&self, make: M) -> Result<R, Closed>
+    where
+        M: FnOnce() -> (Frame, Option<P>, R),
+    {
         let mut make = Some(make);
         loop {
             let room = pin!(self.shared.room.notified());

@@ -280,4 +280,36 @@ mod tests {
         assert_eq!(received, frames);
         writer.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_senders_wait_until_the_peer_reads() {
+        let (client, server) = tokio::io::duplex(4 << 10);
+        let (tx, queue) =
+            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(client), Box::new(|_| {}));
+        let writer = tokio::spawn(run(queue));
+        // Four times what the queue holds, in frames of 64 KiB.
+        let chunk = Bytes::from(vec![1u8; 64 << 10]);
+        let count = 4 * crate::conn::outbox::QUEUE_BYTES / chunk.len();
+        let frames: Vec<Frame> = (0..count)
+            .map(|_| Frame::new(1, Message::Chunk(chunk.clone())))
+            .collect();
+        let sender = {
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                for frame in frames {
+                    tx.send(frame).await.unwrap();
+                }
+            })
+        };
+        // Nobody reads: the sender must be held back, not buffer it all.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!sender.is_finished(), "the sender waits for room");
+        let received: Vec<Frame> = FramedRead::new(server, FrameCodec::new())
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(received, frames);
+        sender.await.unwrap();
+        writer.await.unwrap();
+    }
 }
