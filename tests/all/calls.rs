@@ -409,3 +409,35 @@ async fn a_panicking_function_fails_its_call_and_the_server_goes_on() {
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn payloads_many_times_larger_than_a_frame_go_both_ways_at_once() {
+    let server = rpc_core::Server::builder()
+        .config(rpc_core::ServerConfig {
+            max_payload_len: 64 << 20,
+            ..rpc_core::ServerConfig::default()
+        })
+        .raw_function(
+            "echo",
+            rpc_core::FunctionOptions::new(),
+            |_: rpc_core::Context, bytes: Bytes| async move { Ok::<_, RemoteError>(bytes) },
+        )
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = Client::new(server.local_addr().to_string());
+    // Both queues fill up many times over while the other side is busy too.
+    let payload = Bytes::from((0..16u32 << 20).map(|i| i as u8).collect::<Vec<u8>>());
+    let calls = (0..3).map(|_| {
+        let client = client.clone();
+        let payload = payload.clone();
+        async move {
+            let options = CallOptions::new().timeout(Duration::from_secs(20));
+            client.call_raw("echo", payload, options).await
+        }
+    });
+    for echoed in futures_util::future::join_all(calls).await {
+        assert!(echoed.unwrap() == payload, "the payload comes back whole");
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}

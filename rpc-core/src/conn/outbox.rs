@@ -315,9 +315,11 @@ impl<P> Shared<P> {
 
     /// Writes what is queued from the calling task, as far as the socket
     /// takes it without waiting; leaves the rest, and any writing already
-    /// under way elsewhere, to the writer task.
+    /// under way elsewhere, to the writer task. A socket that would block
+    /// is the writer task's to wait for: its waker must stay registered.
     fn write_now(&self) {
         let done = match self.write.try_lock() {
+            Ok(state) if state.is_blocked() => false,
             Ok(mut state) => {
                 let mut cx = Context::from_waker(Waker::noop());
                 matches!(

@@ -28,6 +28,10 @@ pub(crate) struct WriteState<P> {
     batch: Batch,
     registrations: Vec<P>,
     register: Register<P>,
+    /// The last write would have blocked: the socket holds the waker of
+    /// whoever tried, and only the writer task may try again (a direct write
+    /// would put a waker that does nothing in the place of the task's).
+    blocked: bool,
 }
 
 impl<P> std::fmt::Debug for WriteState<P> {
@@ -53,12 +57,30 @@ impl<P> WriteState<P> {
             batch: Batch::default(),
             registrations: Vec::new(),
             register,
+            blocked: false,
         }
     }
 
+    /// Whether the last write would have blocked; see [`Self::poll_drain`].
+    pub(super) fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
     /// Writes what is left of the current batch, then every batch the queue
-    /// hands over, until it has none to give.
+    /// hands over, until it has none to give. `Pending` means the socket
+    /// would block and holds `cx`'s waker: the state is then blocked until
+    /// the next call makes progress.
     pub(super) fn poll_drain(
+        &mut self,
+        queue: &Shared<P>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<Drained>> {
+        let drained = self.poll_drain_inner(queue, cx);
+        self.blocked = drained.is_pending();
+        drained
+    }
+
+    fn poll_drain_inner(
         &mut self,
         queue: &Shared<P>,
         cx: &mut Context<'_>,
