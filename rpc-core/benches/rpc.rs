@@ -36,7 +36,12 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 const SMALL: usize = 64;
-const LATENCY_CALLS: usize = 5_000;
+const LATENCY_CALLS: usize = 10_000;
+/// Latency is measured in this many alternating rounds.
+const LATENCY_ROUNDS: usize = 10;
+/// Bulk transfers are measured in this many alternating rounds; the median
+/// is reported.
+const BULK_ROUNDS: usize = 3;
 const PIPELINED_CALLS: usize = 200_000;
 /// Rounds of each pipelined measurement; the median is reported.
 const PIPELINED_ROUNDS: usize = 5;
@@ -111,21 +116,24 @@ async fn main() {
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Sequential round trips of a 64-byte call.
+/// Sequential round trips of a 64-byte call, ours and the floor's in
+/// alternating rounds so that both see the same drifts of the machine.
 async fn latency(client: &Client, args: &Bytes, raw: &mut FloorConnection, frames: &[Bytes]) {
     let _: Bytes = client.call("echo", args).await.unwrap();
-    let mut ours = Vec::with_capacity(LATENCY_CALLS);
-    for _ in 0..LATENCY_CALLS {
-        let started = Instant::now();
-        let _: Bytes = client.call("echo", args).await.unwrap();
-        ours.push(started.elapsed());
-    }
     round_trip(raw, frames).await;
+    let mut ours = Vec::with_capacity(LATENCY_CALLS);
     let mut floor_times = Vec::with_capacity(LATENCY_CALLS);
-    for _ in 0..LATENCY_CALLS {
-        let started = Instant::now();
-        round_trip(raw, frames).await;
-        floor_times.push(started.elapsed());
+    for _ in 0..LATENCY_ROUNDS {
+        for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
+            let started = Instant::now();
+            let _: Bytes = client.call("echo", args).await.unwrap();
+            ours.push(started.elapsed());
+        }
+        for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
+            let started = Instant::now();
+            round_trip(raw, frames).await;
+            floor_times.push(started.elapsed());
+        }
     }
     for (name, quantile) in [("p50", 0.50), ("p99", 0.99)] {
         let (a, b) = (
@@ -145,7 +153,15 @@ async fn latency(client: &Client, args: &Bytes, raw: &mut FloorConnection, frame
 /// function (`call_raw`, the bulk path), and through a typed one whose
 /// argument and result are `Bytes` (serde copies them).
 async fn bulk(client: &Client, raw: &mut FloorConnection) {
+    // RPC_BULK_MIB=1 (or 16) runs one size, for profiling.
+    let only = std::env::var("RPC_BULK_MIB").ok();
     for size in [1usize << 20, 16 << 20] {
+        if only
+            .as_deref()
+            .is_some_and(|only| only != (size >> 20).to_string())
+        {
+            continue;
+        }
         let payload = Bytes::from(vec![0x5au8; size]);
         let rounds = (64 << 20) / size;
         let raw_call = || async {
@@ -155,19 +171,23 @@ async fn bulk(client: &Client, raw: &mut FloorConnection) {
                 .unwrap();
             assert_eq!(echoed.len(), size);
         };
-        let ours = throughput(size, rounds, raw_call).await;
         let typed_call = || async {
             let echoed: Bytes = client.call("echo", &payload).await.unwrap();
             assert_eq!(echoed.len(), size);
         };
-        let typed = throughput(size, rounds, typed_call).await;
         let frames = call_frames(&payload);
-        round_trip(raw, &frames).await;
-        let started = Instant::now();
-        for _ in 0..rounds {
+        let (mut ours, mut typed, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..BULK_ROUNDS {
+            ours.push(throughput(size, rounds, raw_call).await);
+            typed.push(throughput(size, rounds, typed_call).await);
             round_trip(raw, &frames).await;
+            let started = Instant::now();
+            for _ in 0..rounds {
+                round_trip(raw, &frames).await;
+            }
+            theirs.push((2 * size * rounds) as f64 / started.elapsed().as_secs_f64());
         }
-        let theirs = (2 * size * rounds) as f64 / started.elapsed().as_secs_f64();
+        let (ours, typed, theirs) = (median(&mut ours), median(&mut typed), median(&mut theirs));
         let mib = |rate: f64| rate / f64::from(1 << 20);
         println!(
             "bulk {:>2} MiB echo, raw bytes         {:>9.0} MiB/s  | floor {:>9.0} MiB/s  | ratio {:.2}x",

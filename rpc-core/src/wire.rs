@@ -29,13 +29,13 @@ pub use status::StatusCode;
 
 use bytes::Bytes;
 
-/// Encodes `value` with postcard into a new buffer. Starts with room for a
-/// small value, so that most arguments and results need one allocation
-/// instead of a series of regrowths.
+/// Encodes `value` with postcard into a buffer of exactly its size: one
+/// allocation, no regrowth, and a `Bytes` that needs no second allocation
+/// for its reference count. Measuring the size walks the value once more,
+/// which costs less than either.
 pub(crate) fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Bytes> {
-    /// Enough for most arguments and results; larger ones grow the buffer.
-    const FIRST_CAPACITY: usize = 128;
-    postcard::to_extend(value, Vec::with_capacity(FIRST_CAPACITY)).map(Bytes::from)
+    let len = postcard::experimental::serialized_size(value)?;
+    postcard::to_io(value, Vec::with_capacity(len)).map(Bytes::from)
 }
 
 /// Decodes exactly one `T` from `bytes` with postcard: unlike

@@ -427,7 +427,11 @@ async fn payloads_many_times_larger_than_a_frame_go_both_ways_at_once() {
         .unwrap();
     let client = Client::new(server.local_addr().to_string());
     // Both queues fill up many times over while the other side is busy too.
-    let payload = Bytes::from((0..16u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let payload = Bytes::from(
+        (0..16u32 << 20)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
     let calls = (0..3).map(|_| {
         let client = client.clone();
         let payload = payload.clone();
