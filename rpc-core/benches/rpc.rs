@@ -110,6 +110,9 @@ async fn main() {
     if only.as_deref() == Some("split") {
         split(&addr, &frames, &args).await;
     }
+    if only.as_deref() == Some("wakeups") {
+        wakeups().await;
+    }
     if runs("bulk") {
         bulk(&client, &mut raw).await;
     }
@@ -567,4 +570,54 @@ async fn raw_client(addr: &str, connections: usize, in_flight: usize, call: &Byt
     }
     while tasks.join_next().await.is_some() {}
     (per_connection * connections) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The least any client of per-call futures pays (`RPC_BENCH=wakeups`): no
+/// sockets, no encoding, only what carries a call from its task to a
+/// connection task and its answer back. 256 tasks each "call" in a loop:
+/// queue a oneshot sender, wait for it; one task answers whatever is queued
+/// in batches, as a connection's reader would. Printed as calls per second
+/// on this runtime, to set against the floor's frames per second.
+async fn wakeups() {
+    use std::sync::Mutex;
+    use tokio::sync::{Notify, oneshot};
+
+    const TASKS: usize = 256;
+    let per_task = PIPELINED_CALLS / TASKS;
+    let queue: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
+    let queued = Arc::new(Notify::new());
+    let answerer = {
+        let queue = Arc::clone(&queue);
+        let queued = Arc::clone(&queued);
+        tokio::spawn(async move {
+            let mut answered = 0;
+            let mut batch = Vec::new();
+            while answered < per_task * TASKS {
+                queued.notified().await;
+                std::mem::swap(&mut *queue.lock().unwrap(), &mut batch);
+                answered += batch.len();
+                for waiter in batch.drain(..) {
+                    let _ = waiter.send(());
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..TASKS {
+        let queue = Arc::clone(&queue);
+        let queued = Arc::clone(&queued);
+        tasks.spawn(async move {
+            for _ in 0..per_task {
+                let (waiter, answer) = oneshot::channel();
+                queue.lock().unwrap().push(waiter);
+                queued.notify_one();
+                answer.await.unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    answerer.await.unwrap();
+    let rate = (per_task * TASKS) as f64 / started.elapsed().as_secs_f64();
+    println!("wake-ups alone: {rate:>9.0} calls/s (a task woken and a oneshot per call, no I/O)");
 }
