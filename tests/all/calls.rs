@@ -445,3 +445,36 @@ async fn payloads_many_times_larger_than_a_frame_go_both_ways_at_once() {
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_finished_free_their_place_under_the_in_flight_limit() {
+    // Functions that wait run in tasks of their own; a connection with room
+    // for 64 serves 64 callers making call after call, however the finished
+    // tasks' reports interleave with the next calls' frames.
+    let server = rpc_core::Server::builder()
+        .config(rpc_core::ServerConfig {
+            max_in_flight: 64,
+            ..rpc_core::ServerConfig::default()
+        })
+        // Finished on another thread, as worker jobs are.
+        .function("nap", |(): ()| async move {
+            tokio::task::spawn_blocking(|| ()).await.unwrap();
+            Ok::<_, ()>(())
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = Client::new(server.local_addr().to_string());
+    let callers = (0..64).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                client.call::<_, ()>("nap", &()).await.unwrap();
+            }
+        })
+    });
+    for caller in futures_util::future::join_all(callers).await {
+        caller.unwrap();
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}

@@ -136,13 +136,14 @@ impl Session {
             tokio::select! {
                 frame = reader.next() => {
                     frames_since_tick += 1;
-                    if let Err(ending) = self.handle_batch(frame, &mut reader, &mut draining).await {
+                    let batch = self.handle_batch(frame, &mut reader, &mut done, &mut draining);
+                    if let Err(ending) = batch.await {
                         break ending;
                     }
                 }
                 Some(id) = done.recv() => {
-                    self.running.remove(&id);
-                    self.keyed.remove(&id);
+                    self.forget(id);
+                    self.reap(&mut done);
                 }
                 deadline = &mut shutdown_signal, if !draining => {
                     let goaway = GoAway {
@@ -201,6 +202,7 @@ impl Session {
         &mut self,
         first: Option<Result<Frame, DecodeError>>,
         reader: &mut FramedRead<conn::ReadHalf, FrameCodec>,
+        done: &mut mpsc::UnboundedReceiver<u64>,
         draining: &mut bool,
     ) -> Result<(), Ending> {
         self.arrived = Arrival::now();
@@ -216,6 +218,9 @@ impl Session {
                 Some(Err(error)) => break Err(Ending::Fatal(connection::report(&error))),
                 Some(Ok(frame)) => frame,
             };
+            // Calls that finished meanwhile no longer count against the
+            // limit of calls in flight.
+            self.reap(done);
             if let Err((status, message)) = self.handle(frame, !*draining).await {
                 let error = ErrorMessage { status, message };
                 break Err(Ending::Fatal(Message::Error(error)));
@@ -232,6 +237,21 @@ impl Session {
         };
         self.outbox.uncork();
         result
+    }
+}
+
+impl Session {
+    /// Forgets a call whose task has finished.
+    fn forget(&mut self, id: u64) {
+        self.running.remove(&id);
+        self.keyed.remove(&id);
+    }
+
+    /// Forgets every call whose task has reported that it finished.
+    fn reap(&mut self, done: &mut mpsc::UnboundedReceiver<u64>) {
+        while let Ok(id) = done.try_recv() {
+            self.forget(id);
+        }
     }
 }
 

@@ -151,8 +151,10 @@ impl Session {
                 None => work.await,
             };
             record_outcome(&tracing::Span::current(), &reply, received_at);
-            conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
+            // Reported before the answer leaves, so that the caller's next
+            // call can never find this one still counted as running.
             let _ = done.send(id);
+            conn::send_reply(&outbox, id, reply, received_at, chunk_len, max_payload).await;
         };
         let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
         self.running.insert(id, handle.abort_handle());
