@@ -7,6 +7,11 @@
 //! Small frames are copied next to each other; large payloads are kept as
 //! their own buffers and written from where they are.
 //!
+//! While a connection's reader handles frames that arrived together it
+//! corks the outbox; releasing the cork writes what the batch produced from
+//! the reader's own task when the socket takes it at once, and leaves the
+//! writer task only what would block.
+//!
 //! A frame may carry a registration (`P`, the client's waiter for a call's
 //! response): the writer hands the registrations of a batch over together,
 //! just before writing it, so that callers never touch the table of calls
