@@ -2,7 +2,7 @@
 //! the reader task that routes responses to them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub(super) struct Connection {
     next_id: AtomicU64,
     chunk_len: usize,
     server_limits: Limits,
+    /// Requests on this connection not yet answered.
+    outstanding: AtomicUsize,
 }
 
 /// What the connection shares with its reader task.
@@ -203,6 +205,7 @@ impl Connection {
             outbox,
             shared,
             next_id: AtomicU64::new(1),
+            outstanding: AtomicUsize::new(0),
             chunk_len: chunk_len_for(welcome.limits.max_frame_len),
             server_limits: welcome.limits,
         })
@@ -313,19 +316,24 @@ impl Connection {
         // taken and the opening frame queued in one step, under the outbox's
         // lock; the call is in flight before its frame can leave.
         let (waiter, answer) = oneshot::channel();
-        let id = self
-            .outbox
-            .send_registered(move || {
-                let id = self.next_id.fetch_add(2, Ordering::Relaxed);
-                let registration = Registration {
-                    id,
-                    waiter,
-                    deadline,
-                };
-                (Frame::new(id, first), Some(registration), id)
-            })
-            .await
-            .map_err(|_| closed())?;
+        let (_outstanding, alone) = Outstanding::enter(&self.outstanding);
+        let open = move || {
+            let id = self.next_id.fetch_add(2, Ordering::Relaxed);
+            let registration = Registration {
+                id,
+                waiter,
+                deadline,
+            };
+            (Frame::new(id, first), Some(registration), id)
+        };
+        // A call on an idle connection goes out from this task at once; with
+        // others under way, the writer task gathers it with theirs.
+        let sent = if alone {
+            self.outbox.send_registered_alone(open)
+        } else {
+            self.outbox.send_registered(open)
+        };
+        let id = sent.await.map_err(|_| closed())?;
         let mut guard = CancelOnDrop {
             id,
             answer: Some(answer),
@@ -378,6 +386,23 @@ async fn secure(socket: TcpStream, config: &ClientConfig) -> std::io::Result<Box
 #[cfg(not(feature = "tls"))]
 async fn secure(socket: TcpStream, _: &ClientConfig) -> std::io::Result<Box<dyn conn::Io>> {
     Ok(Box::new(socket))
+}
+
+/// Counts a request as outstanding on its connection while it lives.
+struct Outstanding<'a>(&'a AtomicUsize);
+
+impl<'a> Outstanding<'a> {
+    /// Counts one more request; says whether it is the only one.
+    fn enter(count: &'a AtomicUsize) -> (Outstanding<'a>, bool) {
+        let alone = count.fetch_add(1, Ordering::Relaxed) == 0;
+        (Outstanding(count), alone)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Waits for a call's answer, and cancels the call on the server if its

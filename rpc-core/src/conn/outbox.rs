@@ -116,6 +116,15 @@ impl<R> std::fmt::Debug for Send<'_, R> {
     }
 }
 
+/// Who writes a frame queued outside a cork.
+#[derive(Clone, Copy, Debug)]
+enum Writes {
+    /// The writer task, woken for it, gathering other tasks' frames too.
+    Writer,
+    /// The task that queued it, right away.
+    Caller,
+}
+
 /// What the writer should do next.
 pub(super) enum Next {
     /// Write this batch (the queue holds an empty one in its place).
@@ -186,7 +195,30 @@ impl<P> Outbox<P> {
         R: std::marker::Send + 'a,
         P: std::marker::Send,
     {
-        match self.try_send_registered(make) {
+        self.send_registered_by(Writes::Writer, make)
+    }
+
+    /// Like [`send_registered`](Self::send_registered), for a frame that is
+    /// likely to go out alone (its connection was idle): it is written from
+    /// the calling task when the socket takes it at once, which saves waking
+    /// the writer task, instead of waiting for the frames of other tasks to
+    /// join it.
+    pub(crate) fn send_registered_alone<'a, R, M>(&'a self, make: M) -> Send<'a, R>
+    where
+        M: FnOnce() -> (Frame, Option<P>, R) + std::marker::Send + 'a,
+        R: std::marker::Send + 'a,
+        P: std::marker::Send,
+    {
+        self.send_registered_by(Writes::Caller, make)
+    }
+
+    fn send_registered_by<'a, R, M>(&'a self, writes: Writes, make: M) -> Send<'a, R>
+    where
+        M: FnOnce() -> (Frame, Option<P>, R) + std::marker::Send + 'a,
+        R: std::marker::Send + 'a,
+        P: std::marker::Send,
+    {
+        match self.try_send_registered(writes, make) {
             Ok(sent) => Send::Done(Some(sent)),
             Err(make) => Send::Waiting(Box::pin(self.send_when_room(make))),
         }
@@ -194,7 +226,7 @@ impl<P> Outbox<P> {
 
     /// Queues the frame `make` builds if there is room now; gives `make`
     /// back if not.
-    fn try_send_registered<R, M>(&self, make: M) -> Result<Result<R, Closed>, M>
+    fn try_send_registered<R, M>(&self, writes: Writes, make: M) -> Result<Result<R, Closed>, M>
     where
         M: FnOnce() -> (Frame, Option<P>, R),
     {
@@ -207,7 +239,17 @@ impl<P> Outbox<P> {
         }
         let (frame, registration, made) = make();
         queue.registrations.extend(registration);
-        self.push(queue, &frame);
+        match writes {
+            Writes::Writer => self.push(queue, &frame),
+            Writes::Caller => {
+                queue.batch.push(&frame, self.shared.peer_max_frame_len);
+                drop(queue);
+                // Held back while corked: releasing the cork writes it.
+                if !self.is_corked() {
+                    self.shared.write_now();
+                }
+            }
+        }
         Ok(Ok(made))
     }
 

@@ -334,4 +334,29 @@ mod tests {
         sender.await.unwrap();
         writer.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_frame_sent_alone_is_written_by_its_sender() {
+        let sink = CountingSink::default();
+        let writes = Arc::clone(&sink.writes);
+        // No writer task: only the sender can write.
+        let (tx, _queue) =
+            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(sink), Box::new(|_| {}));
+        let ping = || {
+            (
+                Frame::connection(Message::Ping(Ping { nonce: 1 })),
+                None,
+                (),
+            )
+        };
+        tx.send_registered_alone(ping).await.unwrap();
+        assert_eq!(writes.load(Ordering::SeqCst), 1, "written at once");
+
+        // Corked, it waits for the cork like any frame.
+        tx.cork();
+        tx.send_registered_alone(ping).await.unwrap();
+        assert_eq!(writes.load(Ordering::SeqCst), 1);
+        tx.uncork();
+        assert_eq!(writes.load(Ordering::SeqCst), 2);
+    }
 }
