@@ -151,11 +151,15 @@ mod tests {
     use crate::conn::Outbox;
     use crate::wire::{DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, Message, Ping};
 
+    /// An outbox writing to `io`, without registrations, and its queue.
+    fn outbox(io: impl AsyncWrite + Send + Unpin + 'static) -> (Outbox, Arc<Shared>) {
+        Outbox::new(DEFAULT_MAX_FRAME_LEN, Box::new(io), Box::new(|_| {}))
+    }
+
     #[tokio::test]
     async fn writes_frames_in_order_with_large_payloads_uncopied() {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let (tx, queue) =
-            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(client), Box::new(|_| {}));
+        let (tx, queue) = outbox(client);
         let writer = tokio::spawn(run(queue));
         let big = Bytes::from(vec![3u8; 300 << 10]);
         let frames = vec![
@@ -218,8 +222,7 @@ mod tests {
     async fn a_cork_holds_frames_back_until_released_then_writes_them_at_once() {
         let sink = CountingSink::default();
         let writes = Arc::clone(&sink.writes);
-        let (tx, queue) =
-            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(sink), Box::new(|_| {}));
+        let (tx, queue) = outbox(sink);
         let writer = tokio::spawn(run(queue));
         tx.cork();
         for nonce in 0..10 {
@@ -263,8 +266,7 @@ mod tests {
         let sink = CountingSink::default();
         let writes = Arc::clone(&sink.writes);
         // No writer task: only the direct write can reach the sink.
-        let (tx, _queue) =
-            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(sink), Box::new(|_| {}));
+        let (tx, _queue) = outbox(sink);
         tx.cork();
         for nonce in 0..10 {
             tx.send_now(&Frame::connection(Message::Ping(Ping { nonce })))
@@ -283,8 +285,7 @@ mod tests {
     async fn what_a_direct_write_cannot_write_at_once_the_writer_task_finishes() {
         // A pipe that takes 100 bytes at a time: the direct write stops early.
         let (client, server) = tokio::io::duplex(100);
-        let (tx, queue) =
-            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(client), Box::new(|_| {}));
+        let (tx, queue) = outbox(client);
         let writer = tokio::spawn(run(queue));
         let frames: Vec<Frame> = (0..200)
             .map(|nonce| Frame::connection(Message::Ping(Ping { nonce })))
@@ -306,8 +307,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_makes_senders_wait_until_the_peer_reads() {
         let (client, server) = tokio::io::duplex(4 << 10);
-        let (tx, queue) =
-            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(client), Box::new(|_| {}));
+        let (tx, queue) = outbox(client);
         let writer = tokio::spawn(run(queue));
         // Four times what the queue holds, in frames of 64 KiB.
         let chunk = Bytes::from(vec![1u8; 64 << 10]);
@@ -340,8 +340,7 @@ mod tests {
         let sink = CountingSink::default();
         let writes = Arc::clone(&sink.writes);
         // No writer task: only the sender can write.
-        let (tx, _queue) =
-            Outbox::<()>::new(DEFAULT_MAX_FRAME_LEN, Box::new(sink), Box::new(|_| {}));
+        let (tx, _queue) = outbox(sink);
         let ping = || {
             (
                 Frame::connection(Message::Ping(Ping { nonce: 1 })),

@@ -520,7 +520,7 @@ impl Session {
         self.respond(id, reply, received_at).await;
     }
 
-    async fn respond(&self, id: u64, reply: Reply, received_at: Arrival) {
+    pub(super) async fn respond(&self, id: u64, reply: Reply, received_at: Arrival) {
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         conn::send_reply(
             &self.outbox,

@@ -104,15 +104,7 @@ impl Session {
                     Poll::Ready(outcome) => {
                         let reply = Reply::from(outcome);
                         record_outcome(&span, &reply, received_at);
-                        conn::send_reply(
-                            &self.outbox,
-                            id,
-                            reply,
-                            received_at,
-                            chunk_len,
-                            max_payload,
-                        )
-                        .await;
+                        self.respond(id, reply, received_at).await;
                         return;
                     }
                     Poll::Pending => finish(run, None),
@@ -135,7 +127,7 @@ impl Session {
         let mut work = work;
         if let Poll::Ready(reply) = poll_once(&span, work.as_mut()) {
             record_outcome(&span, &reply, received_at);
-            conn::send_reply(&self.outbox, id, reply, received_at, chunk_len, max_payload).await;
+            self.respond(id, reply, received_at).await;
             return;
         }
         let outbox = self.outbox.clone();
