@@ -409,8 +409,18 @@ impl<P> Shared<P> {
     }
 
     /// Marks the writer gone: senders fail from now on.
+    ///
+    /// The registrations of frames still queued are dropped: those frames
+    /// will never be written, and whoever waits on a registration (a
+    /// client's call, on its oneshot) learns it at once instead of waiting
+    /// for an answer that cannot come.
     pub(super) fn writer_gone(&self) {
-        self.lock().writer_gone = true;
+        let abandoned = {
+            let mut queue = self.lock();
+            queue.writer_gone = true;
+            std::mem::take(&mut queue.registrations)
+        };
+        drop(abandoned);
         self.room.notify_waiters();
     }
 }

@@ -144,7 +144,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use bytes::Bytes;
-    use futures_util::StreamExt;
+    use futures_util::{FutureExt, StreamExt};
     use tokio_util::codec::FramedRead;
 
     use super::*;
@@ -357,5 +357,32 @@ mod tests {
         assert_eq!(writes.load(Ordering::SeqCst), 1);
         tx.uncork();
         assert_eq!(writes.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn when_the_writer_gives_up_the_registrations_still_queued_are_let_go() {
+        let (tx, queue) = Outbox::<tokio::sync::oneshot::Sender<()>>::new(
+            DEFAULT_MAX_FRAME_LEN,
+            Box::new(tokio::io::sink()),
+            Box::new(|_| {}),
+        );
+        // Corked, so that the frame and its registration stay queued.
+        tx.cork();
+        let (waiter, answer) = tokio::sync::oneshot::channel();
+        let ping = Frame::connection(Message::Ping(Ping { nonce: 1 }));
+        tx.send_registered(move || (ping, Some(waiter), ()))
+            .await
+            .unwrap();
+        // As after a failed write.
+        queue.writer_gone();
+        assert!(
+            answer
+                .now_or_never()
+                .expect("the waiter is let go at once")
+                .is_err(),
+            "nobody answers a frame that will never be written"
+        );
+        let ping = Frame::connection(Message::Ping(Ping { nonce: 2 }));
+        assert!(tx.send_now(&ping).is_err(), "nothing more is queued");
     }
 }
