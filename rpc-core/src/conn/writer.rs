@@ -151,6 +151,14 @@ mod tests {
     use crate::conn::Outbox;
     use crate::wire::{DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, Message, Ping};
 
+    /// Every frame `io` carries until it closes.
+    async fn read_all(io: impl tokio::io::AsyncRead + Unpin) -> Vec<Frame> {
+        FramedRead::new(io, FrameCodec::new())
+            .map(Result::unwrap)
+            .collect()
+            .await
+    }
+
     /// An outbox writing to `io`, without registrations, and its queue.
     fn outbox(io: impl AsyncWrite + Send + Unpin + 'static) -> (Outbox, Arc<Shared>) {
         Outbox::new(DEFAULT_MAX_FRAME_LEN, Box::new(io), Box::new(|_| {}))
@@ -172,11 +180,7 @@ mod tests {
             tx.send(frame.clone()).await.unwrap();
         }
         drop(tx);
-        let received: Vec<Frame> = FramedRead::new(server, FrameCodec::new())
-            .map(Result::unwrap)
-            .collect()
-            .await;
-        assert_eq!(received, frames);
+        assert_eq!(read_all(server).await, frames);
         writer.await.unwrap();
     }
 
@@ -296,11 +300,7 @@ mod tests {
         }
         tx.uncork();
         drop(tx);
-        let received: Vec<Frame> = FramedRead::new(server, FrameCodec::new())
-            .map(Result::unwrap)
-            .collect()
-            .await;
-        assert_eq!(received, frames);
+        assert_eq!(read_all(server).await, frames);
         writer.await.unwrap();
     }
 
@@ -326,11 +326,7 @@ mod tests {
         // Nobody reads: the sender must be held back, not buffer it all.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!sender.is_finished(), "the sender waits for room");
-        let received: Vec<Frame> = FramedRead::new(server, FrameCodec::new())
-            .map(Result::unwrap)
-            .collect()
-            .await;
-        assert_eq!(received, frames);
+        assert_eq!(read_all(server).await, frames);
         sender.await.unwrap();
         writer.await.unwrap();
     }
