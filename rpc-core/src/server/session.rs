@@ -21,7 +21,7 @@ use crate::server::dedup::Reply;
 use crate::server::registry::PeerInfo;
 use crate::transfer::ChunkReceiver;
 use crate::wire::{
-    Call, ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Pong,
+    ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Pong,
     StatusCode,
 };
 
@@ -33,8 +33,8 @@ struct Upload {
 
 /// A request that carries a payload, waiting for it.
 enum Request {
-    /// The call, when it arrived, and what runs it.
-    Call(Call, Arrival, calls::Admitted),
+    /// A call that may run, without its arguments.
+    Call(calls::Admitted),
     SendData(String),
     SendProgram(ContentHash),
 }
@@ -340,16 +340,21 @@ impl Session {
             return;
         }
         let (request, payload) = match message {
-            Message::Call(mut call) => {
-                let admitted = match self.admit(&call) {
-                    Ok(admitted) => admitted,
+            Message::Call(call) => {
+                let payload = call.payload;
+                let admitted = match self.admit(&call.method, call.schema_hash) {
+                    Ok(function) => calls::Admitted {
+                        function,
+                        timeout_ms: call.timeout_ms,
+                        idempotency_key: call.idempotency_key,
+                        received_at,
+                    },
                     Err((status, message)) => {
                         self.respond_status(id, status, message, received_at).await;
                         return;
                     }
                 };
-                let payload = std::mem::take(&mut call.payload);
-                (Request::Call(call, received_at, admitted), payload)
+                (Request::Call(admitted), payload)
             }
             Message::SendData(send) => (Request::SendData(send.name), send.payload),
             Message::SendProgram(send) => {
@@ -443,10 +448,7 @@ impl Session {
         hashed: Option<ContentHash>,
     ) {
         match request {
-            Request::Call(call, received_at, admitted) => {
-                self.start_call(id, call, admitted, payload, received_at)
-                    .await;
-            }
+            Request::Call(admitted) => self.start_call(id, admitted, payload).await,
             Request::SendData(name) => {
                 let received_at = Arrival::now();
                 let (status, message) = match self.shared.data.insert(name, payload) {

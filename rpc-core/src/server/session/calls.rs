@@ -15,88 +15,97 @@ use super::Session;
 use crate::conn::{self, Arrival, Reply};
 use crate::server::dedup::{self, Claim, Completion};
 use crate::server::registry::{self, Context, DESCRIBE_METHOD, Handler, Outcome};
-use crate::wire::{Call, StatusCode};
+use crate::wire::StatusCode;
 
-/// A call that may run: its function's handler (`None` for the built-in
-/// introspection call) and the function's name, shared with the registry.
-pub(super) struct Admitted {
+/// The function a call may run: its handler (`None` for the built-in
+/// introspection call) and its name, shared with the registry.
+pub(super) struct Function {
     pub(super) handler: Option<Handler>,
     pub(super) method: Arc<str>,
+}
+
+/// A call that may run, with what of its message it still needs: the
+/// rest (its method's name) is dropped once the function is found.
+pub(super) struct Admitted {
+    pub(super) function: Function,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) idempotency_key: Option<[u8; 16]>,
+    pub(super) received_at: Arrival,
 }
 
 impl Session {
     /// Checks that a call may run: the function exists, the caller's role may
     /// call it, and the types agree.
-    pub(super) fn admit(&self, call: &Call) -> Result<Admitted, (StatusCode, String)> {
-        if call.method == DESCRIBE_METHOD {
-            return Ok(Admitted {
+    pub(super) fn admit(
+        &self,
+        method: &str,
+        schema_hash: Option<u64>,
+    ) -> Result<Function, (StatusCode, String)> {
+        if method == DESCRIBE_METHOD {
+            return Ok(Function {
                 handler: None,
                 method: Arc::from(DESCRIBE_METHOD),
             });
         }
-        let Some((name, function)) = self.shared.registry.get_key_value(call.method.as_str())
-        else {
+        let Some((name, function)) = self.shared.registry.get_key_value(method) else {
             return Err((
                 StatusCode::NOT_FOUND,
-                format!("no function named {:?}", call.method),
+                format!("no function named {method:?}"),
             ));
         };
         if !function.admits(self.peer.role.as_deref()) {
             return Err((
                 StatusCode::FORBIDDEN,
-                format!("the caller's role may not call {:?}", call.method),
+                format!("the caller's role may not call {method:?}"),
             ));
         }
-        if let (Some(theirs), Some(ours)) = (call.schema_hash, function.options.schema_hash)
+        if let (Some(theirs), Some(ours)) = (schema_hash, function.options.schema_hash)
             && theirs != ours
         {
             return Err((
                 StatusCode::INCOMPATIBLE,
                 format!(
-                    "{:?} has schema {ours:016x} here but the caller was built for {theirs:016x}",
-                    call.method
+                    "{method:?} has schema {ours:016x} here but the caller was built for {theirs:016x}"
                 ),
             ));
         }
-        Ok(Admitted {
+        Ok(Function {
             handler: Some(Arc::clone(&function.handler)),
             method: Arc::clone(name),
         })
     }
 
     /// Runs a call in its own task, which answers when done.
-    pub(super) async fn start_call(
-        &mut self,
-        id: u64,
-        call: Call,
-        admitted: Admitted,
-        args: Bytes,
-        received_at: Arrival,
-    ) {
-        let deadline = call
-            .timeout_ms
-            .and_then(|ms| received_at.at.checked_add(Duration::from_millis(ms)));
-        let context = Context {
-            peer: Arc::clone(&self.peer),
-            method: admitted.method,
-            deadline,
-        };
-        let claim = call.idempotency_key.map(|key| self.shared.dedup.claim(key));
-        let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
-        let max_payload = self.peer_limits.max_payload_len;
+    pub(super) async fn start_call(&mut self, id: u64, admitted: Admitted, args: Bytes) {
+        let Admitted {
+            function,
+            timeout_ms,
+            idempotency_key,
+            received_at,
+        } = admitted;
+        let deadline =
+            timeout_ms.and_then(|ms| received_at.at.checked_add(Duration::from_millis(ms)));
         let span = tracing::debug_span!(
             "call",
-            method = %call.method,
+            method = %function.method,
             id,
             status = tracing::field::Empty,
             elapsed_us = tracing::field::Empty,
         );
+        let context = Context {
+            peer: Arc::clone(&self.peer),
+            method: function.method,
+            deadline,
+        };
+        let claim = idempotency_key.map(|key| self.shared.dedup.claim(key));
+        let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
+        let max_payload = self.peer_limits.max_payload_len;
         // Most functions finish without waiting: run them right here, so that
         // their responses join the same write as their neighbours' and cost
         // no task and no timer; spawn only those that wait. A future may be
         // polled with any waker first; the spawned task polls it again with
         // its own.
-        let work: registry::BoxFuture<Reply> = match (claim, admitted.handler) {
+        let work: registry::BoxFuture<Reply> = match (claim, function.handler) {
             // The common case, without a wrapper future.
             (None, Some(handler)) => {
                 let mut run = handler(context, args);
@@ -150,7 +159,7 @@ impl Session {
         };
         let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
         self.running.insert(id, handle.abort_handle());
-        if call.idempotency_key.is_some() {
+        if idempotency_key.is_some() {
             self.keyed.insert(id);
         }
     }
