@@ -3,6 +3,7 @@
 
 mod connection;
 mod in_flight;
+mod reader;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
