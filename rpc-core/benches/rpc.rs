@@ -86,7 +86,14 @@ async fn main() {
     let client = Client::new(addr.clone());
     let mut raw = connect_floor(floor).await;
     if runs("latency") {
-        latency(&client, &args, &mut raw, &frames).await;
+        // From a task of the runtime, as an application calls: measured from
+        // `main` (the runtime's `block_on` thread), every round trip of both
+        // would also pay the wake-up of that thread.
+        let (client, args, frames) = (client.clone(), args.clone(), frames.clone());
+        let mut raw = connect_floor(floor).await;
+        tokio::spawn(async move { latency(&client, &args, &mut raw, &frames).await })
+            .await
+            .unwrap();
     }
     if runs("pipelined") {
         for (connections, in_flight) in shapes() {

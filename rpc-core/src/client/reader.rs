@@ -95,8 +95,9 @@ pub(super) async fn read_loop(
             }
         };
         heard_since_tick = true;
-        outbox.cork();
         // Every whole frame already read is handled before waiting again.
+        // Only a batch of several is corked: the answer to a lone call goes
+        // to its caller at once, and the caller's next call out at once.
         let mut next = frame;
         let ended = loop {
             if let Err(reason) = state.handle(next).await {
@@ -105,6 +106,7 @@ pub(super) async fn read_loop(
             if !conn::frame_buffered(&reader) {
                 break None;
             }
+            outbox.cork();
             match reader.next().now_or_never() {
                 Some(frame) => next = frame,
                 None => break None,
