@@ -374,39 +374,11 @@ async fn pipelined_floor(
     for _ in 0..connections {
         sockets.push(connect_floor(addr).await);
     }
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for FloorConnection {
-        mut sink,
-        mut stream,
-    } in sockets
-    {
-        let frame = frame.clone();
-        tasks.spawn(async move {
-            let window = Arc::new(Semaphore::new(in_flight));
-            let writer = {
-                let window = Arc::clone(&window);
-                tokio::spawn(async move {
-                    for _ in 0..per_connection {
-                        window.acquire().await.unwrap().forget();
-                        sink.feed(frame.clone()).await.unwrap();
-                        if window.available_permits() == 0 {
-                            sink.flush().await.unwrap();
-                        }
-                    }
-                    sink.flush().await.unwrap();
-                    sink
-                })
-            };
-            for _ in 0..per_connection {
-                stream.next().await.unwrap().unwrap();
-                window.add_permits(1);
-            }
-            drop(writer.await.unwrap());
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    (per_connection * connections) as f64 / started.elapsed().as_secs_f64()
+    // The floor echoes the call itself.
+    window(sockets, in_flight, per_connection, 0x10, move |_| {
+        frame.clone()
+    })
+    .await
 }
 
 /// The pipelined shapes: connections x calls in flight on each.
@@ -543,12 +515,41 @@ async fn raw_client(addr: &str, connections: usize, in_flight: usize, call: &Byt
     for _ in 0..connections {
         let socket = TcpStream::connect(addr).await.unwrap();
         socket.set_nodelay(true).unwrap();
-        sockets.push(handshake(socket).await.split());
+        let (sink, stream) = handshake(socket).await.split();
+        sockets.push(FloorConnection { sink, stream });
     }
+    let call = call.clone();
+    let calls = move |n: u64| {
+        let mut frame = BytesMut::from(&call[..]);
+        set_stream_id(&mut frame, 2 * n + 1);
+        frame.freeze()
+    };
+    // Our server answers with a `Response`.
+    window(sockets, in_flight, per_connection, 0x11, calls).await
+}
+
+/// Frames a second when each connection keeps `in_flight` frames
+/// outstanding until `per_connection` have come back, each of kind
+/// `answer_kind`; `frame(n)` is the n-th frame a connection sends.
+async fn window<F>(
+    sockets: Vec<FloorConnection>,
+    in_flight: usize,
+    per_connection: usize,
+    answer_kind: u8,
+    frame: F,
+) -> f64
+where
+    F: Fn(u64) -> Bytes + Clone + Send + 'static,
+{
+    let connections = sockets.len();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (mut sink, mut stream) in sockets {
-        let call = call.clone();
+    for FloorConnection {
+        mut sink,
+        mut stream,
+    } in sockets
+    {
+        let frame = frame.clone();
         tasks.spawn(async move {
             let window = Arc::new(Semaphore::new(in_flight));
             let writer = {
@@ -556,9 +557,7 @@ async fn raw_client(addr: &str, connections: usize, in_flight: usize, call: &Byt
                 tokio::spawn(async move {
                     for n in 0..per_connection as u64 {
                         window.acquire().await.unwrap().forget();
-                        let mut frame = BytesMut::from(&call[..]);
-                        set_stream_id(&mut frame, 2 * n + 1);
-                        sink.feed(frame.freeze()).await.unwrap();
+                        sink.feed(frame(n)).await.unwrap();
                         if window.available_permits() == 0 {
                             sink.flush().await.unwrap();
                         }
@@ -568,8 +567,8 @@ async fn raw_client(addr: &str, connections: usize, in_flight: usize, call: &Byt
                 })
             };
             for _ in 0..per_connection {
-                let frame = stream.next().await.unwrap().unwrap();
-                assert_eq!(frame[1], 0x11, "a response");
+                let answer = stream.next().await.unwrap().unwrap();
+                assert_eq!(answer[1], answer_kind, "the expected kind of frame");
                 window.add_permits(1);
             }
             drop(writer.await.unwrap());
