@@ -33,8 +33,7 @@ where
         RpcError::BadRequest(format!("the arguments could not be encoded: {error}"))
     })?;
     let result = client.call_raw(method, args, options).await?;
-    crate::wire::decode_exact(&result)
-        .map_err(|error| RpcError::Internal(format!("the result did not decode: {error}")))
+    client.decode(&result)
 }
 
 /// Calls a function whose own error is `E`.

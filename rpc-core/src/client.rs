@@ -76,6 +76,11 @@ pub struct ClientConfig {
     /// The largest response payload this client accepts. The default is
     /// [`DEFAULT_MAX_PAYLOAD_LEN`], 64 MiB.
     pub max_payload_len: u64,
+    /// How deeply nested a result may be: one nested deeper (which would
+    /// overflow the stack decoding it) fails the call with
+    /// [`RpcError::Internal`] instead. The default is
+    /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::DEFAULT_MAX_DECODE_DEPTH), 128.
+    pub max_decode_depth: u32,
     /// Connect with TLS. The default is none: plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
@@ -95,6 +100,7 @@ impl Default for ClientConfig {
             keepalive: Some(DEFAULT_KEEPALIVE),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
+            max_decode_depth: crate::wire::DEFAULT_MAX_DECODE_DEPTH,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -262,7 +268,7 @@ impl Client {
     {
         let args = encode_args(args)?;
         let result = self.call_raw(method, args, CallOptions::new()).await?;
-        decode_result(&result)
+        self.decode(&result)
     }
 
     /// Calls `method` with options, decoding a function's own error as `E`.
@@ -284,16 +290,16 @@ impl Client {
         let args = encode_args(args)?;
         let result = self.call_raw(method, args, options).await;
         let bytes = result.map_err(|error| {
-            error.map_application(
-                |RemoteError(bytes)| match crate::wire::decode_exact(&bytes) {
+            error.map_application(|RemoteError(bytes)| {
+                match crate::wire::decode_limited(&bytes, self.inner.config.max_decode_depth) {
                     Ok(error) => RpcError::Application(error),
                     Err(error) => {
                         RpcError::Internal(format!("the function's error did not decode: {error}"))
                     }
-                },
-            )
+                }
+            })
         })?;
-        decode_result(&bytes)
+        self.decode(&bytes)
     }
 
     /// Calls `method` with already-encoded arguments and returns the encoded
@@ -535,6 +541,12 @@ impl Client {
             .cloned()
     }
 
+    /// Decodes a result, nested at most as deep as the configuration allows.
+    pub(crate) fn decode<R: DeserializeOwned, E>(&self, bytes: &[u8]) -> Result<R, RpcError<E>> {
+        crate::wire::decode_limited(bytes, self.inner.config.max_decode_depth)
+            .map_err(|error| RpcError::Internal(format!("the result did not decode: {error}")))
+    }
+
     fn new_key(&self) -> [u8; 16] {
         let count = self.inner.key_counter.fetch_add(1, Ordering::Relaxed);
         let mut key = [0u8; 16];
@@ -549,11 +561,6 @@ fn encode_args<A: Serialize + ?Sized, E>(args: &A) -> Result<Bytes, RpcError<E>>
     crate::wire::encode_value(args).map_err(|error| {
         RpcError::BadRequest(format!("the arguments could not be encoded: {error}"))
     })
-}
-
-fn decode_result<R: DeserializeOwned, E>(bytes: &[u8]) -> Result<R, RpcError<E>> {
-    crate::wire::decode_exact(bytes)
-        .map_err(|error| RpcError::Internal(format!("the result did not decode: {error}")))
 }
 
 /// The limits a client announces.

@@ -4,6 +4,7 @@
 //! module implements it.
 
 mod codec;
+mod depth;
 mod frame;
 mod hash;
 mod header;
@@ -12,6 +13,7 @@ mod payload;
 mod status;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec, MIN_MAX_FRAME_LEN};
+pub use depth::DEFAULT_MAX_DECODE_DEPTH;
 pub use frame::Frame;
 pub(crate) use hash::Hasher;
 pub use hash::{ContentHash, ParseHashError};
@@ -38,13 +40,34 @@ pub(crate) fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> postcard:
     postcard::to_io(value, Vec::with_capacity(len)).map(Bytes::from)
 }
 
-/// Decodes exactly one `T` from `bytes` with postcard: unlike
-/// `postcard::from_bytes`, leftover bytes are an error, since they mean the
-/// bytes were not what the reader expected.
+/// Decodes exactly one `T` from `bytes` with postcard, nested at most
+/// [`DEFAULT_MAX_DECODE_DEPTH`] levels: unlike `postcard::from_bytes`,
+/// leftover bytes are an error, since they mean the bytes were not what the
+/// reader expected.
 pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ValueError> {
-    match postcard::take_from_bytes(bytes).map_err(ValueError::Malformed)? {
-        (value, []) => Ok(value),
-        (_, rest) => Err(ValueError::Leftover(rest.len())),
+    decode_limited(bytes, DEFAULT_MAX_DECODE_DEPTH)
+}
+
+/// Decodes exactly one `T` from `bytes`, refusing values nested more than
+/// `max_depth` levels deep (which would otherwise recurse until the stack
+/// overflows and the process aborts).
+pub(crate) fn decode_limited<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max_depth: u32,
+) -> Result<T, ValueError> {
+    let depth = depth::Depth::new(max_depth);
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(depth::Limited {
+        inner: &mut deserializer,
+        depth: &depth,
+    });
+    if depth.exceeded() {
+        return Err(ValueError::TooDeep { max: max_depth });
+    }
+    let value = value.map_err(ValueError::Malformed)?;
+    match deserializer.finalize().map_err(ValueError::Malformed)? {
+        [] => Ok(value),
+        rest => Err(ValueError::Leftover(rest.len())),
     }
 }
 
@@ -55,13 +78,17 @@ pub(crate) enum ValueError {
     Malformed(postcard::Error),
     #[error("{0} bytes are left over after the value")]
     Leftover(usize),
+    #[error("the value is nested more than {max} levels deep")]
+    TooDeep { max: u32 },
 }
 
 impl From<ValueError> for postcard::Error {
     fn from(error: ValueError) -> postcard::Error {
         match error {
             ValueError::Malformed(error) => error,
-            ValueError::Leftover(_) => postcard::Error::DeserializeBadEncoding,
+            ValueError::Leftover(_) | ValueError::TooDeep { .. } => {
+                postcard::Error::DeserializeBadEncoding
+            }
         }
     }
 }
