@@ -30,12 +30,14 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// The read side of a connection.
-pub(crate) type ReadHalf = tokio::io::ReadHalf<Box<dyn Io>>;
+/// The read side of a connection: first the bytes the handshake read ahead,
+/// then the socket.
+pub(crate) type ReadHalf =
+    tokio::io::Chain<std::io::Cursor<bytes::BytesMut>, tokio::io::ReadHalf<Box<dyn Io>>>;
 
 /// The parts of a connection after its handshake.
 pub(crate) struct Split<P = ()> {
-    /// Reads frames; bytes the handshake read ahead are in its buffer.
+    /// Reads frames, starting with those the handshake read ahead.
     pub(crate) reader: FramedRead<ReadHalf, FrameCodec>,
     /// Queues frames for the writer, and holds it back (corks it) while the
     /// reader handles a batch.
@@ -55,8 +57,14 @@ pub(crate) fn split<T: Io, P: Send + 'static>(
     let parts = framed.into_parts();
     let io: Box<dyn Io> = Box::new(parts.io);
     let (read, write) = tokio::io::split(io);
-    let mut reader = FramedRead::new(read, parts.codec);
-    reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    // Bytes read ahead (a request sent in the same write as the `Hello`)
+    // are read again through the reader, which decodes them at once: put in
+    // its buffer instead, they would wait for the socket's next bytes.
+    let read_ahead = std::io::Cursor::new(parts.read_buf);
+    let reader = FramedRead::new(
+        tokio::io::AsyncReadExt::chain(read_ahead, read),
+        parts.codec,
+    );
     let (outbox, queue) = Outbox::new(peer_max_frame_len, Box::new(write), Box::new(register));
     let writer = tokio::spawn(writer::run(queue));
     Split {

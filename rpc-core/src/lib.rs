@@ -281,17 +281,19 @@ pub use error::{DecodeError, EncodeError, RemoteError, RpcError, ServeError, Tra
 /// ```
 pub use rpc_macros::service;
 pub use server::{
-    Context, DEFAULT_DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STORE_BYTES,
-    DESCRIBE_METHOD, FunctionInfo, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore,
-    Server, ServerConfig, ServerHandle,
+    Context, DEFAULT_DEDUP_CAPACITY, DEFAULT_DEDUP_LINGER, DEFAULT_DEDUP_MAX_BYTES,
+    DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN_BACKLOG,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HANDSHAKES,
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_STORE_BYTES, DESCRIBE_METHOD, FunctionInfo,
+    FunctionOptions, InsertFuture, ProgramRejected, ProgramStore, Server, ServerConfig,
+    ServerHandle,
 };
 pub use transfer::{ChunkFrames, ChunkReceiver, ChunkSender, DEFAULT_CHUNK_LEN, chunk_len_for};
 pub use wire::{
-    Call, ChunkEnd, ContentHash, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN,
-    DEFAULT_MAX_STREAMS, ErrorMessage, Frame, FrameCodec, GoAway, HEADER_LEN, Hello, Kind,
-    LENGTH_PREFIX_LEN, Limits, MAX_NAME_LEN, MAX_PROTOCOL_VERSION, MIN_MAX_FRAME_LEN,
-    MIN_PROTOCOL_VERSION, Message, OfferProgram, PROTOCOL_VERSION, ParseHashError, Payload,
-    PeerRole, Ping, Pong, RequestData, Response, SendData, SendProgram, StatusCode,
-    VersionMismatch, Welcome,
+    Call, ChunkEnd, ContentHash, DEFAULT_MAX_DECODE_DEPTH, DEFAULT_MAX_FRAME_LEN,
+    DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS, ErrorMessage, Frame, FrameCodec, GoAway,
+    HEADER_LEN, Hello, Kind, LENGTH_PREFIX_LEN, Limits, MAX_NAME_LEN, MAX_PROTOCOL_VERSION,
+    MIN_MAX_FRAME_LEN, MIN_PROTOCOL_VERSION, Message, OfferProgram, PROTOCOL_VERSION,
+    ParseHashError, Payload, PeerRole, Ping, Pong, RequestData, Response, SendData, SendProgram,
+    StatusCode, VersionMismatch, Welcome,
 };

@@ -1,7 +1,9 @@
 //! The server: hosts named functions, a data store and a program store, and
 //! serves many connections, each with many calls in flight.
 
+mod admission;
 mod auth;
+mod budget;
 mod connection;
 mod dedup;
 mod programs;
@@ -16,24 +18,36 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::ServeError;
 use crate::remote::{RemoteFunction, Service};
-use crate::wire::{DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::wire::{DEFAULT_MAX_DECODE_DEPTH, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN};
+use admission::Admission;
 use auth::Tokens;
+use budget::Budget;
 use dedup::Dedup;
 pub use programs::{InsertFuture, ProgramRejected, ProgramStore};
 pub use registry::{Context, DESCRIBE_METHOD, FunctionInfo, FunctionOptions};
 use registry::{Function, Registry};
 use store::BoundedStore;
 
-/// The default for [`ServerConfig::handshake_timeout`]: 10 seconds.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default for [`ServerConfig::handshake_timeout`]: 5 seconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default for [`ServerConfig::max_pending_handshakes`]: 256.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 256;
+/// The default for [`ServerConfig::listen_backlog`]: 4096.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+/// The default for [`ServerConfig::max_request_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 512 << 20;
+/// The default for [`ServerConfig::dedup_max_bytes`]: 64 MiB.
+pub const DEFAULT_DEDUP_MAX_BYTES: u64 = 64 << 20;
+/// The default for [`ServerConfig::dedup_linger`]: 5 seconds.
+pub const DEFAULT_DEDUP_LINGER: Duration = Duration::from_secs(5);
 /// The default for [`ServerConfig::idle_timeout`]: 5 minutes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default for [`ServerConfig::max_connections`]: 1024.
@@ -65,15 +79,30 @@ pub const DEFAULT_MAX_STORE_BYTES: u64 = 1 << 30;
 pub struct ServerConfig {
     /// The name announced to peers. The default is `"rpc-server"`.
     pub name: String,
-    /// How long a new connection has to complete its handshake before it is
-    /// closed. The default is [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s.
+    /// How long a new connection has to complete its handshake (TLS and
+    /// `Hello`) before it is closed. The default is
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`], 5 s.
     pub handshake_timeout: Duration,
+    /// Connections still in their handshake, at most. They do not count
+    /// against [`max_connections`](Self::max_connections): peers that have
+    /// not authenticated get this smaller budget of their own. When it is
+    /// full, the oldest handshake is closed to make room, once it has had a
+    /// tenth of the handshake timeout to finish, so that sockets that never
+    /// speak cannot keep a real client out. The default is
+    /// [`DEFAULT_MAX_PENDING_HANDSHAKES`], 256.
+    pub max_pending_handshakes: usize,
+    /// The listen backlog: connections the kernel completes and holds
+    /// before the server accepts them (capped by the system's
+    /// `net.core.somaxconn`). The default is [`DEFAULT_LISTEN_BACKLOG`],
+    /// 4096.
+    pub listen_backlog: u32,
     /// A connection that sends nothing for this long is closed; announced to
     /// clients, which ping before it runs out. `None` keeps idle connections
     /// forever. The default is [`DEFAULT_IDLE_TIMEOUT`], 5 minutes.
     pub idle_timeout: Option<Duration>,
-    /// Connections beyond this many are told `503 unavailable` and closed.
-    /// The default is [`DEFAULT_MAX_CONNECTIONS`], 1024.
+    /// Connections that completed their handshake, at most; a peer past
+    /// them is told `503 unavailable` and closed. The default is
+    /// [`DEFAULT_MAX_CONNECTIONS`], 1024.
     pub max_connections: usize,
     /// Requests in flight on one connection beyond this many are answered
     /// `429 resource exhausted` without running. The default is
@@ -85,12 +114,33 @@ pub struct ServerConfig {
     /// The largest payload (arguments, value, program) accepted in one
     /// request. The default is [`DEFAULT_MAX_PAYLOAD_LEN`], 64 MiB.
     pub max_payload_len: u64,
+    /// The most bytes of request payloads the whole server holds at once,
+    /// over every connection: uploads in progress (counted at their
+    /// announced length from the start) and the payloads of requests still
+    /// being served. A request past it is answered `429` and its bytes are
+    /// not buffered. The default is [`DEFAULT_MAX_REQUEST_BYTES`], 512 MiB.
+    pub max_request_bytes: u64,
+    /// How deeply nested an argument may be: a value nested deeper (a
+    /// recursive type sent a million levels deep, which would overflow the
+    /// stack) is answered `400`. The default is
+    /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::DEFAULT_MAX_DECODE_DEPTH), 128.
+    pub max_decode_depth: u32,
     /// How long responses to calls with an idempotency key are remembered
     /// for duplicates. The default is [`DEFAULT_DEDUP_WINDOW`], 5 minutes.
     pub dedup_window: Duration,
     /// How many idempotency keys are remembered at most. The default is
     /// [`DEFAULT_DEDUP_CAPACITY`], 100 000.
     pub dedup_capacity: usize,
+    /// The most bytes of responses remembered for duplicates, over every
+    /// connection; the oldest are forgotten first. A response larger than
+    /// this is not remembered, so a retry of its call runs again. The
+    /// default is [`DEFAULT_DEDUP_MAX_BYTES`], 64 MiB.
+    pub dedup_max_bytes: u64,
+    /// A call with an idempotency key whose caller's connection is lost
+    /// keeps running this long for the caller's retry to claim its result;
+    /// if no retry waits for it by then (or once every retry has left), it
+    /// is stopped. The default is [`DEFAULT_DEDUP_LINGER`], 5 s.
+    pub dedup_linger: Duration,
     /// The most bytes the data store holds, and separately the program store.
     /// The default is [`DEFAULT_MAX_STORE_BYTES`], 1 GiB.
     pub max_store_bytes: u64,
@@ -112,6 +162,12 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
         }
+        if self.max_pending_handshakes == 0 {
+            return invalid("max_pending_handshakes", "must be at least 1");
+        }
+        if self.max_decode_depth == 0 {
+            return invalid("max_decode_depth", "must be at least 1");
+        }
         if self.handshake_timeout.is_zero() {
             return invalid("handshake_timeout", "must be positive");
         }
@@ -130,13 +186,19 @@ impl Default for ServerConfig {
         ServerConfig {
             name: "rpc-server".into(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_decode_depth: DEFAULT_MAX_DECODE_DEPTH,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
+            dedup_max_bytes: DEFAULT_DEDUP_MAX_BYTES,
+            dedup_linger: DEFAULT_DEDUP_LINGER,
             max_store_bytes: DEFAULT_MAX_STORE_BYTES,
         }
     }
@@ -181,6 +243,7 @@ impl Default for ServerConfig {
 pub struct Server {
     registry: Registry,
     tokens: Tokens,
+    access: registry::Access,
     config: ServerConfig,
     programs: Option<Arc<dyn ProgramStore>>,
     #[cfg(feature = "tls")]
@@ -232,6 +295,48 @@ impl Server {
     /// `403 forbidden` at the handshake.
     pub fn token(mut self, token: impl AsRef<str>, role: impl Into<String>) -> Server {
         self.tokens.add(token.as_ref(), role.into());
+        self
+    }
+
+    /// Grants `roles` to callers that present no token, on a server that
+    /// has no tokens at all (with tokens, such callers are refused at the
+    /// handshake). Function roles are then checked against these. The
+    /// default grants none, so functions restricted to roles refuse
+    /// anonymous callers.
+    ///
+    /// Granting every role makes a server without tokens open to anyone
+    /// who can connect, as a worker on loopback is.
+    pub fn anonymous_roles<I, S>(mut self, roles: I) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.access.anonymous = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Only callers with one of `roles` may ship programs (`OfferProgram`,
+    /// `SendProgram`); others get `403 forbidden`. The default lets every
+    /// caller the handshake admitted ship programs.
+    pub fn program_roles<I, S>(mut self, roles: I) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.access.programs = Some(roles.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Only callers with one of `roles` may use the data store
+    /// (`SendData`, `RequestData`); others get `403 forbidden`. Pass no
+    /// roles to close the store to everyone. The default lets every caller
+    /// the handshake admitted use it.
+    pub fn data_roles<I, S>(mut self, roles: I) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.access.data = Some(roles.into_iter().map(Into::into).collect());
         self
     }
 
@@ -372,7 +477,7 @@ impl Server {
     ) -> Result<ServerHandle, ServeError> {
         self.config.check()?;
         let shown = addr.to_string();
-        let listener = TcpListener::bind(addr)
+        let listener = listen(addr, self.config.listen_backlog)
             .await
             .map_err(|source| ServeError::Bind {
                 addr: shown.clone(),
@@ -384,7 +489,17 @@ impl Server {
         })?;
         let config = self.config;
         let shared = Arc::new(connection::Shared {
-            dedup: Arc::new(Dedup::new(config.dedup_window, config.dedup_capacity)),
+            admission: Arc::new(Admission::new(
+                config.max_pending_handshakes,
+                config.handshake_timeout / 10,
+                config.max_connections,
+            )),
+            requests: Budget::new("request payloads", config.max_request_bytes),
+            dedup: Arc::new(Dedup::new(
+                config.dedup_window,
+                config.dedup_capacity,
+                config.dedup_max_bytes,
+            )),
             data: BoundedStore::<String>::new(config.max_store_bytes),
             programs: self.programs.unwrap_or_else(|| {
                 Arc::new(programs::MemoryPrograms(BoundedStore::new(
@@ -393,6 +508,7 @@ impl Server {
             }),
             registry: self.registry,
             tokens: self.tokens,
+            access: self.access,
             config,
         });
         let (shutdown, watcher) = watch::channel(None);
@@ -449,49 +565,88 @@ type Acceptor = tokio_rustls::TlsAcceptor;
 #[cfg(not(feature = "tls"))]
 type Acceptor = std::convert::Infallible;
 
+/// Binds `addr` (the first of its addresses that binds) with a listen
+/// backlog of `backlog`.
+async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<connection::Shared>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     tls: Option<Acceptor>,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let mut connections = JoinSet::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (socket, addr) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors, say: wait, then go on.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        // A handshake place first: while every place is young, new
+        // connections wait in the listen backlog.
+        let place = tokio::select! {
+            place = shared.admission.begin() => place,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = shutdown.changed() => break,
+        };
+        let (socket, addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: wait, then go on.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let span = tracing::info_span!("connection", peer = %addr);
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        #[allow(clippy::clone_on_copy, reason = "an acceptor is Copy only without TLS")]
+        let tls = tls.clone();
+        connections.spawn(
+            async move {
+                let mut place = place;
+                let handshake_timeout = shared.config.handshake_timeout;
+                let opened = async {
+                    let io = secure(socket, tls, handshake_timeout).await?;
+                    connection::handshake(io, Some(addr), &shared).await
+                };
+                let opened = tokio::select! {
+                    opened = opened => opened,
+                    () = place.evicted() => {
+                        tracing::debug!("closed to make room for newer handshakes");
+                        None
                     }
                 };
-                let _ = socket.set_nodelay(true);
-                let span = tracing::info_span!("connection", peer = %addr);
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => {
-                        let shared = Arc::clone(&shared);
-                        let shutdown = shutdown.clone();
-                        #[allow(clippy::clone_on_copy, reason = "an acceptor is Copy only without TLS")]
-                        let tls = tls.clone();
-                        connections.spawn(async move {
-                            if let Some(io) = secure(socket, tls, &shared).await {
-                                connection::serve(io, Some(addr), shared, shutdown).await;
-                            }
-                            drop(permit);
-                        }.instrument(span));
-                    }
-                    Err(_) => {
-                        connections.spawn(connection::refuse_busy(socket).instrument(span));
-                    }
+                drop(place);
+                if let Some(opened) = opened {
+                    connection::serve(opened, shared, shutdown).await;
                 }
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
-        }
+            .instrument(span),
+        );
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
@@ -502,15 +657,14 @@ async fn accept_loop(
 async fn secure(
     socket: tokio::net::TcpStream,
     tls: Option<Acceptor>,
-    shared: &connection::Shared,
+    handshake_timeout: Duration,
 ) -> Option<Box<dyn crate::conn::Io>> {
     let Some(acceptor) = tls else {
         return Some(Box::new(socket));
     };
     #[cfg(feature = "tls")]
     {
-        let accepted =
-            tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(socket)).await;
+        let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await;
         match accepted {
             Ok(Ok(stream)) => Some(Box::new(stream)),
             Ok(Err(error)) => {
@@ -525,7 +679,7 @@ async fn secure(
     }
     #[cfg(not(feature = "tls"))]
     {
-        let _ = shared;
+        let _ = handshake_timeout;
         match acceptor {}
     }
 }

@@ -132,8 +132,10 @@ impl Connection {
             Ok(io) => io,
             Err(error) => return Err(unavailable("set up TLS with", &error)),
         };
+        // Until the server has answered the handshake, no frame larger than
+        // a handshake frame is buffered.
         let mut codec = FrameCodec::new();
-        codec.set_max_frame_len(config.max_frame_len);
+        codec.set_max_frame_len(crate::wire::MIN_MAX_FRAME_LEN);
         let mut framed = Framed::new(io, codec);
         let hello = Hello {
             peer_name: config.name.clone(),
@@ -174,9 +176,9 @@ impl Connection {
                 }
             },
         };
-        framed
-            .codec_mut()
-            .set_peer_max_frame_len(welcome.limits.max_frame_len);
+        let codec = framed.codec_mut();
+        codec.set_max_frame_len(config.max_frame_len);
+        codec.set_peer_max_frame_len(welcome.limits.max_frame_len);
         let shared = Arc::new(Shared {
             open: AtomicBool::new(true),
             in_flight: Mutex::new(InFlight::default()),

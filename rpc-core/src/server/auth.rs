@@ -16,8 +16,9 @@ pub(crate) struct Tokens {
 pub(crate) enum Verdict {
     /// No tokens are configured and none was presented: anonymous access.
     Anonymous,
-    /// The token grants this role.
-    Role(String),
+    /// The token grants this role; `principal` names the token (a prefix
+    /// of its hash) without revealing it.
+    Role { role: String, principal: [u8; 8] },
     /// Tokens are required and this one is missing or unknown.
     Refused,
 }
@@ -44,8 +45,16 @@ impl Tokens {
                 granted = Some(role);
             }
         }
+        let principal = presented
+            .as_bytes()
+            .first_chunk()
+            .copied()
+            .unwrap_or([0; 8]);
         match granted {
-            Some(role) => Verdict::Role(role.clone()),
+            Some(role) => Verdict::Role {
+                role: role.clone(),
+                principal,
+            },
             None => Verdict::Refused,
         }
     }
@@ -66,8 +75,21 @@ mod tests {
         let mut tokens = Tokens::default();
         tokens.add("alpha", "admin".into());
         tokens.add("beta", "reader".into());
-        assert_eq!(tokens.check(Some("alpha")), Verdict::Role("admin".into()));
-        assert_eq!(tokens.check(Some("beta")), Verdict::Role("reader".into()));
+        let role = |token| match tokens.check(Some(token)) {
+            Verdict::Role { role, .. } => Some(role),
+            _ => None,
+        };
+        assert_eq!(role("alpha").as_deref(), Some("admin"));
+        assert_eq!(role("beta").as_deref(), Some("reader"));
+        let principal = |token| match tokens.check(Some(token)) {
+            Verdict::Role { principal, .. } => principal,
+            _ => [0; 8],
+        };
+        assert_ne!(
+            principal("alpha"),
+            principal("beta"),
+            "tokens are told apart"
+        );
         assert_eq!(tokens.check(Some("alph")), Verdict::Refused);
         assert_eq!(tokens.check(Some("")), Verdict::Refused);
         assert_eq!(tokens.check(None), Verdict::Refused);

@@ -1,4 +1,4 @@
-//! One server connection: the handshake, then a loop that reads frames,
+//! One server connection: the handshake, then a session that reads frames,
 //! starts a task per call, and answers on the connection's writer.
 
 use std::net::SocketAddr;
@@ -6,95 +6,63 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 
-use crate::conn;
+use crate::conn::{self, Io};
 use crate::error::DecodeError;
 use crate::server::ServerConfig;
+use crate::server::admission::Admission;
 use crate::server::auth::{Tokens, Verdict};
+use crate::server::budget::Budget;
 use crate::server::dedup::Dedup;
 use crate::server::programs::ProgramStore;
-use crate::server::registry::{PeerInfo, Registry};
+use crate::server::registry::{Access, PeerInfo, Registry};
 use crate::server::session::Session;
 use crate::server::store::BoundedStore;
 use crate::wire::{
-    ErrorMessage, Frame, FrameCodec, Hello, Limits, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
-    Message, PeerRole, StatusCode, VersionMismatch, Welcome,
+    ErrorMessage, Frame, FrameCodec, Hello, Limits, MAX_PROTOCOL_VERSION, MIN_MAX_FRAME_LEN,
+    MIN_PROTOCOL_VERSION, Message, PeerRole, StatusCode, VersionMismatch, Welcome,
 };
 
 /// What every connection of a server shares.
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) tokens: Tokens,
+    pub(crate) access: Access,
     pub(crate) config: ServerConfig,
+    pub(crate) admission: Arc<Admission>,
+    /// Bytes of request payloads held, over every connection.
+    pub(crate) requests: Arc<Budget>,
     pub(crate) dedup: Arc<Dedup>,
     pub(crate) data: BoundedStore<String>,
     pub(crate) programs: Arc<dyn ProgramStore>,
 }
 
-/// Tells a connection over the limit why it is refused, and closes it.
-pub(crate) async fn refuse_busy(socket: TcpStream) {
-    let mut framed = Framed::new(socket, FrameCodec::new());
-    let error = ErrorMessage {
-        status: StatusCode::UNAVAILABLE,
-        message: "the server is at its connection limit; try again later".into(),
-    };
-    let _ = timeout(
-        Duration::from_secs(1),
-        framed.send(Frame::connection(Message::Error(error))),
-    )
-    .await;
+/// A connection whose handshake succeeded: its framed transport, who the
+/// peer is, and the connection place it holds.
+pub(crate) struct Opened {
+    framed: Framed<Box<dyn Io>, FrameCodec>,
+    peer: Arc<PeerInfo>,
+    limits: Limits,
+    _place: OwnedSemaphorePermit,
 }
 
-/// Serves one connection until it closes or the server shuts down.
-pub(crate) async fn serve<T>(
-    io: T,
+/// Performs the handshake on a new connection: reads the `Hello` (held to
+/// the handshake's frame limit, within the handshake timeout), checks
+/// version, token and limits, takes a connection place, and welcomes the
+/// peer. `None` if the connection was refused or failed.
+pub(crate) async fn handshake(
+    io: Box<dyn Io>,
     addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<Option<Instant>>,
-) where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let mut codec = FrameCodec::new();
-    codec.set_max_frame_len(shared.config.max_frame_len);
-    let mut framed = Framed::new(io, codec);
-    let Some((hello, role)) = handshake(&mut framed, &shared).await else {
-        return;
-    };
-    tracing::debug!(peer_name = %hello.peer_name, role = ?role, "handshake done");
-    framed
-        .codec_mut()
-        .set_peer_max_frame_len(hello.limits.max_frame_len);
-    let peer = Arc::new(PeerInfo {
-        name: hello.peer_name,
-        addr,
-        role,
-    });
-    let conn::Split {
-        reader,
-        outbox,
-        writer,
-    } = conn::split(framed, |_: &mut Vec<()>| {});
-    let (session, done) = Session::new(shared, peer, hello.limits, outbox);
-    session.run(reader, shutdown, done).await;
-    // The session dropped its outbox; the writer flushes and closes.
-    let _ = writer.await;
-}
-
-/// Reads the `Hello`, checks version, token and limits, and answers.
-/// Returns the hello and the role granted, or `None` if the connection was
-/// refused.
-async fn handshake<T>(
-    framed: &mut Framed<T, FrameCodec>,
     shared: &Shared,
-) -> Option<(Hello, Option<String>)>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Option<Opened> {
+    // Until the peer has authenticated, no frame larger than a handshake
+    // frame is buffered, whatever its kind.
+    let mut codec = FrameCodec::new();
+    codec.set_max_frame_len(MIN_MAX_FRAME_LEN);
+    let mut framed = Framed::new(io, codec);
     let first = match timeout(shared.config.handshake_timeout, framed.next()).await {
         Err(_) => {
             tracing::debug!("no handshake in time; closing");
@@ -107,28 +75,31 @@ where
         Ok(Frame {
             message: Message::Hello(hello),
             ..
-        }) => match shared.tokens.check(hello.token.as_deref()) {
-            Verdict::Refused => Message::Error(ErrorMessage {
-                status: StatusCode::FORBIDDEN,
-                message: "the token is missing or not valid".into(),
-            }),
-            verdict => {
-                let role = match verdict {
-                    Verdict::Role(role) => Some(role),
-                    _ => None,
-                };
+        }) => match admit(&hello, addr, shared) {
+            Ok((peer, place)) => {
                 let welcome = Welcome {
                     peer_name: shared.config.name.clone(),
                     role: PeerRole::Server,
-                    access_role: role.clone(),
+                    access_role: peer.role.clone(),
                     limits: own_limits(&shared.config),
                     server_time_ms: conn::unix_time_ms(),
                 };
-                let sent = framed
+                framed
                     .send(Frame::connection(Message::Welcome(welcome)))
-                    .await;
-                return sent.ok().map(|()| (hello, role));
+                    .await
+                    .ok()?;
+                tracing::debug!(peer_name = %peer.name, role = ?peer.role, "handshake done");
+                let codec = framed.codec_mut();
+                codec.set_max_frame_len(shared.config.max_frame_len);
+                codec.set_peer_max_frame_len(hello.limits.max_frame_len);
+                return Some(Opened {
+                    framed,
+                    peer,
+                    limits: hello.limits,
+                    _place: place,
+                });
             }
+            Err(refusal) => refusal,
         },
         Ok(other) => Message::Error(ErrorMessage {
             status: StatusCode::BAD_REQUEST,
@@ -144,6 +115,67 @@ where
     )
     .await;
     None
+}
+
+/// Checks a `Hello`'s token and takes a connection place for it: who the
+/// peer is, or the message that refuses it.
+fn admit(
+    hello: &Hello,
+    addr: Option<SocketAddr>,
+    shared: &Shared,
+) -> Result<(Arc<PeerInfo>, OwnedSemaphorePermit), Message> {
+    let (role, granted, principal) = match shared.tokens.check(hello.token.as_deref()) {
+        Verdict::Refused => {
+            return Err(Message::Error(ErrorMessage {
+                status: StatusCode::FORBIDDEN,
+                message: "the token is missing or not valid".into(),
+            }));
+        }
+        Verdict::Anonymous => (None, Arc::from(shared.access.anonymous.clone()), [0; 8]),
+        Verdict::Role { role, principal } => {
+            let granted = Arc::from([role.clone()]);
+            (Some(role), granted, principal)
+        }
+    };
+    let Some(place) = shared.admission.establish() else {
+        return Err(Message::Error(ErrorMessage {
+            status: StatusCode::UNAVAILABLE,
+            message: "the server is at its connection limit; try again later".into(),
+        }));
+    };
+    let peer = PeerInfo {
+        name: hello.peer_name.clone(),
+        addr,
+        role,
+        granted,
+        principal,
+        max_decode_depth: shared.config.max_decode_depth,
+    };
+    Ok((Arc::new(peer), place))
+}
+
+/// Serves a connection after its handshake until it closes or the server
+/// shuts down.
+pub(crate) async fn serve(
+    opened: Opened,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<Option<Instant>>,
+) {
+    let Opened {
+        framed,
+        peer,
+        limits,
+        _place,
+    } = opened;
+    let conn::Split {
+        reader,
+        outbox,
+        writer,
+    } = conn::split(framed, |_: &mut Vec<()>| {});
+    let (session, done) = Session::new(shared, peer, limits, outbox);
+    session.run(reader, shutdown, done).await;
+    // The session dropped its outbox; the writer flushes and closes.
+    let _ = writer.await;
 }
 
 /// The frame that tells a peer why its input was refused: `VersionMismatch`

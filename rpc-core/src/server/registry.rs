@@ -46,7 +46,38 @@ pub struct Context {
 pub(crate) struct PeerInfo {
     pub(crate) name: String,
     pub(crate) addr: Option<SocketAddr>,
+    /// The role its token granted; `None` for an anonymous caller.
     pub(crate) role: Option<String>,
+    /// The roles access is checked against: the token's one, or those the
+    /// server grants anonymous callers.
+    pub(crate) granted: Arc<[String]>,
+    /// Who the caller is for duplicate suppression: the token's hash, or 0
+    /// for anonymous callers. Results are only shared with the same one.
+    pub(crate) principal: [u8; 8],
+    /// How deeply nested its arguments may be.
+    pub(crate) max_decode_depth: u32,
+}
+
+impl PeerInfo {
+    /// Whether a caller may use something open to `roles` (`None`: every
+    /// caller the handshake admitted).
+    pub(crate) fn may(&self, roles: Option<&[String]>) -> bool {
+        match roles {
+            None => true,
+            Some(allowed) => self.granted.iter().any(|role| allowed.contains(role)),
+        }
+    }
+}
+
+/// Who may use what, besides each function's own roles.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Access {
+    /// Roles of callers without a token, on a server without tokens.
+    pub(crate) anonymous: Vec<String>,
+    /// Who may ship programs; `None`: every admitted caller.
+    pub(crate) programs: Option<Vec<String>>,
+    /// Who may use the data store; `None`: every admitted caller.
+    pub(crate) data: Option<Vec<String>>,
 }
 
 impl Context {
@@ -105,9 +136,11 @@ impl FunctionOptions {
         FunctionOptions::default()
     }
 
-    /// Only callers whose token granted one of `roles` may call the function;
-    /// others get `403 forbidden` and the handler never runs. The default lets
-    /// every caller in, anonymous ones included.
+    /// Only callers whose token granted one of `roles` may call the function
+    /// (or, on a server without tokens, anonymous callers if
+    /// [`Server::anonymous_roles`](crate::Server::anonymous_roles) grants
+    /// one); others get `403 forbidden` and the handler never runs. The
+    /// default lets every caller in, anonymous ones included.
     pub fn roles<I, S>(mut self, roles: I) -> FunctionOptions
     where
         I: IntoIterator<Item = S>,
@@ -151,13 +184,9 @@ pub(crate) struct Function {
 }
 
 impl Function {
-    /// Whether a caller with `role` may call this function.
-    pub(crate) fn admits(&self, role: Option<&str>) -> bool {
-        match (&self.options.roles, role) {
-            (None, _) => true,
-            (Some(allowed), Some(role)) => allowed.iter().any(|allowed| allowed == role),
-            (Some(_), None) => false,
-        }
+    /// Whether `peer` may call this function.
+    pub(crate) fn admits(&self, peer: &PeerInfo) -> bool {
+        peer.may(self.options.roles.as_deref())
     }
 }
 
@@ -174,7 +203,7 @@ where
     let function = Arc::new(function);
     Arc::new(move |context: Context, args: Bytes| {
         let function = Arc::clone(&function);
-        let decoded = crate::wire::decode_exact::<A>(&args);
+        let decoded = crate::wire::decode_limited::<A>(&args, context.peer.max_decode_depth);
         Box::pin(async move {
             let args = match decoded {
                 Ok(args) => args,

@@ -3,7 +3,7 @@
 
 mod calls;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,9 @@ use tokio_util::codec::FramedRead;
 
 use crate::conn::{self, Arrival, Outbox};
 use crate::error::DecodeError;
+use crate::server::budget::Held;
 use crate::server::connection::{self, Shared};
-use crate::server::dedup::Reply;
+use crate::server::dedup::{Reply, Waiters};
 use crate::server::registry::PeerInfo;
 use crate::transfer::ChunkReceiver;
 use crate::wire::{
@@ -29,6 +30,8 @@ use crate::wire::{
 struct Upload {
     request: Request,
     receiver: ChunkReceiver,
+    /// The announced bytes, taken from the server's request budget.
+    held: Held,
 }
 
 /// A request that carries a payload, waiting for it.
@@ -61,10 +64,11 @@ pub(crate) struct Session {
     /// Running calls report their stream id here when done.
     done: mpsc::UnboundedSender<u64>,
     running: HashMap<u64, AbortHandle>,
-    /// Running calls that carry an idempotency key. They outlive a lost
-    /// connection, so that the caller's retry gets their response instead
-    /// of running them again.
-    keyed: HashSet<u64>,
+    /// Running calls that carry an idempotency key (the first of their
+    /// key), with who waits for them. They outlive a lost connection for a
+    /// while, so that the caller's retry gets their response instead of
+    /// running them again.
+    keyed: HashMap<u64, Waiters>,
     uploads: HashMap<u64, Upload>,
     /// The highest stream id the peer opened.
     last_stream_id: u64,
@@ -91,7 +95,7 @@ impl Session {
             outbox,
             done,
             running: HashMap::new(),
-            keyed: HashSet::new(),
+            keyed: HashMap::new(),
             uploads: HashMap::new(),
             last_stream_id: 0,
             peer_going_away: false,
@@ -180,11 +184,15 @@ impl Session {
         self.outbox.uncork();
         // Whatever still runs is cancelled: the peer left, broke the
         // protocol, or the grace period is over. Only calls a lost peer may
-        // retry (those with an idempotency key) finish, for the retry.
+        // retry (those with an idempotency key) go on, while a retry may
+        // still claim them.
         let keep_keyed = matches!(ending, Ending::PeerLeft);
-        for (id, task) in &self.running {
-            if !(keep_keyed && self.keyed.contains(id)) {
-                task.abort();
+        for (id, task) in self.running.drain() {
+            match self.keyed.remove(&id) {
+                Some(waiters) if keep_keyed => {
+                    linger(task, waiters, self.shared.config.dedup_linger);
+                }
+                _ => task.abort(),
             }
         }
         if let Ending::Fatal(report) = ending {
@@ -255,6 +263,19 @@ impl Session {
     }
 }
 
+/// Lets a call whose caller left run for `grace`, then stops it as soon as
+/// no retry waits for its response.
+fn linger(task: AbortHandle, waiters: Waiters, grace: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        waiters.none_left().await;
+        if !task.is_finished() {
+            tracing::debug!("no retry claimed a call whose caller left; stopping it");
+            task.abort();
+        }
+    });
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
@@ -284,7 +305,9 @@ impl Session {
                 if let Some(upload) = self.uploads.remove(&id) {
                     match upload.receiver.finish(end.hash) {
                         Ok(payload) => {
-                            self.dispatch(id, upload.request, payload, end.hash).await;
+                            let held = Some(upload.held);
+                            self.dispatch(id, upload.request, payload, end.hash, held)
+                                .await;
                         }
                         Err(error) => {
                             self.respond_status(id, error.status(), error.to_string(), received_at)
@@ -356,6 +379,22 @@ impl Session {
                 };
                 (Request::Call(admitted), payload)
             }
+            Message::SendData(_) | Message::RequestData(_)
+                if !self.peer.may(self.shared.access.data.as_deref()) =>
+            {
+                let message = "the caller's role may not use the data store".to_owned();
+                self.respond_status(id, StatusCode::FORBIDDEN, message, received_at)
+                    .await;
+                return;
+            }
+            Message::OfferProgram(_) | Message::SendProgram(_)
+                if !self.peer.may(self.shared.access.programs.as_deref()) =>
+            {
+                let message = "the caller's role may not ship programs".to_owned();
+                self.respond_status(id, StatusCode::FORBIDDEN, message, received_at)
+                    .await;
+                return;
+            }
             Message::SendData(send) => (Request::SendData(send.name), send.payload),
             Message::SendProgram(send) => {
                 // Refuse a program the store would not take before buffering
@@ -406,7 +445,7 @@ impl Session {
             _ => return,
         };
         match payload {
-            Payload::Inline(bytes) => self.dispatch(id, request, bytes, None).await,
+            Payload::Inline(bytes) => self.dispatch(id, request, bytes, None, None).await,
             Payload::Chunked { len } => {
                 // All uploads in progress on a connection together may hold
                 // at most one maximal payload, however many streams are open.
@@ -424,13 +463,34 @@ impl Session {
                         .await;
                     return;
                 }
-                match ChunkReceiver::new(len, max) {
-                    Ok(receiver) => {
-                        self.uploads.insert(id, Upload { request, receiver });
-                    }
+                let receiver = match ChunkReceiver::new(len, max) {
+                    Ok(receiver) => receiver,
                     Err(error) => {
                         self.respond_status(id, error.status(), error.to_string(), received_at)
                             .await;
+                        return;
+                    }
+                };
+                // Uploads over every connection together stay within the
+                // server's budget, counted from the announcement on.
+                match self.shared.requests.try_take(len) {
+                    Ok(held) => {
+                        let upload = Upload {
+                            request,
+                            receiver,
+                            held,
+                        };
+                        self.uploads.insert(id, upload);
+                    }
+                    Err(exhausted) => {
+                        let message = exhausted.to_string();
+                        self.respond_status(
+                            id,
+                            StatusCode::RESOURCE_EXHAUSTED,
+                            message,
+                            received_at,
+                        )
+                        .await;
                     }
                 }
             }
@@ -439,16 +499,18 @@ impl Session {
 
     /// Serves a request whose payload has fully arrived.
     /// `hashed` is the payload's SHA-256 when a chunked transfer already
-    /// verified it, so it is not computed twice.
+    /// verified it, so it is not computed twice; `held` is the payload's
+    /// share of the request budget, if taken, kept until it is served.
     async fn dispatch(
         &mut self,
         id: u64,
         request: Request,
         payload: Bytes,
         hashed: Option<ContentHash>,
+        held: Option<Held>,
     ) {
         match request {
-            Request::Call(admitted) => self.start_call(id, admitted, payload).await,
+            Request::Call(admitted) => self.start_call(id, admitted, payload, held).await,
             Request::SendData(name) => {
                 let received_at = Arrival::now();
                 let (status, message) = match self.shared.data.insert(name, payload) {
@@ -479,6 +541,7 @@ impl Session {
                 let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
                 let max_payload = self.peer_limits.max_payload_len;
                 tokio::spawn(async move {
+                    let _held = held;
                     let (status, message) = match stored.await {
                         Ok(()) => (StatusCode::OK, String::new()),
                         Err(rejected) => (rejected.status(), rejected.message().to_owned()),

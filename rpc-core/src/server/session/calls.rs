@@ -13,6 +13,7 @@ use tokio::time::timeout_at;
 
 use super::Session;
 use crate::conn::{self, Arrival, Reply};
+use crate::server::budget::Held;
 use crate::server::dedup::{self, Claim, Completion};
 use crate::server::registry::{self, Context, DESCRIBE_METHOD, Handler, Outcome};
 use crate::wire::StatusCode;
@@ -53,7 +54,7 @@ impl Session {
                 format!("no function named {method:?}"),
             ));
         };
-        if !function.admits(self.peer.role.as_deref()) {
+        if !function.admits(&self.peer) {
             return Err((
                 StatusCode::FORBIDDEN,
                 format!("the caller's role may not call {method:?}"),
@@ -75,14 +76,33 @@ impl Session {
         })
     }
 
-    /// Runs a call in its own task, which answers when done.
-    pub(super) async fn start_call(&mut self, id: u64, admitted: Admitted, args: Bytes) {
+    /// Runs a call: right here if it finishes without waiting, else in its
+    /// own task, which answers when done. `held` is its arguments' share of
+    /// the server's request budget, when they came chunked; inline ones
+    /// take theirs only if the call has to wait.
+    pub(super) async fn start_call(
+        &mut self,
+        id: u64,
+        admitted: Admitted,
+        args: Bytes,
+        held: Option<Held>,
+    ) {
         let Admitted {
             function,
             timeout_ms,
             idempotency_key,
             received_at,
         } = admitted;
+        if held.is_none()
+            && let Err(exhausted) = self.shared.requests.check(args.len() as u64)
+        {
+            let reply = Reply::from(Outcome::Status(
+                StatusCode::RESOURCE_EXHAUSTED,
+                exhausted.to_string(),
+            ));
+            self.respond(id, reply, received_at).await;
+            return;
+        }
         let deadline =
             timeout_ms.and_then(|ms| received_at.at.checked_add(Duration::from_millis(ms)));
         let span = tracing::debug_span!(
@@ -97,9 +117,14 @@ impl Session {
             method: function.method,
             deadline,
         };
-        let claim = idempotency_key.map(|key| self.shared.dedup.claim(key));
+        let claim = idempotency_key.map(|key| self.shared.dedup.claim(self.peer.principal, key));
+        let waiters = match &claim {
+            Some(Claim::Run(completion)) => Some(completion.waiters()),
+            _ => None,
+        };
         let chunk_len = crate::transfer::chunk_len_for(self.peer_limits.max_frame_len);
         let max_payload = self.peer_limits.max_payload_len;
+        let args_len = args.len() as u64;
         // Most functions finish without waiting: run them right here, so that
         // their responses join the same write as their neighbours' and cost
         // no task and no timer; spawn only those that wait. A future may be
@@ -141,7 +166,9 @@ impl Session {
         }
         let outbox = self.outbox.clone();
         let done = self.done.clone();
+        let held = held.unwrap_or_else(|| self.shared.requests.take(args_len));
         let task = async move {
+            let _held = held;
             let reply = match deadline {
                 Some(deadline) => timeout_at(deadline, work).await.unwrap_or_else(|_| {
                     Reply::from(Outcome::Status(
@@ -159,8 +186,8 @@ impl Session {
         };
         let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
         self.running.insert(id, handle.abort_handle());
-        if idempotency_key.is_some() {
-            self.keyed.insert(id);
+        if let Some(waiters) = waiters {
+            self.keyed.insert(id, waiters);
         }
     }
 
