@@ -295,5 +295,5 @@ pub use wire::{
     HEADER_LEN, Hello, Kind, LENGTH_PREFIX_LEN, Limits, MAX_NAME_LEN, MAX_PROTOCOL_VERSION,
     MIN_MAX_FRAME_LEN, MIN_PROTOCOL_VERSION, Message, OfferProgram, PROTOCOL_VERSION,
     ParseHashError, Payload, PeerRole, Ping, Pong, RequestData, Response, SendData, SendProgram,
-    StatusCode, VersionMismatch, Welcome,
+    StatusCode, ValueError, VersionMismatch, Welcome, decode_value,
 };

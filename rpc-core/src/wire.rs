@@ -71,15 +71,42 @@ pub(crate) fn decode_limited<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Decodes exactly one `T` from postcard `bytes`, as arguments and results
+/// are decoded: nested at most [`DEFAULT_MAX_DECODE_DEPTH`] levels, with no
+/// bytes left over. For values from peers that are not trusted to keep
+/// their nesting shallow (a guest's output, say).
+///
+/// ```
+/// let bytes = postcard::to_allocvec(&(7u8, Some("seven"))).unwrap();
+/// let value: (u8, Option<String>) = rpc_core::decode_value(&bytes)?;
+/// assert_eq!(value, (7, Some("seven".to_owned())));
+/// assert!(rpc_core::decode_value::<u8>(&bytes).is_err(), "bytes left over");
+/// # Ok::<(), rpc_core::ValueError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ValueError`] saying why the bytes are not one `T`.
+pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ValueError> {
+    decode_exact(bytes)
+}
+
 /// Bytes are not exactly one value of the expected type.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ValueError {
+#[non_exhaustive]
+pub enum ValueError {
+    /// Postcard could not decode them as the type.
     #[error("{0}")]
     Malformed(postcard::Error),
+    /// Bytes are left over after the value.
     #[error("{0} bytes are left over after the value")]
     Leftover(usize),
+    /// The value is nested deeper than the limit.
     #[error("the value is nested more than {max} levels deep")]
-    TooDeep { max: u32 },
+    TooDeep {
+        /// The limit.
+        max: u32,
+    },
 }
 
 impl From<ValueError> for postcard::Error {

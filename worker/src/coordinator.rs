@@ -7,9 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::{Client, ContentHash, Infallible, ResolveFuture, Resolver, RpcError, Server};
+use rpc_core::{
+    Client, ContentHash, Context, FunctionOptions, Infallible, ResolveFuture, Resolver, RpcError,
+    Server,
+};
 
-use crate::lock;
+use crate::{lock, roles};
 use serde::{Deserialize, Serialize};
 
 /// The function workers call to register and to heartbeat:
@@ -94,7 +97,9 @@ impl Directory {
 }
 
 /// A server that is a coordinator: add tokens, then bind it. Entries live
-/// `ttl` past their last heartbeat.
+/// `ttl` past their last heartbeat. Only the [worker role](crate::roles)
+/// may register (and take relayed jobs); clients and admins look workers
+/// up and send jobs to the relay. Without tokens, anyone may do anything.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -117,14 +122,27 @@ pub fn coordinator_server(ttl: Duration) -> Server {
     let registry = Arc::clone(&directory);
     let names = Arc::clone(&directory);
     let live = move || names.live_names();
-    crate::relay::add_relay(Server::builder(), live)
-        .function(REGISTER_METHOD, move |registration: Registration| {
-            let ttl_ms = registry.register(registration);
-            std::future::ready(Ok::<_, Infallible>(ttl_ms))
-        })
-        .function(WORKERS_METHOD, move |(): ()| {
-            std::future::ready(Ok::<_, Infallible>(directory.live()))
-        })
+    let server = Server::builder()
+        .anonymous_roles(roles::ALL)
+        .data_roles(roles::NONE);
+    crate::relay::add_relay(server, live)
+        .function_with(
+            REGISTER_METHOD,
+            FunctionOptions::new()
+                .roles(roles::IS_WORKER)
+                .description("Registers a worker, or renews its registration"),
+            move |_: Context, registration: Registration| {
+                let ttl_ms = registry.register(registration);
+                std::future::ready(Ok::<_, Infallible>(ttl_ms))
+            },
+        )
+        .function_with(
+            WORKERS_METHOD,
+            FunctionOptions::new()
+                .roles(roles::RUNS_JOBS)
+                .description("Lists the live workers"),
+            move |_: Context, (): ()| std::future::ready(Ok::<_, Infallible>(directory.live())),
+        )
 }
 
 /// Registers with the coordinator at `client`'s address every `interval`

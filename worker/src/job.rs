@@ -312,6 +312,15 @@ pub enum JobError {
     /// The job asked for a directory the worker's operator did not grant.
     #[error("no directory named {0:?} is granted on this worker")]
     DirNotGranted(String),
+    /// The worker cannot take the job now (its queue or a budget is full):
+    /// the worker's condition, not the job's fault. Send it again later or
+    /// to another worker; a [`WorkerPool`](crate::WorkerPool) does.
+    #[error("worker busy: {0}")]
+    Busy(String),
+    /// The caller may not do this, whatever its token's role allows (a
+    /// relayed worker returning a job it did not take, say).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl JobError {

@@ -44,6 +44,7 @@ mod job;
 mod limits;
 mod pool;
 mod relay;
+pub mod roles;
 mod sandbox;
 mod server;
 
@@ -65,7 +66,9 @@ pub use relay::{
     RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone, RelayOutcome, RelayTask,
     RelayedJob, relay_worker,
 };
-pub use sandbox::{Sandbox, SandboxConfig, SandboxError, default_concurrency};
+pub use sandbox::{
+    DEFAULT_MAX_QUEUED_JOBS, Sandbox, SandboxConfig, SandboxError, default_concurrency,
+};
 pub use server::{serve, worker_server};
 
 /// Locks `mutex`, going on past a panic in another holder: every value

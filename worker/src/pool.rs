@@ -11,11 +11,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::{Module, WorkerClient, WorkerError, decode_output, typed_request};
-use crate::job::{CallOutput, Command, RunOutput};
+use crate::job::{CallOutput, Command, JobError, RunOutput};
 
 impl ServerFailure for WorkerError {
+    /// The worker failed, not the job: it is unreachable or went away, or
+    /// it is too busy to take the job ([`JobError::Busy`]).
     fn is_server_failure(&self) -> bool {
-        matches!(self, WorkerError::Rpc(error) if error.is_server_failure())
+        match self {
+            WorkerError::Rpc(error) => error.is_server_failure(),
+            WorkerError::Job(JobError::Busy(_)) => true,
+            _ => false,
+        }
     }
 }
 

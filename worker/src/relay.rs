@@ -21,8 +21,8 @@ use crate::coordinator::{Registration, join};
 use crate::job::{
     CALL_METHOD, CallOutput, CallRequest, JobError, RUN_METHOD, RunOutput, RunRequest,
 };
-use crate::lock;
 use crate::sandbox::Sandbox;
+use crate::{lock, roles};
 
 /// A relayed worker asks for its next job: its name in, `Option<RelayTask>`
 /// out (none after a while without jobs; ask again).
@@ -156,11 +156,22 @@ impl Relay {
         }
     }
 
-    fn done(&self, done: RelayDone) {
-        lock(&self.taken).remove(&done.id);
+    /// Hands a result to its waiting client, if `caller` is the worker
+    /// that took the job; `false` (and nothing changes) otherwise.
+    fn done(&self, caller: &str, done: RelayDone) -> bool {
+        {
+            let mut taken = lock(&self.taken);
+            match taken.get(&done.id) {
+                Some((worker, _)) if worker == caller && done.worker == caller => {
+                    taken.remove(&done.id);
+                }
+                _ => return false,
+            }
+        }
         if let Some(waiter) = lock(&self.waiting).remove(&done.id) {
             let _ = waiter.send(done);
         }
+        true
     }
 
     /// Puts back in the queue the jobs of workers that are not `live`.
@@ -279,9 +290,12 @@ pub(crate) fn add_relay(
     );
     server
         .programs(relay.modules.clone())
+        .program_roles(roles::RUNS_JOBS)
         .function_with(
             RUN_METHOD,
-            FunctionOptions::new().description("Runs a WASI command on a relayed worker"),
+            FunctionOptions::new()
+                .roles(roles::RUNS_JOBS)
+                .description("Runs a WASI command on a relayed worker"),
             move |_: Context, request: RunRequest| {
                 let relay = Arc::clone(&run);
                 async move {
@@ -300,7 +314,9 @@ pub(crate) fn add_relay(
         )
         .function_with(
             CALL_METHOD,
-            FunctionOptions::new().description("Calls a typed export on a relayed worker"),
+            FunctionOptions::new()
+                .roles(roles::RUNS_JOBS)
+                .description("Calls a typed export on a relayed worker"),
             move |_: Context, request: CallRequest| {
                 let relay = Arc::clone(&call);
                 async move {
@@ -317,22 +333,55 @@ pub(crate) fn add_relay(
                 }
             },
         )
-        .function(RELAY_POLL_METHOD, move |worker: String| {
-            let relay = Arc::clone(&poll);
-            let live = Arc::clone(&live);
-            async move {
-                let task = relay.poll(&worker, &*live).await;
-                Ok::<_, rpc_core::Infallible>(task)
-            }
-        })
-        .function(RELAY_DONE_METHOD, move |result: RelayDone| {
-            done.done(result);
-            std::future::ready(Ok::<_, rpc_core::Infallible>(()))
-        })
-        .function(RELAY_MODULE_METHOD, move |hash: ContentHash| {
-            let found = module.modules.get(&hash);
-            std::future::ready(found.ok_or(JobError::ModuleNotFound(hash)))
-        })
+        .function_with(
+            RELAY_POLL_METHOD,
+            FunctionOptions::new()
+                .roles(roles::IS_WORKER)
+                .description("Hands a relayed worker its next job (long polling)"),
+            move |context: Context, worker: String| {
+                let relay = Arc::clone(&poll);
+                let live = Arc::clone(&live);
+                async move {
+                    // A worker polls under the name it connected with, so
+                    // that only it may return the jobs it took.
+                    if worker != context.peer_name() {
+                        return Err(JobError::Forbidden(format!(
+                            "a worker connected as {:?} may not poll as {worker:?}",
+                            context.peer_name()
+                        )));
+                    }
+                    Ok(relay.poll(&worker, &*live).await)
+                }
+            },
+        )
+        .function_with(
+            RELAY_DONE_METHOD,
+            FunctionOptions::new()
+                .roles(roles::IS_WORKER)
+                .description("Takes a relayed worker's result for a job it took"),
+            move |context: Context, result: RelayDone| {
+                let id = result.id;
+                let accepted = done.done(context.peer_name(), result);
+                std::future::ready(if accepted {
+                    Ok(())
+                } else {
+                    Err(JobError::Forbidden(format!(
+                        "job {id} was not taken by {:?}, or is no longer waited for",
+                        context.peer_name()
+                    )))
+                })
+            },
+        )
+        .function_with(
+            RELAY_MODULE_METHOD,
+            FunctionOptions::new()
+                .roles(roles::IS_WORKER)
+                .description("Hands a relayed worker a module clients shipped"),
+            move |_: Context, hash: ContentHash| {
+                let found = module.modules.get(&hash);
+                std::future::ready(found.ok_or(JobError::ModuleNotFound(hash)))
+            },
+        )
 }
 
 /// Runs `sandbox` as a relayed worker of the coordinator `coordinator`

@@ -4,6 +4,7 @@
 pub(crate) mod engine;
 mod exec;
 mod output;
+mod poll;
 pub(crate) mod state;
 mod threads;
 
@@ -43,7 +44,15 @@ pub struct SandboxConfig {
     /// sees them read-only at `/NAME`. None by default: jobs get no
     /// filesystem at all.
     pub dirs: Vec<(String, PathBuf)>,
+    /// Jobs that may wait for a free slot; past them a job is refused at
+    /// once with [`JobError::Busy`]. A job whose caller leaves stops
+    /// waiting, and its inputs are freed. The default is
+    /// [`DEFAULT_MAX_QUEUED_JOBS`], 1024.
+    pub max_queued_jobs: u32,
 }
+
+/// The default for [`SandboxConfig::max_queued_jobs`]: 1024.
+pub const DEFAULT_MAX_QUEUED_JOBS: u32 = 1024;
 
 impl Default for SandboxConfig {
     fn default() -> SandboxConfig {
@@ -53,6 +62,7 @@ impl Default for SandboxConfig {
             cache_dir: None,
             memory_cache_bytes: 1 << 30,
             dirs: Vec::new(),
+            max_queued_jobs: DEFAULT_MAX_QUEUED_JOBS,
         }
     }
 }
@@ -158,6 +168,7 @@ impl Sandbox {
             .map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
         let mut linker = Linker::<JobState>::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut JobState| &mut state.wasi)
+            .and_then(|()| poll::shadow(&mut linker))
             .map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
         let linker = Arc::new(linker);
         let cache = ModuleCache::new(
@@ -171,8 +182,12 @@ impl Sandbox {
             path: config.cache_dir.clone().unwrap_or_default(),
             source,
         })?;
-        let threads = JobThreads::start(config.concurrency, limits.stack_bytes)
-            .map_err(SandboxError::Threads)?;
+        let threads = JobThreads::start(
+            config.concurrency,
+            limits.stack_bytes,
+            config.max_queued_jobs,
+        )
+        .map_err(SandboxError::Threads)?;
         let ticker = EpochTicker::start(&engine).map_err(SandboxError::Threads)?;
         Ok(Sandbox {
             inner: Arc::new(Inner {
@@ -375,9 +390,18 @@ impl Sandbox {
             };
             work(&env, &module.to_string())
         };
-        self.inner.threads.submit(job, move |outcome| {
-            let _ = done.send(outcome);
-        });
+        let _queued = self
+            .inner
+            .threads
+            .submit(job, move |outcome| {
+                let _ = done.send(outcome);
+            })
+            .map_err(|full| {
+                JobError::Busy(format!(
+                    "{} jobs already wait for a slot, the most this worker queues",
+                    full.max
+                ))
+            })?;
         result
             .await
             .unwrap_or_else(|_| Err(JobError::Internal("the job's thread failed".into())))

@@ -8,14 +8,16 @@ use rpc_core::{
 };
 
 use crate::job::{CALL_METHOD, CallRequest, RUN_METHOD, RunRequest, STATUS_METHOD};
+use crate::roles;
 use crate::sandbox::Sandbox;
 
 /// A server that runs jobs in `sandbox`: it hosts [`RUN_METHOD`],
-/// [`CALL_METHOD`] and [`STATUS_METHOD`] and keeps shipped modules in the
-/// sandbox's cache (validated before they are accepted). Add tokens or a
-/// configuration, then bind it. The payload limit is raised to the
-/// sandbox's module size limit if lower, so the largest module it accepts
-/// can be shipped.
+/// [`CALL_METHOD`] (for the [client and admin roles](crate::roles)) and
+/// [`STATUS_METHOD`] (admin only), and keeps modules shipped by clients in
+/// the sandbox's cache (validated before they are accepted). Add tokens or
+/// a configuration, then bind it; without tokens, anyone who can connect
+/// may do everything. The payload limit is raised to the sandbox's module
+/// size limit if lower, so the largest module it accepts can be shipped.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,10 +43,15 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
     let status = sandbox.clone();
     Server::builder()
         .config(config)
+        .anonymous_roles(roles::ALL)
+        .data_roles(roles::NONE)
         .programs(sandbox.program_store())
+        .program_roles(roles::RUNS_JOBS)
         .function_with(
             RUN_METHOD,
-            FunctionOptions::new().description("Runs a shipped module as a WASI command"),
+            FunctionOptions::new()
+                .roles(roles::RUNS_JOBS)
+                .description("Runs a shipped module as a WASI command"),
             move |context: Context, request: RunRequest| {
                 let sandbox = run.clone();
                 async move {
@@ -55,7 +62,9 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
         )
         .function_with(
             CALL_METHOD,
-            FunctionOptions::new().description("Calls a typed export of a shipped module"),
+            FunctionOptions::new()
+                .roles(roles::RUNS_JOBS)
+                .description("Calls a typed export of a shipped module"),
             move |context: Context, request: CallRequest| {
                 let sandbox = call.clone();
                 async move {
@@ -66,13 +75,16 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
         )
         .function_with(
             STATUS_METHOD,
-            FunctionOptions::new().description("The worker's load and caches"),
+            FunctionOptions::new()
+                .roles(roles::READS_STATUS)
+                .description("The worker's load and caches"),
             move |_: Context, (): ()| std::future::ready(Ok::<_, Infallible>(status.status())),
         )
 }
 
-/// Serves `sandbox` on `addr` with `config` and `tokens` (token, role);
-/// with no tokens, anyone who can connect may run jobs.
+/// Serves `sandbox` on `addr` with `config` and `tokens` (token, role; see
+/// [`roles`](crate::roles)); with no tokens, anyone who can connect may run
+/// jobs.
 ///
 /// # Errors
 ///

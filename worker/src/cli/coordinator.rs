@@ -18,8 +18,10 @@ pub(crate) struct CoordinatorArgs {
     /// Seconds a worker stays listed after its last heartbeat.
     #[arg(long, value_name = "SECONDS", default_value_t = worker::DEFAULT_TTL.as_secs_f64())]
     ttl: f64,
-    /// A token workers and clients must present, as TOKEN or TOKEN:ROLE;
-    /// repeatable. Also read from COORDINATOR_TOKENS (comma-separated).
+    /// A token workers and clients must present, as TOKEN:ROLE (ROLE is
+    /// `worker` for workers, `client` for those who look workers up and
+    /// send jobs, `admin`) or TOKEN for a client; repeatable. Also read
+    /// from COORDINATOR_TOKENS (comma-separated).
     #[arg(
         long = "token",
         value_name = "TOKEN[:ROLE]",
@@ -37,7 +39,9 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
     }
     let mut server = worker::coordinator_server(Duration::from_secs_f64(args.ttl));
     for token in &args.tokens {
-        let (token, role) = token.split_once(':').unwrap_or((token, "member"));
+        let (token, role) = token
+            .split_once(':')
+            .unwrap_or((token, worker::roles::CLIENT_ROLE));
         server = server.token(token, role);
     }
     let handle = match server.bind(args.listen).await {

@@ -154,11 +154,23 @@ impl TargetArgs {
         let Some(coordinator) = &self.coordinator else {
             return Ok(worker::WorkerPool::with_config(self.to.clone(), config));
         };
-        let client = rpc_core::Client::with_config(coordinator.clone(), config.client.clone());
+        // A lookup is quick or the coordinator is down: one connection
+        // attempt, and no job-sized deadline.
+        let lookups = rpc_core::ClientConfig {
+            timeout: Some(LOOKUP_TIMEOUT),
+            max_reconnects: Some(0),
+            ..config.client.clone()
+        };
+        let client = rpc_core::Client::with_config(coordinator.clone(), lookups);
         let resolver = worker::CoordinatorResolver::new(client);
         let workers = rpc_core::Resolver::resolve(&resolver)
             .await
-            .map_err(|error| format!("cannot ask the coordinator at {coordinator}: {error}"))?;
+            .map_err(|error| {
+                format!(
+                    "cannot ask the coordinator at {coordinator}: {error}; check that it runs \
+                 (worker coordinator) and that this address reaches it"
+                )
+            })?;
         if workers.is_empty() {
             return Err(format!(
                 "the coordinator at {coordinator} knows no live worker"
@@ -169,6 +181,9 @@ impl TargetArgs {
         Ok(pool)
     }
 }
+
+/// How long asking a coordinator for its workers may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// All of stdin, or nothing when it is a terminal (jobs are not
 /// interactive: their stdin is complete before they start).

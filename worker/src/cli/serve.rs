@@ -18,8 +18,9 @@ pub(crate) struct ServeArgs {
     /// with tokens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// A token clients must present, as TOKEN or TOKEN:ROLE; repeatable.
-    /// Without any, anyone who can connect may run jobs. Also read from
+    /// A token clients must present, as TOKEN (role `client`: runs jobs) or
+    /// TOKEN:admin (also reads the worker's status); repeatable. Without
+    /// any, anyone who can connect may do anything. Also read from
     /// WORKER_TOKENS (comma-separated), which keeps them out of `ps`.
     #[arg(
         long = "token",
@@ -32,6 +33,10 @@ pub(crate) struct ServeArgs {
     /// Jobs run at once; more wait in a queue [default: the number of cores].
     #[arg(long, value_name = "N")]
     concurrency: Option<u32>,
+    /// Jobs that may wait for a free slot; more are refused as "worker
+    /// busy" (a pool sends them to another worker).
+    #[arg(long, value_name = "N", default_value_t = worker::DEFAULT_MAX_QUEUED_JOBS)]
+    max_queued: u32,
     /// Bytes of compiled code kept in memory.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     memory_cache: u64,
@@ -82,7 +87,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         .iter()
         .map(|token| match token.split_once(':') {
             Some((token, role)) => (token.to_owned(), role.to_owned()),
-            None => (token.clone(), "client".to_owned()),
+            None => (token.clone(), worker::roles::CLIENT_ROLE.to_owned()),
         })
         .collect();
     let cache_dir = args.cache.dir();
@@ -92,6 +97,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         cache_dir: cache_dir.clone(),
         memory_cache_bytes: args.memory_cache,
         dirs: args.grants.dirs,
+        max_queued_jobs: args.max_queued,
     };
     let concurrency = config.concurrency;
     let sandbox = match Sandbox::new(config) {

@@ -3,8 +3,6 @@
 //! precise reason why there is none.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,29 +11,15 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use super::output::BoundedOutput;
-use super::state::{JobState, Limiter};
+use super::poll::JobClock;
+pub(crate) use super::state::Interrupt;
+use super::state::{JobState, Limiter, Stopped};
 use crate::cache::{Compiled, link_error};
 use crate::job::{CallOutput, JobError, ModuleOrigin, Receipt, Resource, RunOutput};
 use crate::limits::Limits;
 
 /// How much of a failed job's stderr comes back with the error.
 const STDERR_TAIL: usize = 4096;
-
-/// What stops a guest from outside.
-#[derive(Debug, Clone)]
-pub(crate) struct Interrupt {
-    pub(crate) cancelled: Arc<AtomicBool>,
-    pub(crate) deadline: Instant,
-}
-
-/// The error the epoch callback raises to stop a guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-enum Stopped {
-    #[error("the job was cancelled")]
-    Cancelled,
-    #[error("the job's deadline passed")]
-    Deadline,
-}
 
 /// Everything a job needs besides its own inputs.
 pub(crate) struct Env<'a> {
@@ -195,29 +179,25 @@ pub(crate) fn call_export(
 fn start(env: &Env<'_>, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
     let stdout = BoundedOutput::new(env.limits.output_bytes);
     let stderr = BoundedOutput::new(env.limits.output_bytes);
-    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    let clock_base = Instant::now();
+    wasi.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .monotonic_clock(JobClock(clock_base));
     let state = JobState {
         wasi: wasi.build_p1(),
         limiter: Limiter::new(env.limits.memory_bytes, env.limits.table_elements),
+        interrupt: env.interrupt.clone(),
+        clock_base,
     };
     let mut store = Store::new(env.engine, state);
     store.limiter(|state| &mut state.limiter);
     store
         .set_fuel(env.limits.fuel)
         .map_err(|error| JobError::Internal(format!("{error:#}")))?;
-    let Interrupt {
-        cancelled,
-        deadline,
-    } = env.interrupt.clone();
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if cancelled.load(Ordering::Relaxed) {
-            Err(wasmtime::Error::new(Stopped::Cancelled))
-        } else if Instant::now() >= deadline {
-            Err(wasmtime::Error::new(Stopped::Deadline))
-        } else {
-            Ok(UpdateDeadline::Continue(1))
-        }
+    store.epoch_deadline_callback(|store| match store.data().interrupt.check() {
+        Ok(()) => Ok(UpdateDeadline::Continue(1)),
+        Err(stopped) => Err(wasmtime::Error::new(stopped)),
     });
     let started = Instant::now();
     let instance = match &env.compiled.pre {

@@ -1,6 +1,10 @@
 //! What a job's store holds: its WASI context and the limiter that holds
 //! its memory and tables to the limits and remembers what it refused.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -8,6 +12,39 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 pub(crate) struct JobState {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) limiter: Limiter,
+    /// What stops the guest from outside, in wasm code and in host calls.
+    pub(crate) interrupt: Interrupt,
+    /// The zero of the guest's monotonic clock.
+    pub(crate) clock_base: Instant,
+}
+
+/// What stops a guest from outside: its caller's cancel and its deadline.
+#[derive(Debug, Clone)]
+pub(crate) struct Interrupt {
+    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) deadline: Instant,
+}
+
+impl Interrupt {
+    /// Why the guest must stop now, if it must.
+    pub(crate) fn check(&self) -> Result<(), Stopped> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            Err(Stopped::Cancelled)
+        } else if Instant::now() >= self.deadline {
+            Err(Stopped::Deadline)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The error raised to stop a guest, in wasm code or in a host call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Stopped {
+    #[error("the job was cancelled")]
+    Cancelled,
+    #[error("the job's deadline passed")]
+    Deadline,
 }
 
 /// Holds memories and tables to their limits, and records the peak memory
