@@ -2,6 +2,7 @@
 //! compiled in memory (bounded, least recently used out first) and on disk
 //! (so a restarted worker does not compile again).
 
+mod cost;
 mod disk;
 mod memory;
 
@@ -9,17 +10,21 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use rpc_core::{ContentHash, ProgramRejected};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::{Engine, InstancePre, Linker, Module, UnknownImportError};
 
 use crate::job::{JobError, ModuleOrigin};
+use crate::limits::Limits;
 use crate::lock;
 use crate::sandbox::engine;
 use crate::sandbox::state::JobState;
+use cost::CompileCost;
 use disk::DiskCache;
 use memory::Lru;
 
@@ -32,10 +37,29 @@ pub(crate) struct Compiled {
     pub(crate) compile_us: u64,
 }
 
-/// Modules compiled (or loaded from disk) at the same time, at most.
-const COMPILES_AT_ONCE: usize = 2;
+/// Large modules compiled (or loaded from disk) at the same time, at most:
+/// each compile already uses every core, and its memory grows with the
+/// module.
+const LARGE_COMPILES_AT_ONCE: usize = 1;
+/// Small modules compiled at the same time, at most, in a lane of their
+/// own, so that they never wait behind a large one.
+const SMALL_COMPILES_AT_ONCE: usize = 2;
+/// Modules whose compile failed, remembered so that they are not compiled
+/// again.
+const FAILURES_REMEMBERED: u64 = 4096;
 
-type Loading = Arc<OnceCell<Result<(Arc<Compiled>, ModuleOrigin), JobError>>>;
+type Loaded = Result<(Arc<Compiled>, ModuleOrigin), JobError>;
+/// What the cache holds of a module not compiled in memory.
+enum Found {
+    /// Its compiled form, from disk.
+    Compiled(Arc<Compiled>),
+    /// Only its bytes.
+    Source(Bytes),
+}
+
+/// A compile in progress: its own task, shared by every job waiting for it;
+/// a job that stops waiting does not stop it or start another.
+type Loading = Shared<BoxFuture<'static, Loaded>>;
 
 /// Modules and their compiled forms. See the module docs.
 pub(crate) struct ModuleCache {
@@ -46,10 +70,14 @@ pub(crate) struct ModuleCache {
     sources: Mutex<Lru<Bytes>>,
     compiled: Mutex<Lru<Compiled>>,
     loading: Mutex<HashMap<ContentHash, Loading>>,
-    /// Bounds compilations at once: each already uses every core, and a
-    /// burst of new modules must not queue hundreds of compilers.
-    compiling: Semaphore,
-    max_module_bytes: u64,
+    /// Modules whose compile failed, and why.
+    failed: Mutex<Lru<JobError>>,
+    /// Bound compiles at once, in two lanes by size: a burst of new modules
+    /// must not start hundreds of compilers, and a small module must not
+    /// wait for a large one.
+    large_lane: Semaphore,
+    small_lane: Semaphore,
+    limits: Limits,
     pub(crate) compiles: AtomicU64,
     pub(crate) disk_hits: AtomicU64,
 }
@@ -63,7 +91,7 @@ impl ModuleCache {
         linker: Arc<Linker<JobState>>,
         dir: Option<&Path>,
         memory_budget: u64,
-        max_module_bytes: u64,
+        limits: &Limits,
     ) -> std::io::Result<ModuleCache> {
         let disk = match dir {
             Some(dir) => Some(Arc::new(DiskCache::open(
@@ -79,8 +107,10 @@ impl ModuleCache {
             sources: Mutex::new(Lru::new(memory_budget)),
             compiled: Mutex::new(Lru::new(memory_budget)),
             loading: Mutex::new(HashMap::new()),
-            compiling: Semaphore::new(COMPILES_AT_ONCE),
-            max_module_bytes,
+            failed: Mutex::new(Lru::new(FAILURES_REMEMBERED)),
+            large_lane: Semaphore::new(LARGE_COMPILES_AT_ONCE),
+            small_lane: Semaphore::new(SMALL_COMPILES_AT_ONCE),
+            limits: limits.clone(),
             compiles: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
         })
@@ -96,15 +126,15 @@ impl ModuleCache {
 
     /// Whether a module of `len` bytes may be shipped.
     pub(crate) fn accepts(&self, len: u64) -> Result<(), ProgramRejected> {
-        if len <= self.max_module_bytes {
+        if len <= self.limits.module_bytes {
             Ok(())
         } else {
-            Err(ProgramRejected::too_large(len, self.max_module_bytes))
+            Err(ProgramRejected::too_large(len, self.limits.module_bytes))
         }
     }
 
-    /// Validates a module whose bytes hash to `hash` (size included), then
-    /// keeps it.
+    /// Validates a module whose bytes hash to `hash` (size and compile cost
+    /// included), then keeps it.
     pub(crate) async fn insert(
         self: &Arc<Self>,
         hash: ContentHash,
@@ -112,7 +142,8 @@ impl ModuleCache {
     ) -> Result<(), ProgramRejected> {
         let cache = Arc::clone(self);
         let stored = tokio::task::spawn_blocking(move || {
-            engine::validate(&cache.engine, &bytes, cache.max_module_bytes)
+            engine::validate(&cache.engine, &bytes, cache.limits.module_bytes)
+                .and_then(|()| CompileCost::of(&bytes).check(&cache.limits))
                 .map_err(|error| ProgramRejected::invalid(error.to_string()))?;
             match &cache.disk {
                 Some(disk) => disk.write_module(&hash, &bytes).map_err(|error| {
@@ -130,8 +161,9 @@ impl ModuleCache {
         stored.unwrap_or_else(|error| Err(ProgramRejected::unavailable(error.to_string())))
     }
 
-    /// The compiled module, from memory, from disk, or compiled now (once,
-    /// however many jobs ask at the same time).
+    /// The compiled module, from memory, from disk, or compiled now: once,
+    /// however many jobs ask at the same time or give up waiting, and
+    /// waited for at most the compile timeout.
     pub(crate) async fn get(
         self: &Arc<Self>,
         hash: ContentHash,
@@ -139,28 +171,72 @@ impl ModuleCache {
         if let Some(compiled) = lock(&self.compiled).get(&hash) {
             return Ok((compiled, ModuleOrigin::Memory));
         }
-        let cell = Arc::clone(lock(&self.loading).entry(hash).or_default());
-        let result = cell
-            .get_or_init(|| async {
-                let Ok(_permit) = self.compiling.acquire().await else {
-                    return Err(JobError::Internal("the compiler queue closed".into()));
-                };
-                let cache = Arc::clone(self);
-                tokio::task::spawn_blocking(move || cache.load(hash))
-                    .await
-                    .unwrap_or_else(|error| Err(JobError::Internal(error.to_string())))
-            })
-            .await
+        if let Some(error) = lock(&self.failed).get(&hash) {
+            return Err((*error).clone());
+        }
+        let loading = lock(&self.loading)
+            .entry(hash)
+            .or_insert_with(|| self.start_loading(hash))
             .clone();
-        lock(&self.loading).remove(&hash);
-        result
+        let timeout = self.limits.compile_timeout;
+        tokio::time::timeout(timeout, loading)
+            .await
+            .unwrap_or_else(|_| Err(too_slow(timeout)))
     }
 
-    /// Loads from disk or compiles; runs on a blocking thread.
-    fn load(&self, hash: ContentHash) -> Result<(Arc<Compiled>, ModuleOrigin), JobError> {
+    /// Starts loading or compiling a module in a task of its own.
+    fn start_loading(self: &Arc<Self>, hash: ContentHash) -> Loading {
+        let cache = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let loaded = cache.load(hash).await;
+            if let Err(error @ JobError::InvalidModule(_)) = &loaded {
+                lock(&cache.failed).insert(hash, Arc::new(error.clone()), 1);
+            }
+            lock(&cache.loading).remove(&hash);
+            loaded
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|error| Err(JobError::Internal(error.to_string())))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Loads the module from the disk cache, or compiles it in the lane
+    /// its size calls for.
+    async fn load(self: &Arc<Self>, hash: ContentHash) -> Loaded {
+        let finder = Arc::clone(self);
+        let found = tokio::task::spawn_blocking(move || finder.find(hash))
+            .await
+            .unwrap_or_else(|error| Err(JobError::Internal(error.to_string())))?;
+        let source = match found {
+            Found::Compiled(compiled) => return Ok((compiled, ModuleOrigin::Disk)),
+            Found::Source(source) => source,
+        };
+        // Checked again: the module may have been shipped under laxer limits.
+        let cost = CompileCost::of(&source);
+        cost.check(&self.limits)?;
+        let lane = if cost.is_small() {
+            &self.small_lane
+        } else {
+            &self.large_lane
+        };
+        let Ok(_permit) = lane.acquire().await else {
+            return Err(JobError::Internal("the compiler queue closed".into()));
+        };
+        let compiler = Arc::clone(self);
+        tokio::task::spawn_blocking(move || compiler.compile(hash, &source))
+            .await
+            .unwrap_or_else(|error| Err(JobError::Internal(error.to_string())))
+    }
+
+    /// The compiled module from the disk cache, or else the module's bytes
+    /// to compile; runs on a blocking thread.
+    fn find(&self, hash: ContentHash) -> Result<Found, JobError> {
         if let Some(module) = self.load_artifact(&hash) {
             self.disk_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((self.keep(hash, module, 0), ModuleOrigin::Disk));
+            return Ok(Found::Compiled(self.keep(hash, module, 0)));
         }
         let source = match &self.disk {
             Some(disk) => disk
@@ -168,13 +244,24 @@ impl ModuleCache {
                 .map_err(|error| JobError::Internal(format!("reading the module: {error}")))?,
             None => lock(&self.sources).get(&hash).map(|bytes| (*bytes).clone()),
         };
-        let source = source.ok_or(JobError::ModuleNotFound(hash))?;
+        source
+            .map(Found::Source)
+            .ok_or(JobError::ModuleNotFound(hash))
+    }
+
+    /// Compiles a module (and keeps the artifact on disk); runs on a
+    /// blocking thread.
+    fn compile(&self, hash: ContentHash, source: &[u8]) -> Loaded {
         let started = Instant::now();
         let module = Module::from_binary(&self.engine, &source)
             .map_err(|error| JobError::InvalidModule(format!("{error:#}")))?;
-        let compile_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let took = started.elapsed();
+        let compile_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.compiles.fetch_add(1, Ordering::Relaxed);
         tracing::info!(module = %hash, compile_us, "compiled a module");
+        if took > self.limits.compile_timeout {
+            return Err(too_slow(self.limits.compile_timeout));
+        }
         if let Some(disk) = &self.disk {
             match module.serialize() {
                 Ok(artifact) => {
@@ -236,6 +323,15 @@ impl ModuleCache {
     pub(crate) fn in_memory(&self) -> usize {
         lock(&self.compiled).len()
     }
+}
+
+/// A module took longer to compile than allowed.
+fn too_slow(timeout: Duration) -> JobError {
+    JobError::InvalidModule(format!(
+        "compiling the module takes longer than the {} s this worker allows \
+         (its operator can raise --compile-timeout)",
+        timeout.as_secs_f64()
+    ))
 }
 
 /// Names the import a module wants and the worker lacks.

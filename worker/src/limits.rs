@@ -36,6 +36,19 @@ pub struct Limits {
     pub output_bytes: u64,
     /// The largest module (in bytes) the worker accepts.
     pub module_bytes: u64,
+    /// The most functions a module may define. Compiling costs time and
+    /// memory in proportion to its functions and code (a module of 200,000
+    /// empty functions took 16 s and 1.2 GB), so a module past this is
+    /// refused when it is shipped, before any compiling.
+    pub max_functions: u32,
+    /// The most bytes of code (the code section) a module may carry;
+    /// refused when shipped, like [`max_functions`](Self::max_functions).
+    pub max_code_bytes: u64,
+    /// The longest a module may take to compile. Jobs stop waiting for a
+    /// compile then, and a module that took longer is refused from then on
+    /// (the compile cannot be interrupted, so the static limits above keep
+    /// it short).
+    pub compile_timeout: Duration,
 }
 
 /// The default for [`Limits::memory_bytes`]: 1 GiB.
@@ -53,6 +66,12 @@ pub const DEFAULT_OUTPUT_BYTES: u64 = 16 << 20;
 pub const DEFAULT_MODULE_BYTES: u64 = 256 << 20;
 /// The default for [`Limits::table_elements`]: 1 million.
 pub const DEFAULT_TABLE_ELEMENTS: u64 = 1_000_000;
+/// The default for [`Limits::max_functions`]: 100,000.
+pub const DEFAULT_MAX_FUNCTIONS: u32 = 100_000;
+/// The default for [`Limits::max_code_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_CODE_BYTES: u64 = 64 << 20;
+/// The default for [`Limits::compile_timeout`]: 60 seconds.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -64,6 +83,9 @@ impl Default for Limits {
             stack_bytes: DEFAULT_STACK_BYTES,
             output_bytes: DEFAULT_OUTPUT_BYTES,
             module_bytes: DEFAULT_MODULE_BYTES,
+            max_functions: DEFAULT_MAX_FUNCTIONS,
+            max_code_bytes: DEFAULT_MAX_CODE_BYTES,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 }
@@ -82,7 +104,7 @@ impl Limits {
             }),
             stack_bytes: self.stack_bytes,
             output_bytes: lower(self.output_bytes, asked.output_bytes),
-            module_bytes: self.module_bytes,
+            ..self.clone()
         }
     }
 }

@@ -176,7 +176,7 @@ impl Sandbox {
             Arc::clone(&linker),
             config.cache_dir.as_deref(),
             config.memory_cache_bytes,
-            limits.module_bytes,
+            &limits,
         )
         .map_err(|source| SandboxError::Cache {
             path: config.cache_dir.clone().unwrap_or_default(),

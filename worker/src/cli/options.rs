@@ -28,6 +28,17 @@ pub(crate) struct LimitArgs {
     /// The largest module accepted.
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     max_module: u64,
+    /// The most functions a module may define (compile time and memory
+    /// grow with them); more is refused before compiling.
+    #[arg(long, value_name = "N", default_value_t = worker::DEFAULT_MAX_FUNCTIONS)]
+    max_functions: u32,
+    /// The most bytes of code a module may carry; more is refused before
+    /// compiling.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    max_code: u64,
+    /// The longest a module may take to compile, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    compile_timeout: f64,
 }
 
 impl LimitArgs {
@@ -38,6 +49,12 @@ impl LimitArgs {
                 self.wall_time
             ));
         }
+        if !(self.compile_timeout.is_finite() && self.compile_timeout > 0.0) {
+            return Err(format!(
+                "--compile-timeout must be positive, not {}",
+                self.compile_timeout
+            ));
+        }
         Ok(Limits {
             memory_bytes: self.memory,
             fuel: self.fuel,
@@ -45,6 +62,9 @@ impl LimitArgs {
             stack_bytes: usize::try_from(self.stack).map_err(|_| "--stack is too large")?,
             output_bytes: self.max_output,
             module_bytes: self.max_module,
+            max_functions: self.max_functions,
+            max_code_bytes: self.max_code,
+            compile_timeout: Duration::from_secs_f64(self.compile_timeout),
             ..Limits::default()
         })
     }

@@ -1,0 +1,96 @@
+//! What compiling a module will cost, read from its section headers before
+//! any compiling: compile time and memory grow with the functions it
+//! defines and the bytes of their code.
+
+use wasmparser::{Parser, Payload};
+
+use crate::job::JobError;
+use crate::limits::Limits;
+
+/// Modules at most this size compile in milliseconds; they have a compile
+/// lane of their own, so that they never wait behind a large one.
+const SMALL_FUNCTIONS: u32 = 1_000;
+const SMALL_CODE_BYTES: u64 = 1 << 20;
+
+/// A module's code, as counted before compiling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CompileCost {
+    pub(crate) functions: u32,
+    pub(crate) code_bytes: u64,
+}
+
+impl CompileCost {
+    /// Reads the code section's header of a valid module.
+    pub(crate) fn of(module: &[u8]) -> CompileCost {
+        for payload in Parser::new(0).parse_all(module) {
+            match payload {
+                Ok(Payload::CodeSectionStart { count, size, .. }) => {
+                    return CompileCost {
+                        functions: count,
+                        code_bytes: u64::from(size),
+                    };
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        CompileCost::default()
+    }
+
+    /// Whether it goes in the lane for small modules.
+    pub(crate) fn is_small(self) -> bool {
+        self.functions <= SMALL_FUNCTIONS && self.code_bytes <= SMALL_CODE_BYTES
+    }
+
+    /// Refuses a module that would cost more to compile than `limits` allow.
+    pub(crate) fn check(self, limits: &Limits) -> Result<(), JobError> {
+        if self.functions > limits.max_functions {
+            return Err(JobError::InvalidModule(format!(
+                "the module defines {} functions, more than the {} this worker compiles \
+                 (its operator can raise --max-functions)",
+                self.functions, limits.max_functions
+            )));
+        }
+        if self.code_bytes > limits.max_code_bytes {
+            return Err(JobError::InvalidModule(format!(
+                "the module has {} bytes of code, more than the {} this worker compiles \
+                 (its operator can raise --max-code)",
+                self.code_bytes, limits.max_code_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn functions(count: usize) -> Vec<u8> {
+        let text = format!("(module {})", "(func)".repeat(count));
+        wat::parse_str(text).unwrap()
+    }
+
+    #[test]
+    fn functions_and_code_are_counted_and_checked() {
+        let cost = CompileCost::of(&functions(2_000));
+        assert_eq!(cost.functions, 2_000);
+        assert!(cost.code_bytes >= 2_000 * 2);
+        assert!(!cost.is_small());
+        assert!(CompileCost::of(&functions(3)).is_small());
+        assert_eq!(CompileCost::of(b"\0asm\x01\0\0\0"), CompileCost::default());
+
+        let limits = Limits {
+            max_functions: 1_999,
+            ..Limits::default()
+        };
+        let error = cost.check(&limits).unwrap_err().to_string();
+        assert!(error.contains("2000 functions, more than the 1999"), "{error}");
+        let limits = Limits {
+            max_code_bytes: 100,
+            ..Limits::default()
+        };
+        assert!(cost.check(&limits).unwrap_err().to_string().contains("bytes of code"));
+        assert!(cost.check(&Limits::default()).is_ok());
+    }
+}
