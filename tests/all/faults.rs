@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use rpc_core::{
-    Call, CallOptions, Client, ClientConfig, Frame, FrameCodec, Hello, Limits, Message, Payload,
-    PeerRole, RpcError, StatusCode, VersionMismatch,
+    CallOptions, Client, ClientConfig, Frame, FrameCodec, Message, Payload, RpcError, StatusCode,
+    VersionMismatch,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,7 +17,8 @@ use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 
 use crate::support::{
-    Counters, eventually, fixture, next_response, proxy, start, start_with, test_server,
+    Counters, eventually, fixture, frames_until_close, next_response, proxy, raw_call, raw_session,
+    start, start_with, test_server,
 };
 
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -25,50 +26,6 @@ const PATIENCE: Duration = Duration::from_secs(5);
 async fn assert_answers(client: &Client) {
     let sum: i64 = client.call("add", &(40i64, 2i64)).await.unwrap();
     assert_eq!(sum, 42);
-}
-
-/// Opens a raw framed connection and completes the handshake.
-async fn raw_session(addr: std::net::SocketAddr) -> Framed<TcpStream, FrameCodec> {
-    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), FrameCodec::new());
-    let hello = Hello {
-        peer_name: "raw".into(),
-        role: PeerRole::Client,
-        token: None,
-        limits: Limits::default(),
-    };
-    framed
-        .send(Frame::connection(Message::Hello(hello)))
-        .await
-        .unwrap();
-    let welcome = framed.next().await.unwrap().unwrap();
-    assert!(matches!(welcome.message, Message::Welcome(_)));
-    framed
-}
-
-/// A call message with postcard-encoded `args`, for raw sessions.
-fn raw_call<A: serde::Serialize>(method: &str, args: &A, timeout_ms: Option<u64>) -> Call {
-    Call {
-        method: method.into(),
-        timeout_ms,
-        idempotency_key: None,
-        schema_hash: None,
-        payload: Payload::from(Bytes::from(postcard::to_allocvec(args).unwrap())),
-    }
-}
-
-/// Reads until the server closes, returning the frames it sent.
-async fn frames_until_close(framed: &mut Framed<TcpStream, FrameCodec>) -> Vec<Message> {
-    let mut messages = Vec::new();
-    while let Some(frame) = timeout(PATIENCE, framed.next())
-        .await
-        .expect("the server closes the connection")
-    {
-        match frame {
-            Ok(frame) => messages.push(frame.message),
-            Err(_) => break,
-        }
-    }
-    messages
 }
 
 #[tokio::test]

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::SinkExt;
 use futures_util::StreamExt;
 use rpc_core::{
-    Client, Context, FrameCodec, FunctionOptions, Message, RemoteError, Response, Server,
-    ServerConfig, ServerHandle,
+    Call, Client, Context, Frame, FrameCodec, FunctionOptions, Hello, Limits, Message, Payload,
+    PeerRole, RemoteError, Response, Server, ServerConfig, ServerHandle,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -175,4 +176,48 @@ pub async fn proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<u64>) {
         }
     });
     (addr, cut)
+}
+
+/// Opens a raw framed connection and completes the handshake.
+pub async fn raw_session(addr: SocketAddr) -> Framed<TcpStream, FrameCodec> {
+    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), FrameCodec::new());
+    let hello = Hello {
+        peer_name: "raw".into(),
+        role: PeerRole::Client,
+        token: None,
+        limits: Limits::default(),
+    };
+    framed
+        .send(Frame::connection(Message::Hello(hello)))
+        .await
+        .unwrap();
+    let welcome = framed.next().await.unwrap().unwrap();
+    assert!(matches!(welcome.message, Message::Welcome(_)));
+    framed
+}
+
+/// A call message with postcard-encoded `args`, for raw sessions.
+pub fn raw_call<A: Serialize>(method: &str, args: &A, timeout_ms: Option<u64>) -> Call {
+    Call {
+        method: method.into(),
+        timeout_ms,
+        idempotency_key: None,
+        schema_hash: None,
+        payload: Payload::from(Bytes::from(postcard::to_allocvec(args).unwrap())),
+    }
+}
+
+/// Reads until the server closes, returning the frames it sent.
+pub async fn frames_until_close(framed: &mut Framed<TcpStream, FrameCodec>) -> Vec<Message> {
+    let mut messages = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(5), framed.next())
+        .await
+        .expect("the server closes the connection")
+    {
+        match frame {
+            Ok(frame) => messages.push(frame.message),
+            Err(_) => break,
+        }
+    }
+    messages
 }

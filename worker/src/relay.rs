@@ -80,12 +80,25 @@ pub(crate) struct Relay {
     queue: Mutex<VecDeque<RelayTask>>,
     ready: Notify,
     waiting: Mutex<HashMap<u64, oneshot::Sender<RelayDone>>>,
-    /// Jobs handed out and not yet done, with the worker that took them:
-    /// if that worker drops out of the directory, they go back in the
-    /// queue for another.
-    taken: Mutex<HashMap<u64, (String, RelayTask)>>,
+    /// Jobs handed out and not yet done, with the worker that took them
+    /// (if it drops out of the directory, they go back in the queue for
+    /// another) and the connection it took them on (only it may answer).
+    taken: Mutex<HashMap<u64, Taken>>,
     next_id: AtomicU64,
     modules: RelayModules,
+}
+
+/// A job a relayed worker took.
+struct Taken {
+    worker: String,
+    taker: String,
+    task: RelayTask,
+}
+
+/// Names the connection a call came on, as far as the coordinator can
+/// tell: the peer's name and address.
+fn taker(context: &Context) -> String {
+    format!("{}@{:?}", context.peer_name(), context.peer_addr())
 }
 
 /// A relayed worker answered a job with the other kind's result.
@@ -129,6 +142,7 @@ impl Relay {
     async fn poll(
         &self,
         worker: &str,
+        taker: &str,
         live: &(dyn Fn() -> HashSet<String> + Sync),
     ) -> Option<RelayTask> {
         let until = tokio::time::Instant::now() + POLL_WAIT;
@@ -142,7 +156,12 @@ impl Relay {
                 let waiting = lock(&self.waiting);
                 while let Some(task) = queue.pop_front() {
                     if waiting.contains_key(&task.id) {
-                        lock(&self.taken).insert(task.id, (worker.to_owned(), task.clone()));
+                        let taken = Taken {
+                            worker: worker.to_owned(),
+                            taker: taker.to_owned(),
+                            task: task.clone(),
+                        };
+                        lock(&self.taken).insert(task.id, taken);
                         return Some(task);
                     }
                 }
@@ -156,13 +175,14 @@ impl Relay {
         }
     }
 
-    /// Hands a result to its waiting client, if `caller` is the worker
-    /// that took the job; `false` (and nothing changes) otherwise.
+    /// Hands a result to its waiting client, if it comes from the
+    /// connection that took the job; `false` (and nothing changes)
+    /// otherwise.
     fn done(&self, caller: &str, done: RelayDone) -> bool {
         {
             let mut taken = lock(&self.taken);
             match taken.get(&done.id) {
-                Some((worker, _)) if worker == caller && done.worker == caller => {
+                Some(taken_by) if taken_by.taker == caller && taken_by.worker == done.worker => {
                     taken.remove(&done.id);
                 }
                 _ => return false,
@@ -180,12 +200,12 @@ impl Relay {
             let mut taken = lock(&self.taken);
             let lost_ids: Vec<u64> = taken
                 .iter()
-                .filter(|(_, (worker, _))| !live.contains(worker))
+                .filter(|(_, taken)| !live.contains(&taken.worker))
                 .map(|(id, _)| *id)
                 .collect();
             lost_ids
                 .into_iter()
-                .filter_map(|id| taken.remove(&id).map(|(_, task)| task))
+                .filter_map(|id| taken.remove(&id).map(|taken| taken.task))
                 .collect()
         };
         if lost.is_empty() {
@@ -342,15 +362,9 @@ pub(crate) fn add_relay(
                 let relay = Arc::clone(&poll);
                 let live = Arc::clone(&live);
                 async move {
-                    // A worker polls under the name it connected with, so
-                    // that only it may return the jobs it took.
-                    if worker != context.peer_name() {
-                        return Err(JobError::Forbidden(format!(
-                            "a worker connected as {:?} may not poll as {worker:?}",
-                            context.peer_name()
-                        )));
-                    }
-                    Ok(relay.poll(&worker, &*live).await)
+                    // Only the connection that takes a job may answer it.
+                    let taker = taker(&context);
+                    Ok::<_, rpc_core::Infallible>(relay.poll(&worker, &taker, &*live).await)
                 }
             },
         )
@@ -361,13 +375,12 @@ pub(crate) fn add_relay(
                 .description("Takes a relayed worker's result for a job it took"),
             move |context: Context, result: RelayDone| {
                 let id = result.id;
-                let accepted = done.done(context.peer_name(), result);
+                let accepted = done.done(&taker(&context), result);
                 std::future::ready(if accepted {
                     Ok(())
                 } else {
                     Err(JobError::Forbidden(format!(
-                        "job {id} was not taken by {:?}, or is no longer waited for",
-                        context.peer_name()
+                        "job {id} was not taken on this connection, or no one waits for it"
                     )))
                 })
             },

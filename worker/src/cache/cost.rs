@@ -85,12 +85,20 @@ mod tests {
             ..Limits::default()
         };
         let error = cost.check(&limits).unwrap_err().to_string();
-        assert!(error.contains("2000 functions, more than the 1999"), "{error}");
+        assert!(
+            error.contains("2000 functions, more than the 1999"),
+            "{error}"
+        );
         let limits = Limits {
             max_code_bytes: 100,
             ..Limits::default()
         };
-        assert!(cost.check(&limits).unwrap_err().to_string().contains("bytes of code"));
+        assert!(
+            cost.check(&limits)
+                .unwrap_err()
+                .to_string()
+                .contains("bytes of code")
+        );
         assert!(cost.check(&Limits::default()).is_ok());
     }
 }
