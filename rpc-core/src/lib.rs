@@ -284,9 +284,9 @@ pub use server::{
     Context, DEFAULT_DEDUP_CAPACITY, DEFAULT_DEDUP_LINGER, DEFAULT_DEDUP_MAX_BYTES,
     DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN_BACKLOG,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HANDSHAKES,
-    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_STORE_BYTES, DESCRIBE_METHOD, FunctionInfo,
-    FunctionOptions, InsertFuture, ProgramRejected, ProgramStore, Server, ServerConfig,
-    ServerHandle,
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RUNNING_CALLS, DEFAULT_MAX_STORE_BYTES, DESCRIBE_METHOD,
+    FunctionInfo, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore, Server,
+    ServerConfig, ServerHandle,
 };
 pub use transfer::{ChunkFrames, ChunkReceiver, ChunkSender, DEFAULT_CHUNK_LEN, chunk_len_for};
 pub use wire::{

@@ -42,9 +42,10 @@ pub struct PoolConfig {
     /// default is 10 s.
     pub eject_max: Duration,
     /// How often every server is pinged: one that does not answer within
-    /// the interval is taken out of rotation, one that is out and answers
-    /// is taken back at once. `None` checks servers only through the
-    /// requests they serve. The default is 1 s.
+    /// the interval is taken out of rotation and its requests in flight are
+    /// sent to another server (each still gets one result); one that is
+    /// out and answers is taken back at once. `None` checks servers only
+    /// through the requests they serve. The default is 1 s.
     pub health_interval: Option<Duration>,
 }
 
@@ -216,8 +217,16 @@ impl Pool {
             let attempt = tokio::time::timeout(
                 config.attempt_timeout.min(remaining),
                 request(member.client.clone()),
-            )
-            .await;
+            );
+            // A server that health checks find silent (stopped, cut off)
+            // would hold the request until its timeout: give up on it
+            // then; dropping the attempt cancels it there.
+            let attempt = tokio::select! {
+                attempt = attempt => attempt,
+                () = member.fell_silent() => Ok(Err(E::from(RpcError::Unavailable(format!(
+                    "{} stopped answering health checks", member.addr
+                ))))),
+            };
             let elapsed = started.elapsed();
             match attempt {
                 Ok(Ok(value)) => {
@@ -336,7 +345,8 @@ impl Pool {
 }
 
 /// Pings one server: out of rotation if it does not answer within
-/// `within`, back in if it was out and answers.
+/// `within` (and its requests in flight go elsewhere), back in if it was
+/// out and answers.
 async fn check(member: &Member, within: Duration, (initial, max): (Duration, Duration)) {
     match tokio::time::timeout(within, member.client.ping()).await {
         Ok(Ok(_)) => {
@@ -350,6 +360,7 @@ async fn check(member: &Member, within: Duration, (initial, max): (Duration, Dur
                 tracing::debug!(server = %member.addr, "does not answer pings; out of rotation");
                 member.eject(initial, max);
             }
+            member.declare_silent();
         }
     }
 }

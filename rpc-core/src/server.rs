@@ -42,6 +42,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 256;
 /// The default for [`ServerConfig::listen_backlog`]: 4096.
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+/// The default for [`ServerConfig::max_running_calls`]: 16 384.
+pub const DEFAULT_MAX_RUNNING_CALLS: usize = 16_384;
 /// The default for [`ServerConfig::max_request_bytes`]: 512 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 512 << 20;
 /// The default for [`ServerConfig::dedup_max_bytes`]: 64 MiB.
@@ -114,12 +116,20 @@ pub struct ServerConfig {
     /// The largest payload (arguments, value, program) accepted in one
     /// request. The default is [`DEFAULT_MAX_PAYLOAD_LEN`], 64 MiB.
     pub max_payload_len: u64,
-    /// The most bytes of request payloads the whole server holds at once,
-    /// over every connection: uploads in progress (counted at their
-    /// announced length from the start) and the payloads of requests still
-    /// being served. A request past it is answered `429` and its bytes are
-    /// not buffered. The default is [`DEFAULT_MAX_REQUEST_BYTES`], 512 MiB.
+    /// The most bytes of large request payloads the whole server holds at
+    /// once, over every connection: uploads in progress (counted at their
+    /// announced length from the start) and payloads over 64 KiB of
+    /// requests still being served. A request past it is answered `429`
+    /// and its bytes are not buffered; smaller requests are bounded by
+    /// [`max_running_calls`](Self::max_running_calls) instead, so that
+    /// filling this budget does not keep small calls out. The default is
+    /// [`DEFAULT_MAX_REQUEST_BYTES`], 512 MiB.
     pub max_request_bytes: u64,
+    /// The most calls that wait (in a task of their own) at once, over
+    /// every connection; a call past it is answered `429`. Calls that finish
+    /// without waiting are not counted. The default is
+    /// [`DEFAULT_MAX_RUNNING_CALLS`], 16 384.
+    pub max_running_calls: usize,
     /// How deeply nested an argument may be: a value nested deeper (a
     /// recursive type sent a million levels deep, which would overflow the
     /// stack) is answered `400`. The default is
@@ -194,6 +204,7 @@ impl Default for ServerConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_running_calls: DEFAULT_MAX_RUNNING_CALLS,
             max_decode_depth: DEFAULT_MAX_DECODE_DEPTH,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
@@ -494,7 +505,8 @@ impl Server {
                 config.handshake_timeout / 10,
                 config.max_connections,
             )),
-            requests: Budget::new("request payloads", config.max_request_bytes),
+            requests: Budget::new("bytes of request payloads", config.max_request_bytes),
+            calls: Budget::new("calls that wait", config.max_running_calls as u64),
             dedup: Arc::new(Dedup::new(
                 config.dedup_window,
                 config.dedup_capacity,

@@ -9,6 +9,7 @@ mod calls;
 mod coordinator;
 mod faults;
 mod guests;
+mod hostile;
 mod macros;
 mod pool;
 mod properties;

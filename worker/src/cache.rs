@@ -142,8 +142,11 @@ impl ModuleCache {
     ) -> Result<(), ProgramRejected> {
         let cache = Arc::clone(self);
         let stored = tokio::task::spawn_blocking(move || {
-            engine::validate(&cache.engine, &bytes, cache.limits.module_bytes)
+            // Size first, then what compiling and instantiating would cost
+            // (which names a limit), then everything else.
+            engine::check_len(&bytes, cache.limits.module_bytes)
                 .and_then(|()| CompileCost::of(&bytes).check(&cache.limits))
+                .and_then(|()| engine::validate(&cache.engine, &bytes, cache.limits.module_bytes))
                 .map_err(|error| ProgramRejected::invalid(error.to_string()))?;
             match &cache.disk {
                 Some(disk) => disk.write_module(&hash, &bytes).map_err(|error| {
@@ -253,7 +256,7 @@ impl ModuleCache {
     /// blocking thread.
     fn compile(&self, hash: ContentHash, source: &[u8]) -> Loaded {
         let started = Instant::now();
-        let module = Module::from_binary(&self.engine, &source)
+        let module = Module::from_binary(&self.engine, source)
             .map_err(|error| JobError::InvalidModule(format!("{error:#}")))?;
         let took = started.elapsed();
         let compile_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);

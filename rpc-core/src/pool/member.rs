@@ -20,6 +20,9 @@ pub(crate) struct Member {
     ewma_us: AtomicU64,
     picks: AtomicU64,
     health: Mutex<Health>,
+    /// Wakes the requests in flight on it when health checks find it
+    /// silent, so that they go to another server.
+    silent: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +45,7 @@ impl Member {
             ewma_us: AtomicU64::new(0),
             picks: AtomicU64::new(0),
             health: Mutex::new(Health::default()),
+            silent: tokio::sync::Notify::new(),
         }
     }
 
@@ -123,6 +127,17 @@ impl Member {
             .min(max);
         health.ejected_until = Some(Instant::now() + backoff);
         health.probing = false;
+    }
+
+    /// Resolves when health checks find the server silent (a stopped
+    /// process, a dead link): requests in flight on it should give up.
+    pub(crate) async fn fell_silent(&self) {
+        self.silent.notified().await;
+    }
+
+    /// Tells the requests in flight that the server fell silent.
+    pub(crate) fn declare_silent(&self) {
+        self.silent.notify_waiters();
     }
 
     /// Ends a request that neither succeeded nor showed the server failing

@@ -34,7 +34,7 @@ impl std::fmt::Display for Exhausted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the server already holds {} of the {} bytes it allows for {}, and {} more do not fit; try again later",
+            "the server already holds {} of the {} it allows for {}, and {} more do not fit; try again later",
             self.used, self.max, self.what, self.wanted
         )
     }
@@ -121,11 +121,12 @@ mod tests {
     #[test]
     fn bytes_are_taken_up_to_the_limit_and_given_back_when_dropped() {
         let budget = Budget::new("uploads", 100);
+        // The unit goes in the name: bytes here.
         let first = budget.try_take(60).unwrap();
         let refused = budget.try_take(41).unwrap_err();
         assert_eq!(
             refused.to_string(),
-            "the server already holds 60 of the 100 bytes it allows for uploads, and 41 more do not fit; try again later"
+            "the server already holds 60 of the 100 it allows for uploads, and 41 more do not fit; try again later"
         );
         assert!(budget.check(41).is_err());
         let second = budget.try_take(40).unwrap();

@@ -33,8 +33,10 @@ pub(crate) struct Shared {
     pub(crate) access: Access,
     pub(crate) config: ServerConfig,
     pub(crate) admission: Arc<Admission>,
-    /// Bytes of request payloads held, over every connection.
+    /// Bytes of large request payloads held, over every connection.
     pub(crate) requests: Arc<Budget>,
+    /// Calls waiting in tasks of their own, over every connection.
+    pub(crate) calls: Arc<Budget>,
     pub(crate) dedup: Arc<Dedup>,
     pub(crate) data: BoundedStore<String>,
     pub(crate) programs: Arc<dyn ProgramStore>,

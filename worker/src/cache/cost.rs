@@ -12,29 +12,37 @@ use crate::limits::Limits;
 const SMALL_FUNCTIONS: u32 = 1_000;
 const SMALL_CODE_BYTES: u64 = 1 << 20;
 
-/// A module's code, as counted before compiling.
+/// A module's code, as counted before compiling, and the largest table it
+/// declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CompileCost {
     pub(crate) functions: u32,
     pub(crate) code_bytes: u64,
+    pub(crate) table_elements: u64,
 }
 
 impl CompileCost {
-    /// Reads the code section's header of a valid module.
+    /// Reads the table section and the code section's header of a module
+    /// (nothing past what does not parse: validation reports that).
     pub(crate) fn of(module: &[u8]) -> CompileCost {
+        let mut cost = CompileCost::default();
         for payload in Parser::new(0).parse_all(module) {
             match payload {
+                Ok(Payload::TableSection(tables)) => {
+                    for table in tables.into_iter().flatten() {
+                        cost.table_elements = cost.table_elements.max(table.ty.initial);
+                    }
+                }
                 Ok(Payload::CodeSectionStart { count, size, .. }) => {
-                    return CompileCost {
-                        functions: count,
-                        code_bytes: u64::from(size),
-                    };
+                    cost.functions = count;
+                    cost.code_bytes = u64::from(size);
+                    break;
                 }
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
-        CompileCost::default()
+        cost
     }
 
     /// Whether it goes in the lane for small modules.
@@ -42,8 +50,16 @@ impl CompileCost {
         self.functions <= SMALL_FUNCTIONS && self.code_bytes <= SMALL_CODE_BYTES
     }
 
-    /// Refuses a module that would cost more to compile than `limits` allow.
+    /// Refuses a module that would cost more to compile than `limits`
+    /// allow, or whose tables could never be instantiated under them.
     pub(crate) fn check(self, limits: &Limits) -> Result<(), JobError> {
+        if self.table_elements > limits.table_elements {
+            return Err(JobError::InvalidModule(format!(
+                "the module declares a table of {} elements, more than the {} this worker \
+                 allows (resource exhausted: table)",
+                self.table_elements, limits.table_elements
+            )));
+        }
         if self.functions > limits.max_functions {
             return Err(JobError::InvalidModule(format!(
                 "the module defines {} functions, more than the {} this worker compiles \
@@ -79,6 +95,17 @@ mod tests {
         assert!(!cost.is_small());
         assert!(CompileCost::of(&functions(3)).is_small());
         assert_eq!(CompileCost::of(b"\0asm\x01\0\0\0"), CompileCost::default());
+        let table = CompileCost::of(&wat::parse_str("(module (table 5000 funcref))").unwrap());
+        assert_eq!(table.table_elements, 5000);
+        let limits = Limits {
+            table_elements: 1000,
+            ..Limits::default()
+        };
+        let error = table.check(&limits).unwrap_err().to_string();
+        assert!(
+            error.contains("table of 5000 elements, more than the 1000"),
+            "{error}"
+        );
 
         let limits = Limits {
             max_functions: 1_999,

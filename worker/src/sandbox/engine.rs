@@ -58,12 +58,7 @@ pub(crate) fn build(limits: &Limits, slots: u32) -> Result<Engine, wasmtime::Err
 /// Checks that `bytes` are a core WebAssembly module this engine accepts,
 /// with an error a person can act on.
 pub(crate) fn validate(engine: &Engine, bytes: &[u8], max_len: u64) -> Result<(), JobError> {
-    if bytes.len() as u64 > max_len {
-        return Err(JobError::InvalidModule(format!(
-            "the module is {} bytes, more than the {max_len} this worker accepts",
-            bytes.len()
-        )));
-    }
+    check_len(bytes, max_len)?;
     let (Some(magic), Some(version)) = (bytes.get(..4), bytes.get(4..8)) else {
         return Err(JobError::InvalidModule(format!(
             "{} bytes is too short for a WebAssembly module (it needs at least the 8-byte header)",
@@ -92,6 +87,17 @@ pub(crate) fn validate(engine: &Engine, bytes: &[u8], max_len: u64) -> Result<()
     }
     wasmtime::Module::validate(engine, bytes)
         .map_err(|error| JobError::InvalidModule(format!("{error:#}")))
+}
+
+/// Refuses a module longer than `max_len` bytes.
+pub(crate) fn check_len(bytes: &[u8], max_len: u64) -> Result<(), JobError> {
+    if bytes.len() as u64 > max_len {
+        return Err(JobError::InvalidModule(format!(
+            "the module is {} bytes, more than the {max_len} this worker accepts",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Advances the engine's epoch every [`TICK`] until dropped.

@@ -177,6 +177,19 @@ pub(crate) fn call_export(
 
 /// Makes the store with the job's limits and instantiates the module.
 fn start(env: &Env<'_>, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
+    // A table declared larger than the limit would be refused by the
+    // instance pool (sized to the limit) with a message about the pool:
+    // name the limit instead.
+    let required = env.compiled.module.resources_required();
+    if required
+        .max_initial_table_size
+        .is_some_and(|elements| elements > env.limits.table_elements)
+    {
+        return Err(JobError::ResourceExhausted {
+            resource: Resource::Table,
+            stderr: Bytes::new(),
+        });
+    }
     let stdout = BoundedOutput::new(env.limits.output_bytes);
     let stderr = BoundedOutput::new(env.limits.output_bytes);
     let clock_base = Instant::now();

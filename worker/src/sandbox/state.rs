@@ -72,17 +72,16 @@ impl Limiter {
 }
 
 /// Whether growing to `desired` is allowed; a refusal because of `limit`
-/// (not the module's own `maximum`, which is the guest's doing) is recorded
-/// in `refused`.
+/// is recorded in `refused`. The limit is checked first: the `maximum`
+/// wasmtime passes may be the instance pool's capacity, which is sized to
+/// the limit, and a refusal there is the limit's all the same; past only
+/// the module's own maximum, the refusal is the guest's doing.
 fn within(desired: usize, maximum: Option<usize>, limit: usize, refused: &mut bool) -> bool {
-    if maximum.is_some_and(|max| desired > max) {
-        return false;
-    }
     if desired > limit {
         *refused = true;
         return false;
     }
-    true
+    maximum.is_none_or(|max| desired <= max)
 }
 
 impl ResourceLimiter for Limiter {

@@ -18,6 +18,11 @@ use crate::server::dedup::{self, Claim, Completion};
 use crate::server::registry::{self, Context, DESCRIBE_METHOD, Handler, Outcome};
 use crate::wire::StatusCode;
 
+/// Arguments up to this size take no bytes from the server's request
+/// budget: calls with them are bounded by their number instead, so that
+/// large uploads filling the budget do not keep small calls out.
+const SMALL_ARGUMENTS: usize = 64 << 10;
+
 /// The function a call may run: its handler (`None` for the built-in
 /// introspection call) and its name, shared with the registry.
 pub(super) struct Function {
@@ -79,7 +84,8 @@ impl Session {
     /// Runs a call: right here if it finishes without waiting, else in its
     /// own task, which answers when done. `held` is its arguments' share of
     /// the server's request budget, when they came chunked; inline ones
-    /// take theirs only if the call has to wait.
+    /// over [`SMALL_ARGUMENTS`] take theirs, and every call a slot of the
+    /// server's running calls, only if the call has to wait.
     pub(super) async fn start_call(
         &mut self,
         id: u64,
@@ -93,9 +99,13 @@ impl Session {
             idempotency_key,
             received_at,
         } = admitted;
-        if held.is_none()
-            && let Err(exhausted) = self.shared.requests.check(args.len() as u64)
-        {
+        let large = args.len() > SMALL_ARGUMENTS;
+        let room = match (&held, large) {
+            (None, true) => self.shared.requests.check(args.len() as u64),
+            _ => Ok(()),
+        }
+        .and_then(|()| self.shared.calls.check(1));
+        if let Err(exhausted) = room {
             let reply = Reply::from(Outcome::Status(
                 StatusCode::RESOURCE_EXHAUSTED,
                 exhausted.to_string(),
@@ -166,9 +176,10 @@ impl Session {
         }
         let outbox = self.outbox.clone();
         let done = self.done.clone();
-        let held = held.unwrap_or_else(|| self.shared.requests.take(args_len));
+        let held = held.or_else(|| large.then(|| self.shared.requests.take(args_len)));
+        let slot = self.shared.calls.take(1);
         let task = async move {
-            let _held = held;
+            let _held = (held, slot);
             let reply = match deadline {
                 Some(deadline) => timeout_at(deadline, work).await.unwrap_or_else(|_| {
                     Reply::from(Outcome::Status(
