@@ -268,3 +268,76 @@ async fn workers_found_through_a_coordinator_process_survive_its_restart() {
     );
     echo_all(&pool, &module, "y", 50, 8, &progress).await;
 }
+
+/// `worker map --coordinator` with no coordinator running fails within the
+/// connect timeout, saying what to check (it used to wait out the 300 s
+/// job timeout).
+#[tokio::test]
+async fn map_through_a_coordinator_that_is_down_fails_at_once() {
+    let dir = std::env::temp_dir().join(format!("worker-map-down-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("cat.wasm");
+    std::fs::write(&module, cat().bytes()).unwrap();
+    let down = free_addr("127.0.0.1");
+    let started = std::time::Instant::now();
+    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["map", "--coordinator", &down, "--lines"])
+        .arg(&module)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\n").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("cannot ask the coordinator"), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(process: &WorkerProcess, signal: &str) {
+    let status = Process::new("kill")
+        .args([&format!("-{signal}"), &process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A worker process frozen with SIGSTOP (alive to TCP, answering nothing)
+/// holds none of a 200-job map: once it misses its health pings, the jobs
+/// it holds go to the others, each with one result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_process_holds_no_job_hostage() {
+    let addrs: Vec<String> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|ip| free_addr(ip))
+        .collect();
+    let workers: Vec<WorkerProcess> = addrs.iter().map(|addr| spawn_worker(addr)).collect();
+    let config = PoolConfig {
+        attempt_timeout: Duration::from_secs(60),
+        deadline: Duration::from_secs(120),
+        ..worker::worker_pool_config()
+    };
+    let pool = WorkerPool::with_config(addrs.clone(), config);
+    let module = cat();
+    let progress = Progress::default();
+    // Every worker connected and holding the module.
+    echo_all(&pool, &module, "warm\n", 60, 12, &progress).await;
+    signal(&workers[1], "STOP");
+    let started = std::time::Instant::now();
+    let progress = Progress::default();
+    echo_all(&pool, &module, "line\n", 200, 32, &progress).await;
+    let took = started.elapsed();
+    signal(&workers[1], "CONT");
+    eprintln!("200 jobs with one of three worker processes stopped: {took:?}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(progress.count().failed, 0);
+}
