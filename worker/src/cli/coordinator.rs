@@ -52,6 +52,12 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
         }
     };
     println!("coordinator listening on {}", handle.local_addr());
+    if args.tokens.is_empty() && !handle.local_addr().ip().is_loopback() {
+        eprintln!(
+            "worker: warning: no --token given; anyone who can reach this port may register \
+             as a worker (and be sent other clients' jobs), take relayed jobs and look workers up"
+        );
+    }
     super::serve::shutdown_signal().await;
     handle.shutdown(Duration::from_secs(5)).await;
     ExitCode::SUCCESS

@@ -40,9 +40,17 @@ pub(crate) struct ServeArgs {
     /// Bytes of compiled code kept in memory.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     memory_cache: u64,
-    /// Connections served at once.
+    /// Authenticated connections served at once.
     #[arg(long, value_name = "N", default_value_t = rpc_core::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Connections still in their handshake at once (not yet
+    /// authenticated); when full, the oldest is closed to make room.
+    #[arg(long, value_name = "N", default_value_t = rpc_core::DEFAULT_MAX_PENDING_HANDSHAKES)]
+    max_handshakes: usize,
+    /// Bytes of large request payloads (uploads in progress, stdin of
+    /// waiting jobs) held at once over all connections; past it, 429.
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    max_request_bytes: u64,
     /// Seconds in-flight jobs get to finish on Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     grace: u64,
@@ -134,6 +142,8 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     }
     let server_config = ServerConfig {
         max_connections: args.max_connections,
+        max_pending_handshakes: args.max_handshakes,
+        max_request_bytes: args.max_request_bytes,
         ..ServerConfig::default()
     };
     let handle = match worker::serve(sandbox.clone(), args.listen, server_config, &tokens).await {
@@ -150,7 +160,10 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         tokens.len(),
     );
     if tokens.is_empty() && !handle.local_addr().ip().is_loopback() {
-        eprintln!("worker: warning: no --token given; anyone who can reach this port may run jobs");
+        eprintln!(
+            "worker: warning: no --token given; anyone who can reach this port may do anything \
+             here: run jobs, ship modules, read the worker's status"
+        );
     }
     let beat = match &args.join {
         Some(coordinator) => {
