@@ -38,6 +38,26 @@ fn trivial() -> Module {
     wat(r#"(module (func (export "_start")))"#)
 }
 
+/// A sandbox running one job at a time under `limits`.
+fn one_slot(limits: worker::Limits) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        concurrency: 1,
+        limits,
+        ..SandboxConfig::default()
+    })
+    .unwrap()
+}
+
+/// `sandbox` served on a free loopback port, and an anonymous client of it.
+async fn serve(sandbox: &Sandbox) -> (rpc_core::ServerHandle, WorkerClient) {
+    let server = worker_server(sandbox.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = WorkerClient::new(Client::new(server.local_addr().to_string()));
+    (server, client)
+}
+
 fn client_with_token(addr: &str, token: &str) -> Client {
     let config = ClientConfig {
         token: Some(token.into()),
@@ -177,11 +197,7 @@ async fn a_client_token_cannot_pose_as_a_worker_nor_a_worker_forge_another_ones_
 
     // A real relayed worker takes a job; another worker token tries to
     // answer it first.
-    let sandbox = Sandbox::new(SandboxConfig {
-        concurrency: 1,
-        ..SandboxConfig::default()
-    })
-    .unwrap();
+    let sandbox = one_slot(worker::Limits::default());
     let honest = client_with_token(&addr, "wtok");
     let _relayed =
         worker::relay_worker(sandbox, honest, "honest".into(), Duration::from_millis(200));
@@ -226,12 +242,7 @@ async fn a_client_token_cannot_pose_as_a_worker_nor_a_worker_forge_another_ones_
 /// worker's status; an admin token may; a worker token may do neither.
 #[tokio::test]
 async fn a_worker_lets_each_role_do_only_its_part() {
-    let sandbox = Sandbox::new(SandboxConfig {
-        concurrency: 1,
-        ..SandboxConfig::default()
-    })
-    .unwrap();
-    let server = worker_server(sandbox)
+    let server = worker_server(one_slot(worker::Limits::default()))
         .token("ctok", "client")
         .token("atok", "admin")
         .token("wtok", "worker")
@@ -573,20 +584,11 @@ fn sleep_module(seconds: u64) -> Module {
 /// functions than allowed is refused before any compiling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_calls_share_one_compile_and_small_modules_do_not_wait() {
-    let sandbox = Sandbox::new(SandboxConfig {
-        concurrency: 1,
-        limits: worker::Limits {
-            max_functions: 20_000,
-            ..worker::Limits::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .unwrap();
-    let server = worker_server(sandbox.clone())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let client = WorkerClient::new(Client::new(server.local_addr().to_string()));
+    let sandbox = one_slot(worker::Limits {
+        max_functions: 20_000,
+        ..worker::Limits::default()
+    });
+    let (server, client) = serve(&sandbox).await;
     let heavy = many_functions(15_000);
     client.upload(&heavy).await.unwrap();
     // 20 callers each give up 50 ms after asking.
@@ -708,20 +710,11 @@ async fn keyed_calls_whose_caller_left_are_stopped_when_no_retry_waits() {
 /// its caller's cancel, and its slot goes to the next job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_asleep_in_a_host_call_is_held_to_its_deadline_and_cancel() {
-    let sandbox = Sandbox::new(SandboxConfig {
-        concurrency: 1,
-        limits: worker::Limits {
-            wall_time: Duration::from_secs(1),
-            ..worker::Limits::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .unwrap();
-    let server = worker_server(sandbox.clone())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let client = WorkerClient::new(Client::new(server.local_addr().to_string()));
+    let sandbox = one_slot(worker::Limits {
+        wall_time: Duration::from_secs(1),
+        ..worker::Limits::default()
+    });
+    let (server, client) = serve(&sandbox).await;
     let started = Instant::now();
     let error = client
         .run(&sleep_module(120), Command::new())
@@ -971,15 +964,10 @@ async fn an_argument_nested_a_million_deep_is_refused_not_a_crash() {
 /// refused when shipped, naming the table limit.
 #[tokio::test]
 async fn a_table_grown_past_its_limit_is_named() {
-    let sandbox = Sandbox::new(SandboxConfig {
-        concurrency: 1,
-        limits: worker::Limits {
-            table_elements: 1_000,
-            ..worker::Limits::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .unwrap();
+    let sandbox = one_slot(worker::Limits {
+        table_elements: 1_000,
+        ..worker::Limits::default()
+    });
     let grows = wat(r#"(module (table 10 funcref)
         (func (export "_start")
           (if (i32.eq (table.grow (ref.null func) (i32.const 5000)) (i32.const -1))

@@ -11,6 +11,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -173,8 +174,15 @@ async fn a_killed_worker_process_loses_no_job_and_is_taken_back() {
 
 /// Starts a process with `args` and waits for its first line of output.
 fn spawn(args: &[&str], expect: &str) -> WorkerProcess {
+    spawn_with(args, &[], expect)
+}
+
+/// Starts a process with `args` and environment variables `env`, and waits
+/// for its first line of output.
+fn spawn_with(args: &[&str], env: &[(&str, &str)], expect: &str) -> WorkerProcess {
     let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -340,4 +348,407 @@ async fn a_frozen_worker_process_holds_no_job_hostage() {
     eprintln!("200 jobs with one of three worker processes stopped: {took:?}");
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert_eq!(progress.count().failed, 0);
+}
+
+// Figures ------------------------------------------------------------------
+//
+// The attacks of issue 12 against a real `worker serve` process, with its
+// memory, threads and a legitimate client's latency measured from outside.
+// Slow (about a minute in release): run with
+//   cargo test --release -p worker --test processes -- --ignored --nocapture attack_figures
+
+/// `VmRSS` (MiB) and thread count of a process, from `/proc`.
+fn rss_and_threads(process: &WorkerProcess) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.0.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:") / 1024, field("Threads:"))
+}
+
+fn figure_wat(text: &str) -> Module {
+    Module::new(wat::parse_str(text).unwrap())
+}
+
+/// Sleeps in `poll_oneoff` for `seconds`.
+fn sleeper(seconds: u64) -> Module {
+    figure_wat(&format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const {}))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#,
+        seconds * 1_000_000_000
+    ))
+}
+
+/// Writes `kib` KiB to stdout and exits.
+fn writer(kib: u32) -> Module {
+    figure_wat(&format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (func (export "_start") (local $i i32)
+            (i32.store (i32.const 0) (i32.const 1024))
+            (i32.store (i32.const 4) (i32.const 1024))
+            (loop $more
+              (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $more (i32.lt_u (local.get $i) (i32.const {kib}))))))"#
+    ))
+}
+
+fn trivial_module() -> Module {
+    figure_wat(r#"(module (func (export "_start")))"#)
+}
+
+fn token_client(addr: &str) -> Client {
+    Client::with_config(
+        addr.to_owned(),
+        ClientConfig {
+            token: Some("ctok".into()),
+            max_payload_len: 1 << 30,
+            timeout: Some(Duration::from_secs(120)),
+            ..ClientConfig::default()
+        },
+    )
+}
+
+/// How long a legitimate job takes now.
+async fn legit_job(client: &WorkerClient) -> Duration {
+    let started = std::time::Instant::now();
+    client.run(&trivial_module(), Command::new()).await.unwrap();
+    started.elapsed()
+}
+
+/// Starts a measured worker with tokens: its large buffers are returned to
+/// the system when freed (`MALLOC_MMAP_THRESHOLD_`), so RSS shows what it
+/// holds, not what glibc kept.
+fn measured_worker(addr: &str) -> WorkerProcess {
+    spawn_with(
+        &[
+            "serve",
+            "--listen",
+            addr,
+            "--no-disk-cache",
+            "--concurrency",
+            "2",
+            "--token",
+            "ctok:client",
+            "--token",
+            "atok:admin",
+        ],
+        &[("MALLOC_MMAP_THRESHOLD_", "131072")],
+        "listening",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: the figures of the attacks, run by hand"]
+async fn attack_figures() {
+    use rpc_core::{Call, Frame, FrameCodec, Message, Payload};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let addr = free_addr("127.0.0.1");
+    let process = measured_worker(&addr);
+    let client = token_client(&addr);
+    let worker = WorkerClient::new(client.clone());
+    println!(
+        "baseline: RSS {} MiB, {} threads; a legit job {:?}",
+        rss_and_threads(&process).0,
+        rss_and_threads(&process).1,
+        legit_job(&worker).await
+    );
+
+    // 3. Frames announcing 1 MiB before the Hello, 1,000 connections.
+    let before = rss_and_threads(&process).0;
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        let mut socket = TcpStream::connect(&addr).await.unwrap();
+        let mut header = (1u32 << 20).to_be_bytes().to_vec();
+        header.extend_from_slice(&[1, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let _ = socket.write_all(&header).await;
+        let _ = socket.write_all(&vec![0u8; 64 << 10]).await;
+        held.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = legit_job(&worker).await;
+    println!(
+        "3. 1,000 unauthenticated connections announcing 1 MiB frames: RSS {before} -> {} MiB; a legit job meanwhile {during:?}",
+        rss_and_threads(&process).0
+    );
+    drop(held);
+
+    // 4. Silent sockets, 1,100, reopened as closed at <= 200/s, for 8 s.
+    let pace = Arc::new(tokio::sync::Semaphore::new(0));
+    let refill = {
+        let pace = Arc::clone(&pace);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                tick.tick().await;
+                if pace.available_permits() < 200 {
+                    pace.add_permits(1);
+                }
+            }
+        })
+    };
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..1100 {
+        let (pace, addr) = (Arc::clone(&pace), addr.clone());
+        flood.spawn(async move {
+            loop {
+                pace.acquire().await.unwrap().forget();
+                if let Ok(mut socket) = TcpStream::connect(&addr).await {
+                    let mut byte = [0u8; 1];
+                    let _ = socket.read(&mut byte).await;
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (mut served, mut latencies) = (0, Vec::new());
+    for _ in 0..60 {
+        let started = std::time::Instant::now();
+        let fresh = Client::with_config(
+            addr.clone(),
+            ClientConfig {
+                token: Some("ctok".into()),
+                max_reconnects: Some(0),
+                ..ClientConfig::default()
+            },
+        );
+        if fresh.ping().await.is_ok() {
+            served += 1;
+            latencies.push(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    flood.abort_all();
+    refill.abort();
+    latencies.sort();
+    println!(
+        "4. 1,100 silent sockets reopened at <= 200/s: a token holder got in {served} of 60 times, p50 {:?}, max {:?}",
+        latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        latencies.last().copied().unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 5a. 16 unfinished 64 MiB uploads, 60 MiB sent each, 16 connections.
+    let before = rss_and_threads(&process).0;
+    let chunk = bytes::Bytes::from(vec![7u8; 512 << 10]);
+    let mut uploads = Vec::new();
+    let mut refused = 0;
+    for _ in 0..16 {
+        let socket = TcpStream::connect(&addr).await.unwrap();
+        let mut framed = tokio_util::codec::Framed::new(socket, FrameCodec::new());
+        let hello = rpc_core::Hello {
+            peer_name: "uploader".into(),
+            role: rpc_core::PeerRole::Client,
+            token: Some("ctok".into()),
+            limits: rpc_core::Limits::default(),
+        };
+        futures_util::SinkExt::send(&mut framed, Frame::connection(Message::Hello(hello)))
+            .await
+            .unwrap();
+        let _welcome = framed.next().await;
+        let call = Call {
+            method: worker::RUN_METHOD.into(),
+            timeout_ms: None,
+            idempotency_key: None,
+            schema_hash: None,
+            payload: Payload::Chunked { len: 64 << 20 },
+        };
+        futures_util::SinkExt::send(&mut framed, Frame::new(1, Message::Call(call)))
+            .await
+            .unwrap();
+        for _ in 0..120 {
+            let _ = futures_util::SinkExt::send(
+                &mut framed,
+                Frame::new(1, Message::Chunk(chunk.clone())),
+            )
+            .await;
+        }
+        if let Ok(Some(Ok(frame))) =
+            tokio::time::timeout(Duration::from_millis(200), framed.next()).await
+            && matches!(frame.message, Message::Response(ref r) if r.status == rpc_core::StatusCode::RESOURCE_EXHAUSTED)
+        {
+            refused += 1;
+        }
+        uploads.push(framed);
+    }
+    let during = legit_job(&worker).await;
+    let peak = rss_and_threads(&process).0;
+    drop(uploads);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!(
+        "5. 16 unfinished 64 MiB uploads: {refused} refused (429) at the announcement; RSS {before} -> {peak} MiB, {} MiB once their clients left; a legit job meanwhile {during:?}",
+        rss_and_threads(&process).0
+    );
+
+    // 5b. 40 keyed jobs with 16 MiB of stdout.
+    let before = rss_and_threads(&process).0;
+    let big_output = writer(16 * 1024 - 64);
+    worker.upload(&big_output).await.unwrap();
+    let request = worker::RunRequest {
+        module: big_output.hash(),
+        command: Command::new(),
+    };
+    for _ in 0..40 {
+        let output: Result<worker::RunOutput, rpc_core::RpcError<worker::JobError>> = client
+            .call_with(
+                worker::RUN_METHOD,
+                &request,
+                rpc_core::CallOptions::new().idempotent(),
+            )
+            .await;
+        assert!(output.is_ok());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "5. 40 keyed jobs with 16 MiB of stdout each: RSS {before} -> {} MiB (responses kept for retries: at most 64 MiB)",
+        rss_and_threads(&process).0
+    );
+
+    // 5c. 12 queued jobs with 64 MiB of stdin; their client leaves.
+    let before = rss_and_threads(&process).0;
+    let attacker = WorkerClient::new(token_client(&addr));
+    let slow = sleeper(30);
+    attacker.upload(&slow).await.unwrap();
+    let mut jobs = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (attacker, slow) = (attacker.clone(), slow.clone());
+        jobs.spawn(async move {
+            let stdin = bytes::Bytes::from(vec![1u8; 64 << 20]);
+            let _ = attacker.run(&slow, Command::new().stdin(stdin)).await;
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let queued = rss_and_threads(&process).0;
+    jobs.abort_all();
+    drop(attacker);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = legit_job(&worker).await;
+    println!(
+        "5. 12 jobs with 64 MiB of stdin, 2 running and 10 queued: RSS {before} -> {queued} MiB; 1 s after their client left {} MiB, and a legit job took {during:?}",
+        rss_and_threads(&process).0
+    );
+
+    // 6. 40 calls of a 60,000-function module, each dropped after 50 ms.
+    let mut text = String::from(r#"(module (func (export "_start"))"#);
+    for i in 0..60_000 {
+        text.push_str(&format!(
+            "(func (param i64) (result i64) (i64.add (local.get 0) (i64.const {i})))"
+        ));
+    }
+    text.push(')');
+    let bomb = figure_wat(&text);
+    worker.upload(&bomb).await.unwrap();
+    let (before, threads_before) = rss_and_threads(&process);
+    let sampling = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let sampler = {
+        let sampling = Arc::clone(&sampling);
+        let pid = process.0.id();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    let field = |name: &str| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .and_then(|r| r.split_whitespace().next())
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
+                    let mut peak = sampling.lock().unwrap();
+                    peak.0 = peak.0.max(field("VmRSS:") / 1024);
+                    peak.1 = peak.1.max(field("Threads:"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let _ = tokio::time::timeout(Duration::from_millis(50), worker.run(&bomb, Command::new()))
+            .await;
+    }
+    let small = legit_job(&worker).await;
+    worker.run(&bomb, Command::new()).await.unwrap();
+    let compiled_in = started.elapsed();
+    sampler.abort();
+    let (peak_rss, peak_threads) = *sampling.lock().unwrap();
+    println!(
+        "6. 40 calls of a 60,000-function module dropped after 50 ms: threads {threads_before} -> peak {peak_threads}, RSS {before} -> peak {peak_rss} MiB; compiled once, ready after {compiled_in:?}; a 60-byte module's job meanwhile {small:?}"
+    );
+
+    // 7. 40 keyed jobs that run long, abandoned by their callers.
+    let spin = figure_wat(r#"(module (func (export "_start") (loop $l (br $l))))"#);
+    worker.upload(&spin).await.unwrap();
+    for _ in 0..40 {
+        let quitter = token_client(&addr);
+        let request = worker::RunRequest {
+            module: spin.hash(),
+            command: Command::new(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_millis(20),
+            quitter.call_with::<_, worker::RunOutput, worker::JobError>(
+                worker::RUN_METHOD,
+                &request,
+                rpc_core::CallOptions::new()
+                    .idempotent()
+                    .timeout(Duration::from_secs(120)),
+            ),
+        )
+        .await;
+    }
+    let after_abandon = legit_job(&worker).await;
+    println!(
+        "7. 40 keyed 60 s jobs abandoned by their callers: the next job took {after_abandon:?}"
+    );
+
+    // 8. A guest asleep in poll_oneoff for 120 s, with a 5 s wall time.
+    let long_sleep = sleeper(120);
+    worker.upload(&long_sleep).await.unwrap();
+    let started = std::time::Instant::now();
+    let limits = worker::JobLimits {
+        wall_time_ms: Some(5_000),
+        ..worker::JobLimits::default()
+    };
+    let outcome = worker.run(&long_sleep, Command::new().limits(limits)).await;
+    println!(
+        "8. a guest sleeping 120 s in poll_oneoff with a 5 s wall time: ended after {:?} with {:?}",
+        started.elapsed(),
+        outcome.err().map(|error| error.to_string())
+    );
+    let cancelled = tokio::time::timeout(
+        Duration::from_secs(1),
+        worker.run(&long_sleep, Command::new()),
+    )
+    .await;
+    assert!(cancelled.is_err());
+    let started = std::time::Instant::now();
+    let _ = tokio::join!(legit_job(&worker), legit_job(&worker));
+    println!(
+        "8. after a sleeper's caller cancelled, two jobs on the 2-slot worker took {:?}",
+        started.elapsed()
+    );
+    println!(
+        "end: RSS {} MiB, {} threads",
+        rss_and_threads(&process).0,
+        rss_and_threads(&process).1
+    );
 }
