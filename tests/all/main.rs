@@ -16,7 +16,6 @@ mod properties;
 mod support;
 mod tcp;
 mod tls;
-mod ui;
 mod vectors;
 mod worker;
 mod worker_pool;
