@@ -83,6 +83,14 @@ async fn echo_all(
     );
 }
 
+/// A free address on each of 127.0.0.1-3: three hosts on one machine.
+fn three_hosts() -> Vec<String> {
+    ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|ip| free_addr(ip))
+        .collect()
+}
+
 /// A free port on `ip`, found by binding it and letting it go.
 fn free_addr(ip: &str) -> String {
     let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
@@ -113,10 +121,7 @@ fn cat() -> Module {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_process_loses_no_job_and_is_taken_back() {
-    let addrs: Vec<String> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-        .iter()
-        .map(|ip| free_addr(ip))
-        .collect();
+    let addrs = three_hosts();
     let _a = spawn_worker(&addrs[0]);
     let _b = spawn_worker(&addrs[1]);
     let mut c = Some(spawn_worker(&addrs[2]));
@@ -324,10 +329,7 @@ fn signal(process: &WorkerProcess, signal: &str) {
 /// it holds go to the others, each with one result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_process_holds_no_job_hostage() {
-    let addrs: Vec<String> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-        .iter()
-        .map(|ip| free_addr(ip))
-        .collect();
+    let addrs = three_hosts();
     let workers: Vec<WorkerProcess> = addrs.iter().map(|addr| spawn_worker(addr)).collect();
     let config = PoolConfig {
         attempt_timeout: Duration::from_secs(60),
