@@ -81,9 +81,16 @@ pub struct ClientConfig {
     /// [`RpcError::Internal`] instead. The default is
     /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::DEFAULT_MAX_DECODE_DEPTH), 128.
     pub max_decode_depth: u32,
-    /// Connect with TLS. The default is none: plain TCP.
+    /// Connect with TLS. The default is none: plain TCP, except to
+    /// addresses written `tls://host:port`, which fail without it.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
+    /// Send the [`token`](Self::token) even over plain TCP to an address
+    /// outside loopback, where anyone on the path can read it and then act
+    /// as this client. The default, `false`, refuses such a connection with
+    /// [`RpcError::Tls`]: use TLS instead, or set this on a network you
+    /// trust.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for ClientConfig {
@@ -103,6 +110,7 @@ impl Default for ClientConfig {
             max_decode_depth: crate::wire::DEFAULT_MAX_DECODE_DEPTH,
             #[cfg(feature = "tls")]
             tls: None,
+            insecure_plaintext: false,
         }
     }
 }

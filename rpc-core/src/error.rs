@@ -300,6 +300,16 @@ pub enum RpcError<E = RemoteError> {
     /// (`503`); retrying later or elsewhere may work.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The connection could not be secured, or would not have been: the
+    /// server's certificate is not trusted, names another host or has
+    /// expired; the server refused this client's certificate or wants one;
+    /// one side speaks TLS and the other does not; or a token would have
+    /// crossed a network in plaintext. The message says which and what to
+    /// change; retrying without changing it fails the same way. Never sent
+    /// on the wire; its [`status`](Self::status) is `503`, as for a server
+    /// that cannot be reached.
+    #[error("not secure: {0}")]
+    Tls(String),
     /// A limit was hit: too many calls in flight, a payload too large (`429`).
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
@@ -344,7 +354,7 @@ impl<E> RpcError<E> {
             RpcError::Incompatible(_) => StatusCode::INCOMPATIBLE,
             RpcError::DeadlineExceeded => StatusCode::DEADLINE_EXCEEDED,
             RpcError::Cancelled => StatusCode::CANCELLED,
-            RpcError::Unavailable(_) => StatusCode::UNAVAILABLE,
+            RpcError::Unavailable(_) | RpcError::Tls(_) => StatusCode::UNAVAILABLE,
             RpcError::ResourceExhausted(_) => StatusCode::RESOURCE_EXHAUSTED,
             RpcError::Internal(_) => StatusCode::INTERNAL,
             RpcError::Other { status, .. } => *status,
@@ -362,6 +372,7 @@ impl<E> RpcError<E> {
             RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
             RpcError::Cancelled => RpcError::Cancelled,
             RpcError::Unavailable(message) => RpcError::Unavailable(message),
+            RpcError::Tls(message) => RpcError::Tls(message),
             RpcError::ResourceExhausted(message) => RpcError::ResourceExhausted(message),
             RpcError::Internal(message) => RpcError::Internal(message),
             RpcError::Other { status, message } => RpcError::Other { status, message },

@@ -73,7 +73,9 @@ pub trait ServerFailure {
 
 impl<E> ServerFailure for RpcError<E> {
     fn is_server_failure(&self) -> bool {
-        matches!(self, RpcError::Unavailable(_))
+        // A server whose certificate is not trusted (expired, say) fails
+        // like one that cannot be reached: another may do.
+        matches!(self, RpcError::Unavailable(_) | RpcError::Tls(_))
     }
 }
 

@@ -8,6 +8,7 @@ mod connection;
 mod dedup;
 mod programs;
 pub(crate) mod registry;
+mod secure;
 mod session;
 mod store;
 
@@ -258,7 +259,7 @@ pub struct Server {
     config: ServerConfig,
     programs: Option<Arc<dyn ProgramStore>>,
     #[cfg(feature = "tls")]
-    tls: Option<Arc<crate::tls::rustls::ServerConfig>>,
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for Server {
@@ -285,11 +286,13 @@ impl Server {
         self
     }
 
-    /// Serves TLS only, with `config` (certificate chain and key). Requires
-    /// the `tls` feature.
+    /// Serves TLS only, with `tls`: a [`ServerTls`](crate::tls::ServerTls)
+    /// (which can reload its certificate while the server runs) or a fixed
+    /// `Arc<rustls::ServerConfig>`. Plaintext peers are told in one frame
+    /// that this server speaks TLS only. Requires the `tls` feature.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: Arc<crate::tls::rustls::ServerConfig>) -> Server {
-        self.tls = Some(config);
+    pub fn tls(mut self, tls: impl Into<crate::tls::ServerTls>) -> Server {
+        self.tls = Some(tls.into());
         self
     }
 
@@ -525,7 +528,7 @@ impl Server {
         });
         let (shutdown, watcher) = watch::channel(None);
         #[cfg(feature = "tls")]
-        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let tls = self.tls;
         #[cfg(not(feature = "tls"))]
         let tls = None;
         let task = tokio::spawn(
@@ -571,12 +574,6 @@ impl ServerHandle {
     }
 }
 
-#[cfg(feature = "tls")]
-type Acceptor = tokio_rustls::TlsAcceptor;
-/// Without the `tls` feature there is no acceptor.
-#[cfg(not(feature = "tls"))]
-type Acceptor = std::convert::Infallible;
-
 /// Binds `addr` (the first of its addresses that binds) with a listen
 /// backlog of `backlog`.
 async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpListener> {
@@ -606,7 +603,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<connection::Shared>,
     mut shutdown: watch::Receiver<Option<Instant>>,
-    tls: Option<Acceptor>,
+    tls: Option<secure::Tls>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -635,15 +632,15 @@ async fn accept_loop(
         let span = tracing::info_span!("connection", peer = %addr);
         let shared = Arc::clone(&shared);
         let shutdown = shutdown.clone();
-        #[allow(clippy::clone_on_copy, reason = "an acceptor is Copy only without TLS")]
+        #[allow(clippy::clone_on_copy, reason = "without TLS the type is Copy")]
         let tls = tls.clone();
         connections.spawn(
             async move {
                 let mut place = place;
                 let handshake_timeout = shared.config.handshake_timeout;
                 let opened = async {
-                    let io = secure(socket, tls, handshake_timeout).await?;
-                    connection::handshake(io, Some(addr), &shared).await
+                    let secured = secure::secure(socket, tls.as_ref(), handshake_timeout).await?;
+                    connection::handshake(secured, Some(addr), &shared).await
                 };
                 let opened = tokio::select! {
                     opened = opened => opened,
@@ -662,36 +659,4 @@ async fn accept_loop(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
-}
-
-/// Performs the TLS handshake if the server has TLS, within the handshake
-/// timeout; `None` if it fails.
-async fn secure(
-    socket: tokio::net::TcpStream,
-    tls: Option<Acceptor>,
-    handshake_timeout: Duration,
-) -> Option<Box<dyn crate::conn::Io>> {
-    let Some(acceptor) = tls else {
-        return Some(Box::new(socket));
-    };
-    #[cfg(feature = "tls")]
-    {
-        let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await;
-        match accepted {
-            Ok(Ok(stream)) => Some(Box::new(stream)),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("no TLS handshake in time");
-                None
-            }
-        }
-    }
-    #[cfg(not(feature = "tls"))]
-    {
-        let _ = handshake_timeout;
-        match acceptor {}
-    }
 }

@@ -1,21 +1,82 @@
-//! TLS for clients and servers, with rustls (enabled by the `tls` feature).
+//! TLS for clients and servers, with rustls and the `ring` provider
+//! (enabled by the `tls` feature).
 //!
-//! A server is given a [`rustls::ServerConfig`] with
-//! [`Server::tls`](crate::Server::tls); a client a [`ClientTls`] in
-//! [`ClientConfig::tls`](crate::ClientConfig::tls). The protocol is the same
-//! inside the TLS stream; the TLS handshake counts against the server's
-//! handshake timeout.
+//! A server is given a [`ServerTls`] with [`Server::tls`](crate::Server::tls);
+//! a client a [`ClientTls`] in [`ClientConfig::tls`](crate::ClientConfig::tls).
+//! The protocol is the same inside the TLS stream; the TLS handshake counts
+//! against the server's handshake timeout.
+//!
+//! # Plaintext and TLS on the wrong ends
+//!
+//! A server with TLS that receives plaintext (anything but a TLS handshake
+//! record as the first byte) answers with a protocol `Error` frame in the
+//! clear saying that it speaks TLS only, and closes; a server without TLS
+//! that receives a TLS handshake answers that it speaks plaintext. A
+//! client of this crate turns either into an error that says which side
+//! lacks TLS. Nothing else is ever sent in the clear.
+//!
+//! # Tokens and plaintext
+//!
+//! A client refuses to send its token over a plaintext connection to an
+//! address outside loopback, unless
+//! [`ClientConfig::insecure_plaintext`](crate::ClientConfig::insecure_plaintext)
+//! says to.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 
 pub use tokio_rustls::rustls;
 
-/// How a client connects with TLS.
-#[derive(Clone, Debug)]
-pub struct ClientTls {
-    /// The rustls configuration: trusted roots, client certificate if any.
-    pub config: Arc<rustls::ClientConfig>,
-    /// The name the server's certificate must be valid for, such as
-    /// `"rpc.example.com"` or `"localhost"`.
-    pub server_name: String,
+mod client;
+pub(crate) mod explain;
+mod files;
+mod server;
+mod subject;
+
+pub(crate) use client::host_of;
+pub use client::{ClientTls, ClientTlsFiles};
+pub(crate) use server::CertifiedPeer;
+pub use server::{ServerTls, ServerTlsFiles};
+
+/// Certificates, keys or CA bundles could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read: check the path and its permissions.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not the PEM it should be.
+    #[error("{}: {reason}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the certificate or key, most often because the key
+    /// is not the certificate's.
+    #[error("{what} cannot be used")]
+    Rustls {
+        /// What was refused.
+        what: &'static str,
+        /// rustls' reason.
+        #[source]
+        source: rustls::Error,
+    },
+    /// A client certificate was given without its key, or a key without a
+    /// certificate: give both.
+    #[error("a client certificate needs both --tls-cert and --tls-key")]
+    CertWithoutKey,
+    /// No CA file was given and the operating system offers no trusted
+    /// roots: give the CA with `--tls-ca`.
+    #[error("no CA given and the system has no trusted roots ({0}); give one with --tls-ca")]
+    NoSystemRoots(String),
+    /// [`ServerTls::reload`] on a configuration not made from files.
+    #[error("this TLS configuration was not read from files, so it cannot be reloaded")]
+    NotFromFiles,
 }

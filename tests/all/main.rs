@@ -11,6 +11,7 @@ mod faults;
 mod guests;
 mod hostile;
 mod macros;
+mod pki;
 mod pool;
 mod properties;
 mod support;

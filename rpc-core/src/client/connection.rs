@@ -117,21 +117,51 @@ impl Shared {
 }
 
 impl Connection {
-    /// Connects to `addr` and performs the handshake.
+    /// Connects to `addr` (`host:port`, or `tls://host:port` to require
+    /// TLS) and performs the handshake.
     pub(super) async fn open(addr: &str, config: &ClientConfig) -> Result<Connection, RpcError> {
-        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
-            RpcError::Unavailable(format!("could not {what} {addr}: {error}"))
+        let (dial, tls_required) = match addr.strip_prefix(TLS_SCHEME) {
+            Some(rest) => (rest, true),
+            None => (addr, false),
         };
-        let socket = match timeout(config.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(socket)) => socket,
+        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
+            RpcError::Unavailable(format!("could not {what} {dial}: {error}"))
+        };
+        let uses_tls = uses_tls(config);
+        if tls_required && !uses_tls {
+            return Err(RpcError::Tls(format!(
+                "{addr} asks for TLS but this client has no TLS configuration: give it one \
+                 (--tls, or ClientConfig::tls)"
+            )));
+        }
+        let connected = timeout(config.connect_timeout, async {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(dial).await?.collect();
+            // Checked before connecting: nothing at all goes to a host the
+            // token must not be sent to.
+            let guarded = !uses_tls && config.token.is_some() && !config.insecure_plaintext;
+            if let Some(remote) = addrs
+                .iter()
+                .find(|a| guarded && !a.ip().to_canonical().is_loopback())
+            {
+                return Ok(Err(RpcError::Tls(format!(
+                    "refusing to send the token in plaintext to {dial} ({}), which is not this \
+                     machine: anyone on the path could read it and use it; connect with TLS \
+                     (--tls or a tls:// address), or, on a network you trust, allow it with \
+                     --insecure-plaintext",
+                    remote.ip()
+                ))));
+            }
+            TcpStream::connect(addrs.as_slice()).await.map(Ok)
+        })
+        .await;
+        let socket = match connected {
+            Ok(Ok(Ok(socket))) => socket,
+            Ok(Ok(Err(refused))) => return Err(refused),
             Ok(Err(error)) => return Err(unavailable("connect to", &error)),
             Err(_) => return Err(unavailable("connect to", &"timed out")),
         };
         let _ = socket.set_nodelay(true);
-        let io: Box<dyn conn::Io> = match secure(socket, config).await {
-            Ok(io) => io,
-            Err(error) => return Err(unavailable("set up TLS with", &error)),
-        };
+        let io: Box<dyn conn::Io> = secure(socket, dial, config).await?;
         // Until the server has answered the handshake, no frame larger than
         // a handshake frame is buffered.
         let mut codec = FrameCodec::new();
@@ -152,8 +182,15 @@ impl Connection {
         .await;
         let welcome = match answer {
             Err(_) => return Err(unavailable("complete the handshake with", &"timed out")),
-            Ok(Err(error)) => return Err(unavailable("send the handshake to", &error)),
+            Ok(Err(error)) => {
+                return Err(tls_failure(&error, dial, config, false)
+                    .unwrap_or_else(|| unavailable("send the handshake to", &error)));
+            }
             Ok(Ok(None)) => return Err(unavailable("complete the handshake with", &"closed")),
+            Ok(Ok(Some(Err(crate::error::DecodeError::Io(error))))) => {
+                return Err(tls_failure(&error, dial, config, false)
+                    .unwrap_or_else(|| unavailable("read the handshake of", &error)));
+            }
             Ok(Ok(Some(Err(error)))) => return Err(unavailable("read the handshake of", &error)),
             Ok(Ok(Some(Ok(frame)))) => match frame.message {
                 Message::Welcome(welcome) => welcome,
@@ -369,24 +406,73 @@ impl Drop for Connection {
     }
 }
 
-/// Wraps the socket in TLS if the configuration asks for it.
+/// The prefix of addresses that require TLS.
+const TLS_SCHEME: &str = "tls://";
+
+/// Whether connections of `config` use TLS.
+fn uses_tls(config: &ClientConfig) -> bool {
+    #[cfg(feature = "tls")]
+    return config.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = config;
+        false
+    }
+}
+
+/// Wraps the socket in TLS if the configuration asks for it; a failure of
+/// the TLS handshake says what is wrong and what to do.
 #[cfg(feature = "tls")]
-async fn secure(socket: TcpStream, config: &ClientConfig) -> std::io::Result<Box<dyn conn::Io>> {
+async fn secure(
+    socket: TcpStream,
+    dial: &str,
+    config: &ClientConfig,
+) -> Result<Box<dyn conn::Io>, RpcError> {
     let Some(tls) = &config.tls else {
         return Ok(Box::new(socket));
     };
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone())
-        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let name = tls.name_for(dial).map_err(RpcError::Tls)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
-    let stream = timeout(config.connect_timeout, connector.connect(name, socket))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    Ok(Box::new(stream))
+    match timeout(config.connect_timeout, connector.connect(name, socket)).await {
+        Ok(Ok(stream)) => Ok(Box::new(stream)),
+        Ok(Err(error)) => Err(tls_failure(&error, dial, config, true).unwrap_or_else(|| {
+            RpcError::Unavailable(format!("could not set up TLS with {dial}: {error}"))
+        })),
+        Err(_) => Err(RpcError::Unavailable(format!(
+            "could not set up TLS with {dial}: timed out"
+        ))),
+    }
 }
 
 #[cfg(not(feature = "tls"))]
-async fn secure(socket: TcpStream, _: &ClientConfig) -> std::io::Result<Box<dyn conn::Io>> {
+async fn secure(
+    socket: TcpStream,
+    _: &str,
+    _: &ClientConfig,
+) -> Result<Box<dyn conn::Io>, RpcError> {
     Ok(Box::new(socket))
+}
+
+/// The error for a TLS failure on a connection of `config` to `dial`;
+/// `None` if the connection has no TLS or `error` is not about TLS.
+#[cfg(feature = "tls")]
+fn tls_failure(
+    error: &std::io::Error,
+    dial: &str,
+    config: &ClientConfig,
+    in_handshake: bool,
+) -> Option<RpcError> {
+    let tls = config.tls.as_ref()?;
+    let name = tls
+        .server_name
+        .as_deref()
+        .unwrap_or_else(|| crate::tls::host_of(dial));
+    crate::tls::explain::client_failure(error, name, in_handshake).map(RpcError::Tls)
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_failure(_: &std::io::Error, _: &str, _: &ClientConfig, _: bool) -> Option<RpcError> {
+    None
 }
 
 /// Counts a request as outstanding on its connection while it lives.

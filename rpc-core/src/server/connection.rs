@@ -19,6 +19,7 @@ use crate::server::budget::Budget;
 use crate::server::dedup::Dedup;
 use crate::server::programs::ProgramStore;
 use crate::server::registry::{Access, PeerInfo, Registry};
+use crate::server::secure::{Certified, Secured};
 use crate::server::session::Session;
 use crate::server::store::BoundedStore;
 use crate::wire::{
@@ -56,10 +57,11 @@ pub(crate) struct Opened {
 /// version, token and limits, takes a connection place, and welcomes the
 /// peer. `None` if the connection was refused or failed.
 pub(crate) async fn handshake(
-    io: Box<dyn Io>,
+    secured: Secured,
     addr: Option<SocketAddr>,
     shared: &Shared,
 ) -> Option<Opened> {
+    let Secured { io, certified } = secured;
     // Until the peer has authenticated, no frame larger than a handshake
     // frame is buffered, whatever its kind.
     let mut codec = FrameCodec::new();
@@ -77,7 +79,7 @@ pub(crate) async fn handshake(
         Ok(Frame {
             message: Message::Hello(hello),
             ..
-        }) => match admit(&hello, addr, shared) {
+        }) => match admit(&hello, addr, certified.as_ref(), shared) {
             Ok((peer, place)) => {
                 let welcome = Welcome {
                     peer_name: shared.config.name.clone(),
@@ -124,19 +126,26 @@ pub(crate) async fn handshake(
 fn admit(
     hello: &Hello,
     addr: Option<SocketAddr>,
+    certified: Option<&Certified>,
     shared: &Shared,
 ) -> Result<(Arc<PeerInfo>, OwnedSemaphorePermit), Message> {
-    let (role, granted, principal) = match shared.tokens.check(hello.token.as_deref()) {
-        Verdict::Refused => {
+    let verdict = shared.tokens.check(hello.token.as_deref());
+    let (role, granted, principal) = match (verdict, certified) {
+        // A client certificate stands in for a token; a token presented
+        // with it must still be valid, and adds its role.
+        (Verdict::Refused, Some(_)) if hello.token.is_none() => certificate_grant(certified),
+        (Verdict::Refused, _) => {
             return Err(Message::Error(ErrorMessage {
                 status: StatusCode::FORBIDDEN,
                 message: "the token is missing or not valid".into(),
             }));
         }
-        Verdict::Anonymous => (None, Arc::from(shared.access.anonymous.clone()), [0; 8]),
-        Verdict::Role { role, principal } => {
-            let granted = Arc::from([role.clone()]);
-            (Some(role), granted, principal)
+        (Verdict::Anonymous, Some(_)) => certificate_grant(certified),
+        (Verdict::Anonymous, None) => (None, Arc::from(shared.access.anonymous.clone()), [0; 8]),
+        (Verdict::Role { role, principal }, certified) => {
+            let mut granted = vec![role.clone()];
+            granted.extend(certificate_grant(certified).1.iter().cloned());
+            (Some(role), Arc::from(granted), principal)
         }
     };
     let Some(place) = shared.admission.establish() else {
@@ -154,6 +163,29 @@ fn admit(
         max_decode_depth: shared.config.max_decode_depth,
     };
     Ok((Arc::new(peer), place))
+}
+
+/// What a client certificate grants: its first role (as the peer's role),
+/// all its roles, and its holder's principal.
+#[cfg(feature = "tls")]
+fn certificate_grant(certified: Option<&Certified>) -> (Option<String>, Arc<[String]>, [u8; 8]) {
+    match certified {
+        Some(peer) => (
+            peer.roles.first().cloned(),
+            Arc::from(peer.roles.clone()),
+            peer.principal,
+        ),
+        None => (None, Arc::from([]), [0; 8]),
+    }
+}
+
+/// Without the `tls` feature no peer has a certificate.
+#[cfg(not(feature = "tls"))]
+fn certificate_grant(certified: Option<&Certified>) -> (Option<String>, Arc<[String]>, [u8; 8]) {
+    match certified {
+        Some(never) => match *never {},
+        None => (None, Arc::from([]), [0; 8]),
+    }
 }
 
 /// Serves a connection after its handshake until it closes or the server
