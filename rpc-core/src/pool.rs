@@ -69,6 +69,14 @@ impl Default for PoolConfig {
 pub trait ServerFailure {
     /// Whether the server, not the request, failed.
     fn is_server_failure(&self) -> bool;
+
+    /// Whether this server failure lasts until someone changes a
+    /// configuration (a certificate that is not trusted, say): asking the
+    /// same server again soon is pointless, and once every server of the
+    /// pool failed so, the request fails at once. The default is `false`.
+    fn is_lasting(&self) -> bool {
+        false
+    }
 }
 
 impl<E> ServerFailure for RpcError<E> {
@@ -76,6 +84,10 @@ impl<E> ServerFailure for RpcError<E> {
         // A server whose certificate is not trusted (expired, say) fails
         // like one that cannot be reached: another may do.
         matches!(self, RpcError::Unavailable(_) | RpcError::Tls(_))
+    }
+
+    fn is_lasting(&self) -> bool {
+        matches!(self, RpcError::Tls(_))
     }
 }
 
@@ -209,6 +221,10 @@ impl Pool {
         let config = &self.inner.config;
         let deadline = Instant::now() + config.deadline;
         let mut last_failure = None;
+        // Servers that failed in a way that lasts (a TLS misconfiguration):
+        // when they are all of them, waiting for one to come back is
+        // pointless.
+        let mut lasting: Vec<Arc<Member>> = Vec::new();
         for _ in 0..config.max_attempts {
             let Some(member) = self.pick(deadline).await else {
                 break;
@@ -243,8 +259,22 @@ impl Pool {
                 Ok(Err(error)) => {
                     member.finish(elapsed, false);
                     tracing::debug!(server = %member.addr, "server failed; trying another");
-                    member.eject(config.eject_initial, config.eject_max);
+                    if error.is_lasting() {
+                        member.eject(config.eject_max, config.eject_max);
+                        if !lasting.iter().any(|known| Arc::ptr_eq(known, &member)) {
+                            lasting.push(Arc::clone(&member));
+                        }
+                    } else {
+                        member.eject(config.eject_initial, config.eject_max);
+                    }
                     last_failure = Some(error);
+                    let members = self.members();
+                    if members
+                        .iter()
+                        .all(|m| lasting.iter().any(|known| Arc::ptr_eq(known, m)))
+                    {
+                        break;
+                    }
                 }
                 Err(_) => {
                     member.finish(elapsed, false);

@@ -13,21 +13,21 @@ use rpc_core::tls::rustls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A certificate authority.
-pub struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate signed by a [`Ca`], with its key.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub cert: CertificateDer<'static>,
+pub(crate) struct Leaf {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    pub(crate) cert: CertificateDer<'static>,
     key_der: Vec<u8>,
 }
 
 impl Ca {
     /// A new CA called `name`.
-    pub fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name = DistinguishedName::new();
@@ -37,27 +37,27 @@ impl Ca {
     }
 
     /// The CA's certificate as PEM.
-    pub fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// The CA's certificate as DER.
-    pub fn der(&self) -> CertificateDer<'static> {
+    pub(crate) fn der(&self) -> CertificateDer<'static> {
         self.issuer.der().clone()
     }
 
     /// A server certificate valid for `names` (DNS names or IP addresses).
-    pub fn server(&self, names: &[&str]) -> Leaf {
+    pub(crate) fn server(&self, names: &[&str]) -> Leaf {
         self.sign(names, None, &[], false)
     }
 
     /// A server certificate for `names` that expired in 2020.
-    pub fn expired_server(&self, names: &[&str]) -> Leaf {
+    pub(crate) fn expired_server(&self, names: &[&str]) -> Leaf {
         self.sign(names, None, &[], true)
     }
 
     /// A client certificate for `common_name`, one organisation per role.
-    pub fn client(&self, common_name: &str, roles: &[&str]) -> Leaf {
+    pub(crate) fn client(&self, common_name: &str, roles: &[&str]) -> Leaf {
         self.sign(&[], Some(common_name), roles, false)
     }
 
@@ -96,12 +96,12 @@ impl Ca {
 
 impl Leaf {
     /// The key as rustls takes it.
-    pub fn key(&self) -> PrivateKeyDer<'static> {
+    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         PrivatePkcs8KeyDer::from(self.key_der.clone()).into()
     }
 
     /// Writes `NAME.pem` and `NAME.key` into `dir`; returns their paths.
-    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let cert = dir.join(format!("{name}.pem"));
         let key = dir.join(format!("{name}.key"));
         write_atomically(&cert, &self.cert_pem);
@@ -112,14 +112,14 @@ impl Leaf {
 
 /// Writes `text` to `path` through a rename, as a certificate manager does,
 /// so a reader never sees half a file.
-pub fn write_atomically(path: &Path, text: &str) {
+pub(crate) fn write_atomically(path: &Path, text: &str) {
     let partial = path.with_extension("partial");
     std::fs::write(&partial, text).unwrap();
     std::fs::rename(&partial, path).unwrap();
 }
 
 /// A fresh empty directory for one test's files.
-pub fn scratch_dir(test: &str) -> PathBuf {
+pub(crate) fn scratch_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rpc-tls-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -168,7 +168,7 @@ async fn plaintext_and_tls_on_the_wrong_ends_are_told_so_and_the_servers_go_on()
     // A plaintext client of a TLS server.
     let error = failure(&client(&tls_addr, None)).await;
     assert!(
-        matches!(&error, RpcError::BadRequest(m) if m.contains("TLS only")),
+        matches!(&error, RpcError::Tls(m) if m.contains("TLS only")),
         "{error:?}"
     );
     // A TLS client of a plaintext server.
@@ -201,6 +201,47 @@ async fn plaintext_and_tls_on_the_wrong_ends_are_told_so_and_the_servers_go_on()
     );
     tls_only.shutdown(Duration::from_secs(1)).await;
     plain.shutdown(Duration::from_secs(1)).await;
+}
+
+/// What a TLS-only server sends a plaintext opener is, byte for byte, the
+/// `error-tls-required` vector of PROTOCOL.md, and nothing more.
+#[tokio::test]
+async fn a_plaintext_opener_of_a_tls_port_gets_exactly_the_documented_refusal() {
+    use tokio::io::AsyncReadExt;
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("../vectors/v1.json")).unwrap();
+    let hex = vectors["valid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|vector| vector["name"] == "error-tls-required")
+        .and_then(|vector| vector["hex"].as_str())
+        .unwrap()
+        .to_owned();
+    let ca = Ca::new("test CA");
+    let server = tls_server(server_config(&ca.server(&["127.0.0.1"]))).await;
+    let mut plain = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut hello = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(
+        &mut FrameCodec::new(),
+        Frame::connection(Message::Hello(Hello {
+            peer_name: "plain".into(),
+            role: PeerRole::Client,
+            token: Some("s3cret".into()),
+            limits: Limits::default(),
+        })),
+        &mut hello,
+    )
+    .unwrap();
+    plain.write_all(&hello).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut reply))
+        .await
+        .expect("the server closes")
+        .unwrap();
+    let reply: String = reply.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(reply, hex);
+    server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]

@@ -52,6 +52,11 @@ fn expected(name: &str) -> Frame {
             status: StatusCode::FORBIDDEN,
             message: "invalid token".into(),
         }),
+        "error-tls-required" => Message::Error(ErrorMessage {
+            status: StatusCode::TLS_REQUIRED,
+            message: "this server accepts TLS only: connect with TLS (--tls, or a tls:// address)"
+                .into(),
+        }),
         "version-mismatch" => Message::VersionMismatch(VersionMismatch {
             min_version: 1,
             max_version: 1,

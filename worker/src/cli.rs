@@ -6,6 +6,7 @@ mod options;
 mod run;
 mod serve;
 mod submit;
+mod tls;
 
 use std::io::Write;
 use std::process::ExitCode;

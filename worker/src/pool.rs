@@ -23,6 +23,10 @@ impl ServerFailure for WorkerError {
             _ => false,
         }
     }
+
+    fn is_lasting(&self) -> bool {
+        matches!(self, WorkerError::Rpc(error) if error.is_lasting())
+    }
 }
 
 impl From<RpcError> for WorkerError {

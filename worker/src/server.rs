@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use rpc_core::tls::ServerTls;
 use rpc_core::{
     Context, FunctionOptions, Infallible, ServeError, Server, ServerConfig, ServerHandle,
 };
@@ -83,7 +84,8 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
 }
 
 /// Serves `sandbox` on `addr` with `config` and `tokens` (token, role; see
-/// [`roles`](crate::roles)); with no tokens, anyone who can connect may run
+/// [`roles`](crate::roles)), over TLS if `tls` is given; with no tokens
+/// (and no client certificates required), anyone who can connect may run
 /// jobs.
 ///
 /// # Errors
@@ -95,10 +97,14 @@ pub async fn serve(
     addr: SocketAddr,
     config: ServerConfig,
     tokens: &[(String, String)],
+    tls: Option<ServerTls>,
 ) -> Result<ServerHandle, ServeError> {
     let mut server = worker_server_with(sandbox, config);
     for (token, role) in tokens {
         server = server.token(token, role.clone());
+    }
+    if let Some(tls) = tls {
+        server = server.tls(tls);
     }
     server.bind(addr).await
 }

@@ -18,6 +18,11 @@ use futures_util::StreamExt;
 use rpc_core::{Client, ClientConfig, PoolConfig};
 use worker::{Command, Module, Progress, WorkerClient, WorkerPool};
 
+#[path = "../../tests/all/pki.rs"]
+mod pki;
+#[path = "processes/tls.rs"]
+mod tls;
+
 /// A worker process; killed when dropped.
 struct WorkerProcess(Child);
 

@@ -194,6 +194,9 @@ impl Connection {
             Ok(Ok(Some(Err(error)))) => return Err(unavailable("read the handshake of", &error)),
             Ok(Ok(Some(Ok(frame)))) => match frame.message {
                 Message::Welcome(welcome) => welcome,
+                Message::Error(error) if error.status == StatusCode::TLS_REQUIRED => {
+                    return Err(RpcError::Tls(error.message));
+                }
                 Message::Error(error) => {
                     return Err(RpcError::from_status(error.status, error.message));
                 }
@@ -467,7 +470,7 @@ fn tls_failure(
         .server_name
         .as_deref()
         .unwrap_or_else(|| crate::tls::host_of(dial));
-    crate::tls::explain::client_failure(error, name, in_handshake).map(RpcError::Tls)
+    crate::tls::explain::client_failure(error, dial, name, in_handshake).map(RpcError::Tls)
 }
 
 #[cfg(not(feature = "tls"))]

@@ -61,6 +61,7 @@ pub(crate) async fn secure(
         (None, true) => {
             refuse_in_clear(
                 socket,
+                StatusCode::BAD_REQUEST,
                 "this server speaks plaintext, not TLS: connect without TLS, or have the \
                  server turned to TLS (worker serve --tls-cert and --tls-key)",
             )
@@ -70,6 +71,7 @@ pub(crate) async fn secure(
         (Some(_), false) => {
             refuse_in_clear(
                 socket,
+                StatusCode::TLS_REQUIRED,
                 "this server accepts TLS only: connect with TLS (--tls, or a tls:// address)",
             )
             .await;
@@ -104,15 +106,15 @@ async fn accept_tls(socket: TcpStream, tls: &Tls, handshake_timeout: Duration) -
     }
 }
 
-/// Writes one `Error` frame (status 400) in the clear and closes, giving
+/// Writes one `Error` frame with `status` in the clear and closes, giving
 /// the peer a second at most to take it. What the peer sent is read and
 /// dropped first (64 KiB at most), so that closing does not reset the
 /// connection and destroy the answer before the peer reads it.
-async fn refuse_in_clear(mut socket: TcpStream, message: &str) {
+async fn refuse_in_clear(mut socket: TcpStream, status: StatusCode, message: &str) {
     tracing::info!(reason = message, "peer on the wrong side of TLS");
     let mut bytes = BytesMut::new();
     let frame = Frame::connection(Message::Error(ErrorMessage {
-        status: StatusCode::BAD_REQUEST,
+        status,
         message: message.to_owned(),
     }));
     if FrameCodec::new().encode(frame, &mut bytes).is_err() {

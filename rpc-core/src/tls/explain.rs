@@ -9,12 +9,14 @@ use std::io;
 
 use tokio_rustls::rustls::{AlertDescription, CertificateError, Error, InvalidMessage};
 
-/// Explains why the TLS connection to `server` (as named for its
-/// certificate) failed, if `error` is a TLS failure. `in_handshake`: the
-/// TLS handshake itself failed, so an early close is about TLS too.
+/// Explains why the TLS connection to `server` failed, if `error` is a TLS
+/// failure; `name` is the name its certificate was checked against.
+/// `in_handshake`: the TLS handshake itself failed, so an early close is
+/// about TLS too.
 pub(crate) fn client_failure(
     error: &io::Error,
     server: &str,
+    name: &str,
     in_handshake: bool,
 ) -> Option<String> {
     if in_handshake && error.kind() == io::ErrorKind::UnexpectedEof {
@@ -25,7 +27,7 @@ pub(crate) fn client_failure(
     }
     let error = error.get_ref()?.downcast_ref::<Error>()?;
     Some(match error {
-        Error::InvalidCertificate(certificate) => server_certificate(certificate, server),
+        Error::InvalidCertificate(certificate) => server_certificate(certificate, server, name),
         Error::InvalidMessage(InvalidMessage::InvalidContentType)
         | Error::InvalidMessage(InvalidMessage::MessageTooLarge)
         | Error::InvalidMessage(InvalidMessage::UnknownProtocolVersion) => format!(
@@ -42,20 +44,24 @@ pub(crate) fn client_failure(
 }
 
 /// Why the server's certificate was not accepted.
-fn server_certificate(error: &CertificateError, server: &str) -> String {
+fn server_certificate(error: &CertificateError, server: &str, name: &str) -> String {
     match error {
         CertificateError::UnknownIssuer => format!(
             "the certificate of {server} is not signed by a CA this client trusts: pass the CA \
              that signed it with --tls-ca (or ClientTls::from_files)"
         ),
         CertificateError::NotValidForName => format!(
-            "the certificate of {server} is not valid for the name {server}: connect by a \
-             name the certificate lists, or say which with --tls-server-name"
+            "the certificate of {server} is not valid for the name {name}: connect by a name \
+             the certificate lists, or say which with --tls-server-name"
         ),
         CertificateError::NotValidForNameContext { presented, .. } => format!(
-            "the certificate of {server} is not valid for the name {server} (it is for {}): \
+            "the certificate of {server} is not valid for the name {name} (it is for {}): \
              connect by one of those names, or say which with --tls-server-name",
-            presented.join(", ")
+            presented
+                .iter()
+                .map(|name| plain_name(name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
             "the certificate of {server} has expired: the server needs a new one \
@@ -67,6 +73,16 @@ fn server_certificate(error: &CertificateError, server: &str) -> String {
         CertificateError::Revoked => format!("the certificate of {server} has been revoked"),
         other => format!("the certificate of {server} was refused: {other}"),
     }
+}
+
+/// `localhost` out of rustls' `DnsName("localhost")`, `10.0.0.1` out of
+/// `IpAddress(10.0.0.1)`; anything else as it is.
+fn plain_name(presented: &str) -> &str {
+    let inner = presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(presented);
+    inner.trim_matches('"')
 }
 
 /// What an alert from the server says about this client.
@@ -103,6 +119,7 @@ mod tests {
     fn explained(error: Error) -> String {
         client_failure(
             &io::Error::new(io::ErrorKind::InvalidData, error),
+            "w1:7070",
             "w1",
             false,
         )
@@ -135,9 +152,11 @@ mod tests {
                 .contains("--tls-client-ca")
         );
         let other = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
-        assert_eq!(client_failure(&other, "w1", true), None);
+        assert_eq!(client_failure(&other, "w1:7070", "w1", true), None);
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
-        assert!(client_failure(&eof, "w1", true).is_some());
-        assert_eq!(client_failure(&eof, "w1", false), None);
+        assert!(client_failure(&eof, "w1:7070", "w1", true).is_some());
+        assert_eq!(client_failure(&eof, "w1:7070", "w1", false), None);
+        assert_eq!(plain_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
     }
 }

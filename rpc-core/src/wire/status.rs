@@ -44,6 +44,10 @@ impl StatusCode {
     /// `422`: the function ran and returned its own error; the payload holds
     /// that error, encoded by the function.
     pub const APPLICATION_ERROR: Self = Self(422);
+    /// `426`: this server accepts TLS connections only, and the connection
+    /// was plaintext (sent in the clear, in place of `Welcome`, before the
+    /// server closes).
+    pub const TLS_REQUIRED: Self = Self(426);
     /// `429`: a limit was reached (too many calls in flight, payload too large,
     /// out of memory or fuel).
     pub const RESOURCE_EXHAUSTED: Self = Self(429);
@@ -112,6 +116,7 @@ impl StatusCode {
             404 => "not found",
             409 => "incompatible",
             422 => "application error",
+            426 => "tls required",
             429 => "resource exhausted",
             499 => "cancelled",
             500 => "internal",

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::tls::{ServeTlsArgs, keep_reloading, warn_if_plaintext};
 use super::{EXIT_UNAVAILABLE, EXIT_USAGE};
 
 #[derive(Debug, Args)]
@@ -30,6 +31,8 @@ pub(crate) struct CoordinatorArgs {
         hide_env_values = true
     )]
     tokens: Vec<String>,
+    #[command(flatten)]
+    tls: ServeTlsArgs,
 }
 
 pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
@@ -44,6 +47,16 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
             .unwrap_or((token, worker::roles::CLIENT_ROLE));
         server = server.token(token, role);
     }
+    let tls = match args.tls.server_tls() {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("worker: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Some(tls) = &tls {
+        server = server.tls(tls.clone());
+    }
     let handle = match server.bind(args.listen).await {
         Ok(handle) => handle,
         Err(error) => {
@@ -51,8 +64,19 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    println!("coordinator listening on {}", handle.local_addr());
-    if args.tokens.is_empty() && !handle.local_addr().ip().is_loopback() {
+    let scheme = if tls.is_some() { "tls://" } else { "" };
+    println!("coordinator listening on {scheme}{}", handle.local_addr());
+    warn_if_plaintext(
+        handle.local_addr(),
+        tls.is_some(),
+        !args.tokens.is_empty(),
+        "workers' registrations, and every relayed module, job input and result,",
+    );
+    let _reloading = tls.map(keep_reloading);
+    if args.tokens.is_empty()
+        && !args.tls.requires_client_certificates()
+        && !handle.local_addr().ip().is_loopback()
+    {
         eprintln!(
             "worker: warning: no --token given; anyone who can reach this port may register \
              as a worker (and be sent other clients' jobs), take relayed jobs and look workers up"

@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Args;
 use worker::{Command, Limits};
 
+use super::tls::ConnectTlsArgs;
+
 /// The sandbox's limits. Defaults are finite and safe for untrusted code.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct LimitArgs {
@@ -108,8 +110,8 @@ impl JobArgs {
 /// Which workers to use, and how.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TargetArgs {
-    /// A worker's address (HOST:PORT); repeat it for a pool, over which jobs
-    /// are spread and re-sent when a worker fails.
+    /// A worker's address (HOST:PORT, or tls://HOST:PORT); repeat it for a
+    /// pool, over which jobs are spread and re-sent when a worker fails.
     #[arg(
         long = "to",
         value_name = "ADDR",
@@ -128,6 +130,8 @@ pub(crate) struct TargetArgs {
     /// tried.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     timeout: f64,
+    #[command(flatten)]
+    tls: ConnectTlsArgs,
 }
 
 impl TargetArgs {
@@ -161,12 +165,20 @@ impl TargetArgs {
             return Err("--timeout must be positive".into());
         }
         let timeout = Duration::from_secs_f64(self.timeout);
+        let addrs: Vec<&str> = self
+            .to
+            .iter()
+            .map(String::as_str)
+            .chain(self.coordinator.as_deref())
+            .collect();
         let mut config = worker::worker_pool_config();
         config.client = rpc_core::ClientConfig {
             name: "worker-cli".into(),
             token: self.token.clone(),
             timeout: Some(timeout),
             max_payload_len: 1 << 30,
+            tls: self.tls.client_tls(&addrs)?,
+            insecure_plaintext: self.tls.insecure_plaintext,
             ..rpc_core::ClientConfig::default()
         };
         config.attempt_timeout = timeout;

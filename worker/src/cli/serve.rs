@@ -10,6 +10,7 @@ use rpc_core::ServerConfig;
 use worker::{Sandbox, SandboxConfig};
 
 use super::options::{CacheArgs, GrantArgs, LimitArgs, parse_size};
+use super::tls::{OutboundTlsArgs, ServeTlsArgs, keep_reloading, warn_if_plaintext};
 use super::{EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 #[derive(Debug, Args)]
@@ -80,6 +81,10 @@ pub(crate) struct ServeArgs {
     /// The token to present to the coordinator.
     #[arg(long, env = "COORDINATOR_TOKEN", hide_env_values = true)]
     coordinator_token: Option<String>,
+    #[command(flatten)]
+    tls: ServeTlsArgs,
+    #[command(flatten)]
+    outbound: OutboundTlsArgs,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -120,6 +125,13 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             .name
             .clone()
             .unwrap_or_else(|| format!("relayed-{}", std::process::id()));
+        let tls = match args.outbound.client_tls(coordinator, args.tls.identity()) {
+            Ok(tls) => tls,
+            Err(message) => {
+                eprintln!("worker: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
         let client = rpc_core::Client::with_config(
             coordinator.clone(),
             rpc_core::ClientConfig {
@@ -127,6 +139,8 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
                 token: args.coordinator_token.clone(),
                 timeout: None,
                 max_payload_len: 1 << 30,
+                tls,
+                insecure_plaintext: args.outbound.insecure_plaintext,
                 ..rpc_core::ClientConfig::default()
             },
         );
@@ -140,13 +154,28 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    let tls = match args.tls.server_tls() {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("worker: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let server_config = ServerConfig {
         max_connections: args.max_connections,
         max_pending_handshakes: args.max_handshakes,
         max_request_bytes: args.max_request_bytes,
         ..ServerConfig::default()
     };
-    let handle = match worker::serve(sandbox.clone(), args.listen, server_config, &tokens).await {
+    let served = worker::serve(
+        sandbox.clone(),
+        args.listen,
+        server_config,
+        &tokens,
+        tls.clone(),
+    )
+    .await;
+    let handle = match served {
         Ok(handle) => handle,
         Err(error) => {
             eprintln!("worker: {error}");
@@ -154,12 +183,23 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let cache = cache_dir.map_or("memory only".to_owned(), |dir| dir.display().to_string());
+    let scheme = if tls.is_some() { "tls://" } else { "" };
     println!(
-        "worker listening on {} (concurrency {concurrency}, {} token(s), cache: {cache})",
+        "worker listening on {scheme}{} (concurrency {concurrency}, {} token(s), cache: {cache})",
         handle.local_addr(),
         tokens.len(),
     );
-    if tokens.is_empty() && !handle.local_addr().ip().is_loopback() {
+    warn_if_plaintext(
+        handle.local_addr(),
+        tls.is_some(),
+        !tokens.is_empty(),
+        "the modules clients ship, every job's stdin and arguments, and every result",
+    );
+    let _reloading = tls.clone().map(keep_reloading);
+    if tokens.is_empty()
+        && !args.tls.requires_client_certificates()
+        && !handle.local_addr().ip().is_loopback()
+    {
         eprintln!(
             "worker: warning: no --token given; anyone who can reach this port may do anything \
              here: run jobs, ship modules, read the worker's status"
@@ -171,18 +211,33 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
                 .advertise
                 .clone()
                 .unwrap_or_else(|| handle.local_addr().to_string());
-            if advertise.starts_with("0.0.0.0") || advertise.starts_with("[::]") {
+            // Clients learn from the scheme that this worker speaks TLS.
+            let advertise = match (&tls, advertise.strip_prefix("tls://")) {
+                (Some(_), None) => format!("tls://{advertise}"),
+                _ => advertise,
+            };
+            let host = advertise.trim_start_matches("tls://");
+            if host.starts_with("0.0.0.0") || host.starts_with("[::]") {
                 eprintln!(
                     "worker: with --join, give --advertise HOST:PORT: clients cannot reach {advertise}"
                 );
                 return ExitCode::from(EXIT_USAGE);
             }
             let name = args.name.clone().unwrap_or_else(|| advertise.clone());
+            let outbound = match args.outbound.client_tls(coordinator, args.tls.identity()) {
+                Ok(tls) => tls,
+                Err(message) => {
+                    eprintln!("worker: {message}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
             let client = rpc_core::Client::with_config(
                 coordinator.clone(),
                 rpc_core::ClientConfig {
                     name: name.clone(),
                     token: args.coordinator_token.clone(),
+                    tls: outbound,
+                    insecure_plaintext: args.outbound.insecure_plaintext,
                     ..rpc_core::ClientConfig::default()
                 },
             );
