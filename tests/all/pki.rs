@@ -56,6 +56,12 @@ impl Ca {
         self.sign(names, None, &[], true)
     }
 
+    /// A certificate for a node that both serves (valid for `names`) and
+    /// connects to others as `common_name` with `roles`.
+    pub(crate) fn node(&self, names: &[&str], common_name: &str, roles: &[&str]) -> Leaf {
+        self.sign(names, Some(common_name), roles, false)
+    }
+
     /// A client certificate for `common_name`, one organisation per role.
     pub(crate) fn client(&self, common_name: &str, roles: &[&str]) -> Leaf {
         self.sign(&[], Some(common_name), roles, false)

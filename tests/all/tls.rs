@@ -220,7 +220,9 @@ async fn a_plaintext_opener_of_a_tls_port_gets_exactly_the_documented_refusal() 
         .to_owned();
     let ca = Ca::new("test CA");
     let server = tls_server(server_config(&ca.server(&["127.0.0.1"]))).await;
-    let mut plain = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut plain = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
     let mut hello = bytes::BytesMut::new();
     tokio_util::codec::Encoder::encode(
         &mut FrameCodec::new(),

@@ -436,6 +436,7 @@ async fn secure(
     };
     let name = tls.name_for(dial).map_err(RpcError::Tls)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+    let socket = tokio::io::BufReader::with_capacity(crate::tls::SOCKET_READ_BUFFER, socket);
     match timeout(config.connect_timeout, connector.connect(name, socket)).await {
         Ok(Ok(stream)) => Ok(Box::new(stream)),
         Ok(Err(error)) => Err(tls_failure(&error, dial, config, true).unwrap_or_else(|| {

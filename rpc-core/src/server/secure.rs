@@ -87,6 +87,7 @@ pub(crate) async fn secure(
 #[cfg(feature = "tls")]
 async fn accept_tls(socket: TcpStream, tls: &Tls, handshake_timeout: Duration) -> Option<Secured> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let socket = tokio::io::BufReader::with_capacity(crate::tls::SOCKET_READ_BUFFER, socket);
     match timeout(handshake_timeout, acceptor.accept(socket)).await {
         Ok(Ok(stream)) => {
             let certified = tls.certified_peer(stream.get_ref().1.peer_certificates());

@@ -88,7 +88,10 @@ impl ClientTls {
             Some(ca) => files::roots(ca)?,
             None => files::system_roots()?,
         };
-        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder_with_provider(super::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Versions)?
+            .with_root_certificates(roots);
         let config = match (&files.cert, &files.key) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => builder

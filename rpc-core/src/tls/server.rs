@@ -243,7 +243,9 @@ impl ServerTlsFiles {
     fn load(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let chain = files::certificates(&self.cert)?;
         let key = files::private_key(&self.key)?;
-        let builder = rustls::ServerConfig::builder();
+        let builder = rustls::ServerConfig::builder_with_provider(super::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Versions)?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {

@@ -72,7 +72,8 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
         !args.tokens.is_empty(),
         "workers' registrations, and every relayed module, job input and result,",
     );
-    let _reloading = tls.map(keep_reloading);
+    let interval = args.tls.check_interval();
+    let _reloading = tls.map(|tls| keep_reloading(tls, interval));
     if args.tokens.is_empty()
         && !args.tls.requires_client_certificates()
         && !handle.local_addr().ip().is_loopback()

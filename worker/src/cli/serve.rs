@@ -195,7 +195,8 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         !tokens.is_empty(),
         "the modules clients ship, every job's stdin and arguments, and every result",
     );
-    let _reloading = tls.clone().map(keep_reloading);
+    let interval = args.tls.check_interval();
+    let _reloading = tls.clone().map(|tls| keep_reloading(tls, interval));
     if tokens.is_empty()
         && !args.tls.requires_client_certificates()
         && !handle.local_addr().ip().is_loopback()

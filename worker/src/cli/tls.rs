@@ -79,11 +79,18 @@ pub(crate) struct ServeTlsArgs {
     /// admin, worker; none: client), its CN the holder.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// How often, in seconds, the certificate files are checked for
+    /// changes (SIGHUP reloads them at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    tls_check_interval: f64,
 }
 
 impl ServeTlsArgs {
     /// The server's TLS, if asked for.
     pub(crate) fn server_tls(&self) -> Result<Option<ServerTls>, String> {
+        if !(self.tls_check_interval.is_finite() && self.tls_check_interval > 0.0) {
+            return Err("--tls-check-interval must be positive".into());
+        }
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
@@ -94,6 +101,11 @@ impl ServeTlsArgs {
         })
         .map(|tls| Some(tls.with_default_client_roles([worker::roles::CLIENT_ROLE])))
         .map_err(|error| describe(&error))
+    }
+
+    /// How often the certificate files are checked for changes.
+    pub(crate) fn check_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.tls_check_interval)
     }
 
     /// Whether clients must show a certificate (which then gates access as
@@ -135,8 +147,7 @@ impl OutboundTlsArgs {
         addr: &str,
         identity: (Option<PathBuf>, Option<PathBuf>),
     ) -> Result<Option<ClientTls>, String> {
-        if self.tls_ca.is_none() && self.tls_server_name.is_none() && !addr.starts_with("tls://")
-        {
+        if self.tls_ca.is_none() && self.tls_server_name.is_none() && !addr.starts_with("tls://") {
             return Ok(None);
         }
         let (cert, key) = identity;
@@ -179,18 +190,15 @@ pub(crate) fn warn_if_plaintext(addr: SocketAddr, tls: bool, tokens: bool, expos
     );
 }
 
-/// How often the certificate files are checked for changes.
-const RELOAD_CHECK: Duration = Duration::from_secs(10);
-
-/// Reloads `tls` on SIGHUP and whenever its files change, reporting each
-/// reload on stderr; a broken new file is reported and the certificate in
-/// use kept. Runs until the process ends.
-pub(crate) fn keep_reloading(tls: ServerTls) -> tokio::task::JoinHandle<()> {
+/// Reloads `tls` on SIGHUP and whenever its files change (checked every
+/// `interval`), reporting each reload on stderr; a broken new file is
+/// reported and the certificate in use kept. Runs until the process ends.
+pub(crate) fn keep_reloading(tls: ServerTls, interval: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut ticks = tokio::time::interval(RELOAD_CHECK);
+        let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {

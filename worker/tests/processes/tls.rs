@@ -80,7 +80,9 @@ fn run_cli(args: &[&str], stdin: &str) -> Output {
     let pid = child.id();
     let watchdog = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(60));
-        let _ = Process::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Process::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     });
     let output = child.wait_with_output().unwrap();
     drop(watchdog);
@@ -123,8 +125,19 @@ async fn submit_map_join_and_relay_work_over_tls() {
     let coordinator_addr = free_addr("127.0.0.1");
     let _coordinator = spawn(
         &[
-            "coordinator", "--listen", &coordinator_addr, "--tls-cert", &cert, "--tls-key", &key,
-            "--token", "wtok:worker", "--token", "ctok:client", "--token", "atok:admin",
+            "coordinator",
+            "--listen",
+            &coordinator_addr,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--token",
+            "wtok:worker",
+            "--token",
+            "ctok:client",
+            "--token",
+            "atok:admin",
         ],
         "coordinator listening on tls://",
     );
@@ -135,10 +148,26 @@ async fn submit_map_join_and_relay_work_over_tls() {
         .map(|addr| {
             spawn(
                 &[
-                    "serve", "--listen", addr, "--no-disk-cache", "--concurrency", "2",
-                    "--tls-cert", &cert, "--tls-key", &key, "--token", "ctok",
-                    "--token", "atok:admin", "--join", &join, "--coordinator-tls-ca", &ca,
-                    "--coordinator-token", "wtok",
+                    "serve",
+                    "--listen",
+                    addr,
+                    "--no-disk-cache",
+                    "--concurrency",
+                    "2",
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                    "--token",
+                    "ctok",
+                    "--token",
+                    "atok:admin",
+                    "--join",
+                    &join,
+                    "--coordinator-tls-ca",
+                    &ca,
+                    "--coordinator-token",
+                    "wtok",
                 ],
                 "listening on tls://",
             )
@@ -146,8 +175,16 @@ async fn submit_map_join_and_relay_work_over_tls() {
         .collect();
     let _relayed = spawn(
         &[
-            "serve", "--relay-via", &join, "--name", "hidden", "--no-disk-cache",
-            "--coordinator-tls-ca", &ca, "--coordinator-token", "wtok",
+            "serve",
+            "--relay-via",
+            &join,
+            "--name",
+            "hidden",
+            "--no-disk-cache",
+            "--coordinator-tls-ca",
+            &ca,
+            "--coordinator-token",
+            "wtok",
         ],
         "taking jobs through the coordinator",
     );
@@ -156,7 +193,9 @@ async fn submit_map_join_and_relay_work_over_tls() {
     // submit, straight to one worker.
     let to = format!("tls://{}", hosts[0]);
     let output = run_cli(
-        &["submit", "--to", &to, "--tls-ca", &ca, "--token", "ctok", &module],
+        &[
+            "submit", "--to", &to, "--tls-ca", &ca, "--token", "ctok", &module,
+        ],
         "over TLS\n",
     );
     assert!(output.status.success(), "{}", stderr_of(&output));
@@ -185,15 +224,26 @@ async fn submit_map_join_and_relay_work_over_tls() {
     for host in &hosts {
         let tls_addr = format!("tls://{host}");
         assert!(
-            listed.iter().any(|entry| entry.registration.addr == tls_addr),
+            listed
+                .iter()
+                .any(|entry| entry.registration.addr == tls_addr),
             "{tls_addr} not in {listed:?}"
         );
     }
     let lines: String = (0..60).map(|i| format!("line {i}\n")).collect();
     let output = run_cli(
         &[
-            "map", "--coordinator", &join, "--tls-ca", &ca, "--token", "ctok", "--lines",
-            "--concurrency", "12", &module,
+            "map",
+            "--coordinator",
+            &join,
+            "--tls-ca",
+            &ca,
+            "--token",
+            "ctok",
+            "--lines",
+            "--concurrency",
+            "12",
+            &module,
         ],
         &lines,
     );
@@ -211,7 +261,9 @@ async fn submit_map_join_and_relay_work_over_tls() {
     // relay: a job sent to the coordinator goes to the worker that listens
     // nowhere, over its outbound TLS connection.
     let output = run_cli(
-        &["submit", "--to", &join, "--tls-ca", &ca, "--token", "ctok", &module],
+        &[
+            "submit", "--to", &join, "--tls-ca", &ca, "--token", "ctok", &module,
+        ],
         "relayed\n",
     );
     assert!(output.status.success(), "{}", stderr_of(&output));
@@ -228,17 +280,34 @@ async fn each_misconfiguration_is_a_clear_error_and_the_worker_goes_on() {
     let mtls_addr = free_addr("127.0.0.1");
     let _mtls = spawn(
         &[
-            "serve", "--listen", &mtls_addr, "--no-disk-cache", "--tls-cert", &cert,
-            "--tls-key", &key, "--tls-client-ca", &clients_ca,
+            "serve",
+            "--listen",
+            &mtls_addr,
+            "--no-disk-cache",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &clients_ca,
         ],
         "listening on tls://",
     );
     let expired_addr = free_addr("127.0.0.1");
-    let (old_cert, old_key) = pki.ca.expired_server(&["127.0.0.1"]).write(&pki.dir, "expired");
+    let (old_cert, old_key) = pki
+        .ca
+        .expired_server(&["127.0.0.1"])
+        .write(&pki.dir, "expired");
     let _expired = spawn(
         &[
-            "serve", "--listen", &expired_addr, "--no-disk-cache", "--tls-cert",
-            &text(&old_cert), "--tls-key", &text(&old_key),
+            "serve",
+            "--listen",
+            &expired_addr,
+            "--no-disk-cache",
+            "--tls-cert",
+            &text(&old_cert),
+            "--tls-key",
+            &text(&old_key),
         ],
         "listening on tls://",
     );
@@ -248,8 +317,13 @@ async fn each_misconfiguration_is_a_clear_error_and_the_worker_goes_on() {
         "listening on 127.0.0.1",
     );
     let module = cat_file(&pki);
-    let (good_cert, good_key) = clients.client("batch-1", &["client"]).write(&pki.dir, "batch");
-    let (bad_cert, bad_key) = pki.ca.client("intruder", &["admin"]).write(&pki.dir, "intruder");
+    let (good_cert, good_key) = clients
+        .client("batch-1", &["client"])
+        .write(&pki.dir, "batch");
+    let (bad_cert, bad_key) = pki
+        .ca
+        .client("intruder", &["admin"])
+        .write(&pki.dir, "intruder");
     let (good_cert, good_key) = (text(&good_cert), text(&good_key));
     let submit = |to: &str, extra: &[&str]| {
         let mut args = vec!["submit", "--to", to];
@@ -264,23 +338,64 @@ async fn each_misconfiguration_is_a_clear_error_and_the_worker_goes_on() {
     };
 
     // Mutual TLS: a certificate the client CA signed gets in...
-    let output = submit(&mtls_addr, &["--tls-ca", &ca, "--tls-cert", &good_cert, "--tls-key", &good_key]);
+    let output = submit(
+        &mtls_addr,
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &good_cert,
+            "--tls-key",
+            &good_key,
+        ],
+    );
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert_eq!(output.stdout, b"hi\n");
     // ... none, or one from another CA, does not.
-    refused(submit(&mtls_addr, &["--tls-ca", &ca]), "requires a client certificate");
     refused(
-        submit(&mtls_addr, &["--tls-ca", &ca, "--tls-cert", &text(&bad_cert), "--tls-key", &text(&bad_key)]),
+        submit(&mtls_addr, &["--tls-ca", &ca]),
+        "requires a client certificate",
+    );
+    refused(
+        submit(
+            &mtls_addr,
+            &[
+                "--tls-ca",
+                &ca,
+                "--tls-cert",
+                &text(&bad_cert),
+                "--tls-key",
+                &text(&bad_key),
+            ],
+        ),
         "does not trust the CA",
     );
     // A client that trusts another CA, a name the certificate lacks, an
     // expired certificate.
     let stranger = pki.path("stranger.pem");
     write_atomically(Path::new(&stranger), &Ca::new("stranger").pem());
-    let tls_args = ["--tls-cert", good_cert.as_str(), "--tls-key", good_key.as_str()];
-    refused(submit(&mtls_addr, &[&["--tls-ca", &stranger][..], &tls_args].concat()), "--tls-ca");
+    let tls_args = [
+        "--tls-cert",
+        good_cert.as_str(),
+        "--tls-key",
+        good_key.as_str(),
+    ];
     refused(
-        submit(&mtls_addr, &[&["--tls-ca", &ca, "--tls-server-name", "db.example.com"][..], &tls_args].concat()),
+        submit(
+            &mtls_addr,
+            &[&["--tls-ca", &stranger][..], &tls_args].concat(),
+        ),
+        "--tls-ca",
+    );
+    refused(
+        submit(
+            &mtls_addr,
+            &[
+                &["--tls-ca", &ca, "--tls-server-name", "db.example.com"][..],
+                &tls_args,
+            ]
+            .concat(),
+        ),
         "--tls-server-name",
     );
     refused(submit(&expired_addr, &["--tls-ca", &ca]), "expired");
@@ -289,7 +404,17 @@ async fn each_misconfiguration_is_a_clear_error_and_the_worker_goes_on() {
     refused(submit(&plain_addr, &["--tls-ca", &ca]), "plaintext");
 
     // The workers took none of it badly.
-    let output = submit(&mtls_addr, &["--tls-ca", &ca, "--tls-cert", &good_cert, "--tls-key", &good_key]);
+    let output = submit(
+        &mtls_addr,
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &good_cert,
+            "--tls-key",
+            &good_key,
+        ],
+    );
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert!(submit(&plain_addr, &[]).status.success());
 }
@@ -299,18 +424,29 @@ async fn tokens_stay_off_plaintext_networks_and_serve_says_what_is_exposed() {
     let pki = Pki::new("plaintext");
     let module = cat_file(&pki);
     // 192.0.2.1 is a documentation address: refused before any packet.
-    let output = run_cli(&["submit", "--to", "192.0.2.1:7070", "--token", "t", &module], "");
+    let output = run_cli(
+        &["submit", "--to", "192.0.2.1:7070", "--token", "t", &module],
+        "",
+    );
     assert_eq!(output.status.code(), Some(69));
     let stderr = stderr_of(&output);
     assert!(
-        stderr.contains("refusing to send the token in plaintext") && stderr.contains("--insecure-plaintext"),
+        stderr.contains("refusing to send the token in plaintext")
+            && stderr.contains("--insecure-plaintext"),
         "{stderr}"
     );
 
     // serve on every interface with a token and no TLS: the warning names
     // what crosses the network. (Stopped as soon as it has said so.)
     let mut serve = Process::new(env!("CARGO_BIN_EXE_worker"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--no-disk-cache", "--token", "t"])
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--no-disk-cache",
+            "--token",
+            "t",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -332,8 +468,16 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
     let addr = free_addr("127.0.0.1");
     let worker = spawn(
         &[
-            "serve", "--listen", &addr, "--no-disk-cache", "--concurrency", "2", "--tls-cert",
-            &text(&pki.cert), "--tls-key", &text(&pki.key),
+            "serve",
+            "--listen",
+            &addr,
+            "--no-disk-cache",
+            "--concurrency",
+            "2",
+            "--tls-cert",
+            &text(&pki.cert),
+            "--tls-key",
+            &text(&pki.key),
         ],
         "listening on tls://",
     );
@@ -342,7 +486,11 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut load = Vec::new();
     for task in 0..3 {
-        let (done, stop, client) = (Arc::clone(&done), Arc::clone(&stop), tls_worker_client(&pki, &addr, None));
+        let (done, stop, client) = (
+            Arc::clone(&done),
+            Arc::clone(&stop),
+            tls_worker_client(&pki, &addr, None),
+        );
         let (module, pki_ca) = (module.clone(), pki.ca_file.clone());
         let addr = addr.clone();
         load.push(tokio::spawn(async move {
@@ -351,8 +499,18 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
             for i in 0..100_000 {
                 // Every other job on a fresh connection: a new handshake.
                 let fresh = (i % 2 == 1).then(|| {
-                    let tls = ClientTls::from_files(&ClientTlsFiles { ca: Some(pki_ca.clone()), ..ClientTlsFiles::default() }).unwrap();
-                    WorkerClient::new(Client::with_config(addr.clone(), ClientConfig { tls: Some(tls), ..ClientConfig::default() }))
+                    let tls = ClientTls::from_files(&ClientTlsFiles {
+                        ca: Some(pki_ca.clone()),
+                        ..ClientTlsFiles::default()
+                    })
+                    .unwrap();
+                    WorkerClient::new(Client::with_config(
+                        addr.clone(),
+                        ClientConfig {
+                            tls: Some(tls),
+                            ..ClientConfig::default()
+                        },
+                    ))
                 });
                 let through = fresh.as_ref().unwrap_or(&client);
                 let input = format!("{task}-{i}");
@@ -387,11 +545,20 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
         .unwrap();
         WorkerClient::new(Client::with_config(
             addr.clone(),
-            ClientConfig { tls: Some(tls), max_reconnects: Some(0), ..ClientConfig::default() },
+            ClientConfig {
+                tls: Some(tls),
+                max_reconnects: Some(0),
+                ..ClientConfig::default()
+            },
         ))
     };
     progressed(20).await;
-    assert!(rotated("rotated.example").run(&module, Command::new()).await.is_err());
+    assert!(
+        rotated("rotated.example")
+            .run(&module, Command::new())
+            .await
+            .is_err()
+    );
 
     // A renewed certificate (one more name) and key, then SIGHUP.
     let renewed = pki.ca.server(&["127.0.0.1", "rotated.example"]);
@@ -400,7 +567,11 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
     signal(&worker, "HUP");
     let mut took = false;
     for _ in 0..100 {
-        if rotated("rotated.example").run(&module, Command::new()).await.is_ok() {
+        if rotated("rotated.example")
+            .run(&module, Command::new())
+            .await
+            .is_ok()
+        {
             took = true;
             break;
         }
@@ -411,10 +582,16 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
     progressed(before + 20).await;
 
     // A broken file: reported, and the renewed certificate kept.
-    write_atomically(&pki.cert, "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n");
+    write_atomically(
+        &pki.cert,
+        "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
+    );
     signal(&worker, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rotated("rotated.example").run(&module, Command::new()).await.unwrap();
+    rotated("rotated.example")
+        .run(&module, Command::new())
+        .await
+        .unwrap();
     let before = done.load(Ordering::Relaxed);
     progressed(before + 20).await;
 
@@ -422,4 +599,135 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
     for task in load {
         task.await.expect("no job failed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_only_a_worker_certificate_may_join_a_coordinator() {
+    let pki = Pki::new("mtls-join");
+    let (cert, key, ca) = (text(&pki.cert), text(&pki.key), text(&pki.ca_file));
+    let coordinator_addr = free_addr("127.0.0.1");
+    let _coordinator = spawn(
+        &[
+            "coordinator",
+            "--listen",
+            &coordinator_addr,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+        "coordinator listening on tls://",
+    );
+    let join = format!("tls://{coordinator_addr}");
+    // A node certificate saying O=worker, and one without (a client).
+    let (worker_cert, worker_key) = pki
+        .ca
+        .node(&["127.0.0.2"], "node-2", &["worker"])
+        .write(&pki.dir, "node-2");
+    let (client_cert, client_key) = pki
+        .ca
+        .node(&["127.0.0.3"], "node-3", &[])
+        .write(&pki.dir, "node-3");
+    let joining = |addr: &str, cert: &Path, key: &Path| {
+        spawn(
+            &[
+                "serve",
+                "--listen",
+                addr,
+                "--no-disk-cache",
+                "--tls-cert",
+                &text(cert),
+                "--tls-key",
+                &text(key),
+                "--join",
+                &join,
+                "--coordinator-tls-ca",
+                &ca,
+            ],
+            "listening on tls://",
+        )
+    };
+    let worker_addr = free_addr("127.0.0.2");
+    let _worker = joining(&worker_addr, &worker_cert, &worker_key);
+    let _pretender = joining(&free_addr("127.0.0.3"), &client_cert, &client_key);
+
+    // A client with its own certificate looks workers up: only the one
+    // whose certificate says worker is listed.
+    let (lookup_cert, lookup_key) = pki.ca.client("batch", &["client"]).write(&pki.dir, "batch");
+    let lookup = Client::with_config(
+        join.clone(),
+        ClientConfig {
+            tls: Some(
+                ClientTls::from_files(&ClientTlsFiles {
+                    ca: Some(pki.ca_file.clone()),
+                    cert: Some(lookup_cert),
+                    key: Some(lookup_key),
+                    server_name: None,
+                })
+                .unwrap(),
+            ),
+            ..ClientConfig::default()
+        },
+    );
+    let resolver = worker::CoordinatorResolver::new(lookup);
+    assert_eq!(super::registered(&resolver, 1).await, 1);
+    // Two heartbeats later, still only that one.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let listed = resolver.workers().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].registration.addr, format!("tls://{worker_addr}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_rewritten_on_disk_is_taken_without_a_signal() {
+    let pki = Pki::new("file-change");
+    let addr = free_addr("127.0.0.1");
+    let _worker = spawn(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--no-disk-cache",
+            "--tls-cert",
+            &text(&pki.cert),
+            "--tls-key",
+            &text(&pki.key),
+            "--tls-check-interval",
+            "0.2",
+        ],
+        "listening on tls://",
+    );
+    let rotated = || {
+        let tls = ClientTls::from_files(&ClientTlsFiles {
+            ca: Some(pki.ca_file.clone()),
+            server_name: Some("rotated.example".into()),
+            ..ClientTlsFiles::default()
+        })
+        .unwrap();
+        WorkerClient::new(Client::with_config(
+            addr.clone(),
+            ClientConfig {
+                tls: Some(tls),
+                max_reconnects: Some(0),
+                ..ClientConfig::default()
+            },
+        ))
+    };
+    let module = cat();
+    assert!(rotated().run(&module, Command::new()).await.is_err());
+    // As cert-manager does: new files, renamed into place.
+    let renewed = pki.ca.server(&["127.0.0.1", "rotated.example"]);
+    write_atomically(&pki.key, &renewed.key_pem);
+    write_atomically(&pki.cert, &renewed.cert_pem);
+    let mut took = false;
+    for _ in 0..100 {
+        if rotated().run(&module, Command::new()).await.is_ok() {
+            took = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(took, "the rewritten certificate was not taken");
 }
