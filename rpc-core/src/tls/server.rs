@@ -35,6 +35,7 @@ use super::subject::subject_of;
 /// ```no_run
 /// use rpc_core::tls::{ServerTls, ServerTlsFiles};
 ///
+/// # #[allow(dead_code)]
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// let tls = ServerTls::from_files(ServerTlsFiles {
 ///     cert: "server.pem".into(),
