@@ -12,6 +12,7 @@ use rpc_core::{
     Server,
 };
 
+use crate::warnings::WarnOnChange;
 use crate::{lock, roles};
 use serde::{Deserialize, Serialize};
 
@@ -158,6 +159,7 @@ pub fn join(
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut registered = false;
+        let mut warnings = WarnOnChange::default();
         loop {
             ticker.tick().await;
             match client
@@ -167,12 +169,16 @@ pub fn join(
                 Ok(_) if !registered => {
                     tracing::info!(coordinator = client.addr(), "registered");
                     registered = true;
+                    warnings.recovered();
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    if registered {
-                        tracing::warn!(%error, "lost the coordinator; retrying");
-                    }
+                    let what = if registered {
+                        "lost the coordinator"
+                    } else {
+                        "cannot register with the coordinator"
+                    };
+                    warnings.failed(what, &error);
                     registered = false;
                 }
             }

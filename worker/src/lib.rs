@@ -47,6 +47,7 @@ mod relay;
 pub mod roles;
 mod sandbox;
 mod server;
+mod warnings;
 
 pub use client::{Module, WorkerClient, WorkerError};
 pub use coordinator::{

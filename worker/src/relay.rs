@@ -22,6 +22,7 @@ use crate::job::{
     CALL_METHOD, CallOutput, CallRequest, JobError, RUN_METHOD, RunOutput, RunRequest,
 };
 use crate::sandbox::Sandbox;
+use crate::warnings::WarnOnChange;
 use crate::{lock, roles};
 
 /// A relayed worker asks for its next job: its name in, `Option<RelayTask>`
@@ -428,11 +429,15 @@ pub fn relay_worker(
         let coordinator = coordinator.clone();
         let name = name.clone();
         tasks.push(tokio::spawn(async move {
+            let mut warnings = WarnOnChange::default();
             loop {
-                match coordinator
+                let polled = coordinator
                     .call::<_, Option<RelayTask>>(RELAY_POLL_METHOD, &name)
-                    .await
-                {
+                    .await;
+                if polled.is_ok() {
+                    warnings.recovered();
+                }
+                match polled {
                     Ok(Some(task)) => {
                         let outcome = run_relayed(&sandbox, &coordinator, task.job).await;
                         let done = RelayDone {
@@ -448,7 +453,7 @@ pub fn relay_worker(
                     }
                     Ok(None) => {}
                     Err(error) => {
-                        tracing::debug!(%error, "polling the coordinator failed; retrying");
+                        warnings.failed("cannot take jobs from the coordinator", &error);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }

@@ -124,14 +124,22 @@ impl ServeTlsArgs {
 /// TLS of the connection `serve` opens to its coordinator.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct OutboundTlsArgs {
-    /// PEM file of the CA that signed the coordinator's certificate;
-    /// connects with TLS (as does a tls:// coordinator address) [default:
-    /// the operating system's roots].
-    #[arg(long = "coordinator-tls-ca", value_name = "FILE")]
+    /// PEM file of the CA that signed the coordinator's certificate, for
+    /// --join and --relay-via; connects with TLS (as does a tls://
+    /// coordinator address) [default: the operating system's roots].
+    #[arg(
+        long = "tls-ca",
+        visible_alias = "coordinator-tls-ca",
+        value_name = "FILE"
+    )]
     tls_ca: Option<PathBuf>,
     /// The name the coordinator's certificate must be valid for [default:
     /// the host of its address].
-    #[arg(long = "coordinator-tls-server-name", value_name = "NAME")]
+    #[arg(
+        long = "tls-server-name",
+        visible_alias = "coordinator-tls-server-name",
+        value_name = "NAME"
+    )]
     tls_server_name: Option<String>,
     /// Send the coordinator token in plaintext even to a coordinator
     /// outside this machine (refused otherwise).
