@@ -470,7 +470,7 @@ async fn certificates_rotate_under_load_without_failing_a_call() {
 }
 
 #[tokio::test]
-async fn garbage_after_the_tls_handshake_is_refused_as_on_plaintext() {
+async fn garbage_in_or_after_the_tls_handshake_is_refused_as_on_plaintext() {
     let ca = Ca::new("test CA");
     let server = tls_server(server_config(&ca.server(&["127.0.0.1"]))).await;
     let addr = server.local_addr();
@@ -518,6 +518,23 @@ async fn garbage_after_the_tls_handshake_is_refused_as_on_plaintext() {
             }
         }
         assert!(ended);
+    }
+    // Garbage that starts like a TLS handshake, and a handshake that
+    // never finishes: closed (the second at the handshake timeout).
+    use tokio::io::AsyncReadExt;
+    for bytes in [
+        vec![0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8],
+        vec![0x16],
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&bytes).await.unwrap();
+        let mut reply = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut reply)).await;
+        assert!(
+            closed.is_ok(),
+            "the server kept a broken TLS handshake open"
+        );
     }
     let fine = client(&addr.to_string(), Some(ClientTls::new(trusting(&ca, None))));
     assert_eq!(fine.call::<_, i64>("add", &(3i64, 4i64)).await.unwrap(), 7);
