@@ -508,13 +508,21 @@ async fn queued_jobs_of_a_departed_client_are_released_at_once() {
     // The attacker fills the only slot and the queue, 4 MiB of stdin each.
     let attacker = WorkerClient::new(Client::new(addr.clone()));
     let mut jobs = tokio::task::JoinSet::new();
-    for _ in 0..12 {
+    let send = |jobs: &mut tokio::task::JoinSet<_>| {
         let attacker = attacker.clone();
         let sleeper = sleeper.clone();
         jobs.spawn(async move {
             let stdin = Bytes::from(vec![0u8; 4 << 20]);
             attacker.run(&sleeper, Command::new().stdin(stdin)).await
         });
+    };
+    // The first takes the slot before the others arrive: were they all to
+    // arrive first, eight would queue and four be refused, and the slot
+    // would then leave seven queued (a race a loaded CI run once lost).
+    send(&mut jobs);
+    eventually("the slot to be taken", || sandbox.status().running == 1).await;
+    for _ in 0..11 {
+        send(&mut jobs);
     }
     eventually("the queue to fill", || sandbox.status().queued == 8).await;
     // Past the bound: refused at once, as the worker's condition.
