@@ -100,19 +100,38 @@ fn cat_file(pki: &Pki) -> String {
     text(&path)
 }
 
-/// A TLS client of a worker at `addr`, with `token` if given.
-fn tls_worker_client(pki: &Pki, addr: &str, token: Option<&str>) -> WorkerClient {
-    let tls = ClientTls::from_files(&ClientTlsFiles {
-        ca: Some(pki.ca_file.clone()),
+/// TLS trusting the CA in `ca`, checking `server_name` if given (else the
+/// host dialled).
+fn trusting(ca: &Path, server_name: Option<&str>) -> ClientTls {
+    ClientTls::from_files(&ClientTlsFiles {
+        ca: Some(ca.to_owned()),
+        server_name: server_name.map(str::to_owned),
         ..ClientTlsFiles::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// A TLS client of a worker at `addr`, with `token` if given.
+fn tls_worker_client(pki: &Pki, addr: &str, token: Option<&str>) -> WorkerClient {
     WorkerClient::new(Client::with_config(
         addr,
         ClientConfig {
             token: token.map(str::to_owned),
-            tls: Some(tls),
+            tls: Some(trusting(&pki.ca_file, None)),
             timeout: Some(Duration::from_secs(30)),
+            ..ClientConfig::default()
+        },
+    ))
+}
+
+/// A client of the worker at `addr` that expects its certificate to name
+/// `rotated.example` (only a renewed one does), and does not retry.
+fn rotated_client(pki: &Pki, addr: &str) -> WorkerClient {
+    WorkerClient::new(Client::with_config(
+        addr,
+        ClientConfig {
+            tls: Some(trusting(&pki.ca_file, Some("rotated.example"))),
+            max_reconnects: Some(0),
             ..ClientConfig::default()
         },
     ))
@@ -207,13 +226,7 @@ async fn submit_map_join_and_relay_work_over_tls() {
         join.clone(),
         ClientConfig {
             token: Some("ctok".into()),
-            tls: Some(
-                ClientTls::from_files(&ClientTlsFiles {
-                    ca: Some(pki.ca_file.clone()),
-                    ..ClientTlsFiles::default()
-                })
-                .unwrap(),
-            ),
+            tls: Some(trusting(&pki.ca_file, None)),
             ..ClientConfig::default()
         },
     );
@@ -499,15 +512,10 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
             for i in 0..100_000 {
                 // Every other job on a fresh connection: a new handshake.
                 let fresh = (i % 2 == 1).then(|| {
-                    let tls = ClientTls::from_files(&ClientTlsFiles {
-                        ca: Some(pki_ca.clone()),
-                        ..ClientTlsFiles::default()
-                    })
-                    .unwrap();
                     WorkerClient::new(Client::with_config(
                         addr.clone(),
                         ClientConfig {
-                            tls: Some(tls),
+                            tls: Some(trusting(&pki_ca, None)),
                             ..ClientConfig::default()
                         },
                     ))
@@ -536,29 +544,9 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
             panic!("the load made no progress");
         }
     };
-    let rotated = |name: &str| {
-        let tls = ClientTls::from_files(&ClientTlsFiles {
-            ca: Some(pki.ca_file.clone()),
-            server_name: Some(name.into()),
-            ..ClientTlsFiles::default()
-        })
-        .unwrap();
-        WorkerClient::new(Client::with_config(
-            addr.clone(),
-            ClientConfig {
-                tls: Some(tls),
-                max_reconnects: Some(0),
-                ..ClientConfig::default()
-            },
-        ))
-    };
+    let rotated = || rotated_client(&pki, &addr);
     progressed(20).await;
-    assert!(
-        rotated("rotated.example")
-            .run(&module, Command::new())
-            .await
-            .is_err()
-    );
+    assert!(rotated().run(&module, Command::new()).await.is_err());
 
     // A renewed certificate (one more name) and key, then SIGHUP.
     let renewed = pki.ca.server(&["127.0.0.1", "rotated.example"]);
@@ -567,11 +555,7 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
     signal(&worker, "HUP");
     let mut took = false;
     for _ in 0..100 {
-        if rotated("rotated.example")
-            .run(&module, Command::new())
-            .await
-            .is_ok()
-        {
+        if rotated().run(&module, Command::new()).await.is_ok() {
             took = true;
             break;
         }
@@ -588,10 +572,7 @@ async fn sighup_rotates_the_certificate_under_load_and_keeps_it_when_the_new_one
     );
     signal(&worker, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rotated("rotated.example")
-        .run(&module, Command::new())
-        .await
-        .unwrap();
+    rotated().run(&module, Command::new()).await.unwrap();
     let before = done.load(Ordering::Relaxed);
     progressed(before + 20).await;
 
@@ -699,22 +680,7 @@ async fn a_certificate_rewritten_on_disk_is_taken_without_a_signal() {
         ],
         "listening on tls://",
     );
-    let rotated = || {
-        let tls = ClientTls::from_files(&ClientTlsFiles {
-            ca: Some(pki.ca_file.clone()),
-            server_name: Some("rotated.example".into()),
-            ..ClientTlsFiles::default()
-        })
-        .unwrap();
-        WorkerClient::new(Client::with_config(
-            addr.clone(),
-            ClientConfig {
-                tls: Some(tls),
-                max_reconnects: Some(0),
-                ..ClientConfig::default()
-            },
-        ))
-    };
+    let rotated = || rotated_client(&pki, &addr);
     let module = cat();
     assert!(rotated().run(&module, Command::new()).await.is_err());
     // As cert-manager does: new files, renamed into place.
