@@ -180,7 +180,13 @@ pub async fn proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<u64>) {
 
 /// Opens a raw framed connection and completes the handshake.
 pub async fn raw_session(addr: SocketAddr) -> Framed<TcpStream, FrameCodec> {
-    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), FrameCodec::new());
+    raw_handshake(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// Completes the handshake, as an anonymous client, on a stream already
+/// connected (plain TCP or TLS), and frames it.
+pub async fn raw_handshake<T: AsyncRead + AsyncWrite + Unpin>(io: T) -> Framed<T, FrameCodec> {
+    let mut framed = Framed::new(io, FrameCodec::new());
     let hello = Hello {
         peer_name: "raw".into(),
         role: PeerRole::Client,

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rpc_core::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, rustls};
 use rpc_core::{
     Client, ClientConfig, Frame, FrameCodec, Hello, Limits, Message, PeerRole, RpcError,
     ServerHandle,
 };
 use tokio::io::AsyncWriteExt;
-use tokio_util::codec::Framed;
 
 use crate::pki::{Ca, Leaf, scratch_dir, write_atomically};
 use crate::support::{Counters, test_server};
@@ -487,19 +486,7 @@ async fn garbage_in_or_after_the_tls_handshake_is_refused_as_on_plaintext() {
     for bytes in hostile {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let stream = connector.connect(name.clone(), tcp).await.unwrap();
-        let mut framed = Framed::new(stream, FrameCodec::new());
-        let hello = Hello {
-            peer_name: "hostile".into(),
-            role: PeerRole::Client,
-            token: None,
-            limits: Limits::default(),
-        };
-        framed
-            .send(Frame::connection(Message::Hello(hello)))
-            .await
-            .unwrap();
-        let welcome = framed.next().await.unwrap().unwrap();
-        assert!(matches!(welcome.message, Message::Welcome(_)));
+        let mut framed = crate::support::raw_handshake(stream).await;
         framed.get_mut().write_all(&bytes).await.unwrap();
         framed.get_mut().flush().await.unwrap();
         // The server answers with an error or just closes; either way the
