@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use rpc_core::{
-    CallOptions, Client, ClientConfig, Frame, FrameCodec, Message, Payload, RpcError, StatusCode,
-    VersionMismatch,
+    CallOptions, Client, ClientConfig, Context, Frame, FrameCodec, FunctionOptions, Message,
+    Payload, RpcError, Server, StatusCode, VersionMismatch,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -330,11 +330,14 @@ async fn extreme_timeouts_are_served_not_panicked_on() {
             .await
             .unwrap();
         let (_, response) = next_response(&mut framed).await;
-        // No deadline at all, or one already past: both get an answer.
-        assert!(
-            [StatusCode::OK, StatusCode::DEADLINE_EXCEEDED].contains(&response.status),
-            "{response:?}"
-        );
+        // No deadline at all, or one already past (answered without
+        // running): both get an answer.
+        let expected = if timeout_ms == 0 {
+            StatusCode::DEADLINE_EXCEEDED
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(response.status, expected, "{response:?}");
     }
     let client = Client::with_config(
         server.local_addr().to_string(),
@@ -522,5 +525,52 @@ async fn a_program_whose_bytes_do_not_match_its_hash_is_refused() {
         assert!(response.message.contains("hash to"), "{}", response.message);
     }
     assert_answers(&client).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_deadline_that_passes_is_always_answered_504_whoever_notices_it_first() {
+    let server = Server::builder()
+        // Notices the deadline itself, at the same instant as the server's
+        // timer, and says so with its own error.
+        .function_with(
+            "notices",
+            FunctionOptions::new(),
+            |context: Context, (): ()| async move {
+                if let Some(deadline) = context.deadline() {
+                    tokio::time::sleep_until(deadline).await;
+                }
+                Err::<(), _>("my own deadline error".to_owned())
+            },
+        )
+        // Finishes past the deadline without ever yielding.
+        .function("blocks", |millis: u64| async move {
+            std::thread::sleep(Duration::from_millis(millis));
+            Ok::<_, ()>(millis)
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut framed = raw_session(server.local_addr()).await;
+    for round in 0..20u64 {
+        let calls = [
+            raw_call("notices", &(), Some(5)),
+            raw_call("blocks", &15u64, Some(5)),
+        ];
+        for (index, call) in (0u64..).zip(calls) {
+            let id = 1 + 2 * (2 * round + index);
+            framed
+                .send(Frame::new(id, Message::Call(call)))
+                .await
+                .unwrap();
+            let (answered, response) = next_response(&mut framed).await;
+            assert_eq!(answered, id);
+            assert_eq!(
+                response.status,
+                StatusCode::DEADLINE_EXCEEDED,
+                "round {round}, call {index}: {response:?}"
+            );
+        }
+    }
     server.shutdown(Duration::from_secs(1)).await;
 }

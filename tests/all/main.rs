@@ -10,6 +10,7 @@ mod coordinator;
 mod faults;
 mod guests;
 mod hostile;
+mod load;
 mod macros;
 mod pki;
 mod pool;

@@ -274,7 +274,8 @@ pub enum JobError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The job ran past its wall-clock limit or the call's deadline.
+    /// The job ran past its wall-clock limit. (A call whose own deadline
+    /// passes is answered `504`, [`RpcError::DeadlineExceeded`](rpc_core::RpcError::DeadlineExceeded).)
     #[error("deadline exceeded after {elapsed_ms} ms")]
     DeadlineExceeded {
         /// How long it ran.
@@ -312,8 +313,9 @@ pub enum JobError {
     /// The job asked for a directory the worker's operator did not grant.
     #[error("no directory named {0:?} is granted on this worker")]
     DirNotGranted(String),
-    /// The worker cannot take the job now (its queue or a budget is full):
-    /// the worker's condition, not the job's fault. Send it again later or
+    /// The worker cannot take the job now (its queue or a budget is full,
+    /// or its engine had no instance slot free): the worker's condition,
+    /// not the job's fault. Send it again later or
     /// to another worker; a [`WorkerPool`](crate::WorkerPool) does.
     #[error("worker busy: {0}")]
     Busy(String),

@@ -2,7 +2,9 @@
 //! any compiling: compile time and memory grow with the functions it
 //! defines and the bytes of their code.
 
-use wasmparser::{Parser, Payload};
+use wasmparser::{Parser, Payload, TypeRef};
+
+use crate::sandbox::engine::per_job;
 
 use crate::job::JobError;
 use crate::limits::Limits;
@@ -12,12 +14,13 @@ use crate::limits::Limits;
 const SMALL_FUNCTIONS: u32 = 1_000;
 const SMALL_CODE_BYTES: u64 = 1 << 20;
 
-/// A module's code, as counted before compiling, and the largest table it
-/// declares.
+/// A module's code, as counted before compiling, and its tables: how many
+/// (defined and imported) and the largest it declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CompileCost {
     pub(crate) functions: u32,
     pub(crate) code_bytes: u64,
+    pub(crate) tables: u32,
     pub(crate) table_elements: u64,
 }
 
@@ -28,7 +31,18 @@ impl CompileCost {
         let mut cost = CompileCost::default();
         for payload in Parser::new(0).parse_all(module) {
             match payload {
+                Ok(Payload::ImportSection(imports)) => {
+                    let tables = imports
+                        .into_imports()
+                        .flatten()
+                        .filter(|import| matches!(import.ty, TypeRef::Table(_)))
+                        .count();
+                    cost.tables = cost
+                        .tables
+                        .saturating_add(u32::try_from(tables).unwrap_or(u32::MAX));
+                }
                 Ok(Payload::TableSection(tables)) => {
+                    cost.tables = cost.tables.saturating_add(tables.count());
                     for table in tables.into_iter().flatten() {
                         cost.table_elements = cost.table_elements.max(table.ty.initial);
                     }
@@ -53,6 +67,13 @@ impl CompileCost {
     /// Refuses a module that would cost more to compile than `limits`
     /// allow, or whose tables could never be instantiated under them.
     pub(crate) fn check(self, limits: &Limits) -> Result<(), JobError> {
+        if self.tables > per_job::TABLES {
+            return Err(JobError::InvalidModule(format!(
+                "the module has {} tables, more than the {} a job may have",
+                self.tables,
+                per_job::TABLES
+            )));
+        }
         if self.table_elements > limits.table_elements {
             return Err(JobError::InvalidModule(format!(
                 "the module declares a table of {} elements, more than the {} this worker \
@@ -96,7 +117,19 @@ mod tests {
         assert!(CompileCost::of(&functions(3)).is_small());
         assert_eq!(CompileCost::of(b"\0asm\x01\0\0\0"), CompileCost::default());
         let table = CompileCost::of(&wat::parse_str("(module (table 5000 funcref))").unwrap());
-        assert_eq!(table.table_elements, 5000);
+        assert_eq!((table.tables, table.table_elements), (1, 5000));
+        let five = wat::parse_str(
+            r#"(module (import "env" "t" (table 1 funcref))
+                 (table 1 funcref) (table 1 funcref) (table 1 funcref) (table 1 funcref))"#,
+        )
+        .unwrap();
+        let error = CompileCost::of(&five)
+            .check(&Limits::default())
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("5 tables, more than the 4"),
+            "{error}"
+        );
         let limits = Limits {
             table_elements: 1000,
             ..Limits::default()

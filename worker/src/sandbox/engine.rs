@@ -15,9 +15,6 @@ use crate::limits::Limits;
 /// limits and how quickly a cancelled guest stops.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
-/// Tables a module may define or import; real toolchains use one or two.
-const MAX_TABLES_PER_MODULE: u32 = 4;
-
 /// Builds the engine for `slots` jobs at a time under `limits`.
 pub(crate) fn build(limits: &Limits, slots: u32) -> Result<Engine, wasmtime::Error> {
     let mut config = Config::new();
@@ -28,13 +25,40 @@ pub(crate) fn build(limits: &Limits, slots: u32) -> Result<Engine, wasmtime::Err
         .wasm_multi_value(true)
         .wasm_reference_types(true)
         .wasm_simd(true)
-        .wasm_exceptions(true);
+        .wasm_exceptions(true)
+        // One memory per module: what every toolchain emits, and what each
+        // job's slot holds.
+        .wasm_multi_memory(false);
     config
         .consume_fuel(true)
         .epoch_interruption(true)
         .max_wasm_stack(limits.stack_bytes);
     // Instances come from a pool of pre-reserved slots: instantiating is
     // a few page-table updates, not mmap calls, and resets reuse memory.
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(limits, slots)));
+    Engine::new(&config)
+}
+
+/// What one job's store can hold at once, which the pool reserves for each
+/// of the `slots` jobs that may run at a time. Sized for everything a job
+/// the engine admits can need, so that a job that got a slot never fails
+/// because the pool ran dry. A module that wants more (two memories, five
+/// tables) is refused when it is shipped, not when it runs.
+pub(crate) mod per_job {
+    /// Linear memories: one (multi-memory is off; see [`super::build`]).
+    pub(crate) const MEMORIES: u32 = 1;
+    /// GC heaps: one per store, made the first time the guest needs one
+    /// (exception handling allocates its exceptions there). Under the
+    /// pooling allocator a GC heap is backed by a slot of the memory pool.
+    pub(crate) const GC_HEAPS: u32 = 1;
+    /// Tables a module may define or import; real toolchains use one or two.
+    pub(crate) const TABLES: u32 = 4;
+    /// Core instances: the module's own (WASI is host functions).
+    pub(crate) const INSTANCES: u32 = 1;
+}
+
+/// The pooling allocator's configuration for `slots` jobs at a time.
+fn pool(limits: &Limits, slots: u32) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     // The pool's slots span all of a 32-bit memory, so that a module
     // declaring more than the limit compiles, then is refused by the
@@ -42,17 +66,19 @@ pub(crate) fn build(limits: &Limits, slots: u32) -> Result<Engine, wasmtime::Err
     // a job may ask for less).
     let max_memory = usize::try_from(limits.memory_bytes.max(4 << 30)).unwrap_or(usize::MAX);
     let table_elements = usize::try_from(limits.table_elements).unwrap_or(usize::MAX);
-    pool.total_core_instances(slots)
-        .total_memories(slots)
-        .total_tables(slots.saturating_mul(MAX_TABLES_PER_MODULE))
-        .max_memories_per_module(1)
-        .max_tables_per_module(MAX_TABLES_PER_MODULE)
+    // A GC heap takes a slot of the memory pool, so the memory pool holds
+    // both kinds for every job.
+    let memory_slots = per_job::MEMORIES + per_job::GC_HEAPS;
+    pool.total_core_instances(slots.saturating_mul(per_job::INSTANCES))
+        .total_memories(slots.saturating_mul(memory_slots))
+        .total_gc_heaps(slots.saturating_mul(per_job::GC_HEAPS))
+        .total_tables(slots.saturating_mul(per_job::TABLES))
+        .max_memories_per_module(per_job::MEMORIES)
+        .max_tables_per_module(per_job::TABLES)
         .max_memory_size(max_memory)
         .table_elements(table_elements)
-        .max_core_instance_size(16 << 20)
-        .total_gc_heaps(slots);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config)
+        .max_core_instance_size(16 << 20);
+    pool
 }
 
 /// Checks that `bytes` are a core WebAssembly module this engine accepts,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::Bytes;
-use wasmtime::{Engine, Instance, Linker, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime::{
+    Engine, Instance, Linker, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline, WasmBacktrace,
+};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -271,6 +273,18 @@ fn job_failure(
     error: wasmtime::Error,
 ) -> JobError {
     let tail = stderr.tail(STDERR_TAIL);
+    // The host's pool ran dry: never the guest's fault. The pool is sized
+    // so that an admitted job cannot see this; if it does, it is a bug of
+    // the worker's sizing, reported as the worker's condition.
+    if let Some(exhausted) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<PoolConcurrencyLimitError>())
+    {
+        tracing::error!(%exhausted, "the instance pool refused an admitted job");
+        return JobError::Busy(format!(
+            "the worker had no free instance slot ({exhausted}); send the job again"
+        ));
+    }
     match error.downcast_ref::<Stopped>() {
         Some(Stopped::Cancelled) => return JobError::Cancelled,
         Some(Stopped::Deadline) => {

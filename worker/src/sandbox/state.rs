@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
+
+use super::engine::per_job;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 /// The data of one job's `Store`.
@@ -117,10 +119,10 @@ impl ResourceLimiter for Limiter {
     }
 
     fn memories(&self) -> usize {
-        1
+        per_job::MEMORIES as usize
     }
 
     fn tables(&self) -> usize {
-        4
+        per_job::TABLES as usize
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::time::timeout_at;
+use tokio::time::{Instant, timeout_at};
 
 use super::Session;
 use crate::conn::{self, Arrival, Reply};
@@ -115,6 +115,12 @@ impl Session {
         }
         let deadline =
             timeout_ms.and_then(|ms| received_at.at.checked_add(Duration::from_millis(ms)));
+        // A deadline already past (`timeout_ms = 0`, or a call that waited
+        // for its arguments too long) is answered without running.
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            self.respond(id, deadline_passed(), received_at).await;
+            return;
+        }
         let span = tracing::debug_span!(
             "call",
             method = %function.method,
@@ -146,7 +152,7 @@ impl Session {
                 let mut run = handler(context, args);
                 match poll_once(&span, run.as_mut()) {
                     Poll::Ready(outcome) => {
-                        let reply = Reply::from(outcome);
+                        let reply = within_deadline(Reply::from(outcome), deadline);
                         record_outcome(&span, &reply, received_at);
                         self.respond(id, reply, received_at).await;
                         return;
@@ -170,6 +176,7 @@ impl Session {
         };
         let mut work = work;
         if let Poll::Ready(reply) = poll_once(&span, work.as_mut()) {
+            let reply = within_deadline(reply, deadline);
             record_outcome(&span, &reply, received_at);
             self.respond(id, reply, received_at).await;
             return;
@@ -181,12 +188,10 @@ impl Session {
         let task = async move {
             let _held = (held, slot);
             let reply = match deadline {
-                Some(deadline) => timeout_at(deadline, work).await.unwrap_or_else(|_| {
-                    Reply::from(Outcome::Status(
-                        StatusCode::DEADLINE_EXCEEDED,
-                        "the call's deadline passed".into(),
-                    ))
-                }),
+                Some(deadline) => timeout_at(deadline, work).await.map_or_else(
+                    |_| deadline_passed(),
+                    |reply| within_deadline(reply, Some(deadline)),
+                ),
                 None => work.await,
             };
             record_outcome(&tracing::Span::current(), &reply, received_at);
@@ -290,4 +295,22 @@ fn record_outcome(span: &tracing::Span, reply: &Reply, received_at: Arrival) {
     span.record("status", reply.status.as_u16());
     span.record("elapsed_us", elapsed_us);
     tracing::debug!(parent: span, status = reply.status.as_u16(), elapsed_us, "call answered");
+}
+
+/// The answer to a call whose deadline passed before its answer was ready.
+fn deadline_passed() -> Reply {
+    Reply::from(Outcome::Status(
+        StatusCode::DEADLINE_EXCEEDED,
+        "the call's deadline passed".into(),
+    ))
+}
+
+/// `reply`, or `504` if the call's deadline passed before it was ready:
+/// one condition, one status, whether the server's timer or the function
+/// (seeing [`Context::deadline`]) noticed it first.
+fn within_deadline(reply: Reply, deadline: Option<Instant>) -> Reply {
+    match deadline {
+        Some(deadline) if Instant::now() >= deadline => deadline_passed(),
+        _ => reply,
+    }
 }
