@@ -342,13 +342,20 @@ async fn hostile_jobs_end_with_their_own_status_and_the_worker_goes_on() {
     ));
     let started = Instant::now();
     let flood = client.run(&flood_stdout(), Command::new()).await;
-    assert!(matches!(
-        job_error(flood),
-        JobError::ResourceExhausted {
-            resource: Resource::Output,
-            ..
+    match job_error(flood) {
+        // Stopped at the limit, with everything it wrote up to it.
+        JobError::OutputLimit {
+            stdout,
+            stderr,
+            receipt,
+        } => {
+            assert_eq!(stdout.len(), 1 << 20, "stdout is kept up to the limit");
+            assert!(stderr.is_empty());
+            assert!(receipt.stdout_truncated && !receipt.stderr_truncated);
+            assert!(receipt.fuel > 0, "{receipt:?}");
         }
-    ));
+        other => panic!("expected the output limit, got {other:?}"),
+    }
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "a flood ends at the limit"

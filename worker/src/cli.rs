@@ -118,6 +118,11 @@ pub(crate) fn read_module(path: &std::path::Path) -> Option<Module> {
 
 /// Prints why a job failed and picks the exit code.
 pub(crate) fn job_failed(error: &JobError) -> ExitCode {
+    if let JobError::OutputLimit { stdout, .. } = error {
+        // What the program printed up to the limit is still its output.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(stdout).and_then(|()| out.flush());
+    }
     let mut stderr = std::io::stderr().lock();
     let _ = stderr.write_all(error.stderr());
     let _ = writeln!(stderr, "worker: {error}");

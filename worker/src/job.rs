@@ -323,15 +323,33 @@ pub enum JobError {
     /// relayed worker returning a job it did not take, say).
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The job wrote more to stdout or stderr than the output limit and
+    /// was stopped there; what it wrote up to the limit comes back, and the
+    /// receipt's `stdout_truncated`/`stderr_truncated` say which was cut.
+    #[error(
+        "resource exhausted: output ({} went past the output limit; what fit is returned)",
+        if receipt.stdout_truncated { "stdout" } else { "stderr" }
+    )]
+    OutputLimit {
+        /// What it wrote to stdout, up to the limit.
+        stdout: Bytes,
+        /// What it wrote to stderr, up to the limit.
+        stderr: Bytes,
+        /// What the job used.
+        receipt: Box<Receipt>,
+    },
 }
 
 impl JobError {
-    /// The guest's stderr tail, where the job got far enough to have one.
+    /// The guest's stderr (its tail, or all of it up to the output limit
+    /// for [`JobError::OutputLimit`]), where the job got far enough to have
+    /// one.
     pub fn stderr(&self) -> &[u8] {
         match self {
             JobError::DeadlineExceeded { stderr, .. }
             | JobError::ResourceExhausted { stderr, .. }
-            | JobError::Trap { stderr, .. } => stderr,
+            | JobError::Trap { stderr, .. }
+            | JobError::OutputLimit { stderr, .. } => stderr,
             _ => &[],
         }
     }

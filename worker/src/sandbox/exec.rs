@@ -87,7 +87,7 @@ pub(crate) fn run_command(
         Ok(()) => 0,
         Err(error) => match error.downcast_ref::<I32Exit>() {
             Some(exit) => exit.0,
-            None => return Err(job.failure(error)),
+            None => return Err(job.failure(env, error)),
         },
     };
     // A write past the limit that the guest survived still cut the output.
@@ -111,48 +111,48 @@ pub(crate) fn call_export(
     let mut builder = WasiCtxBuilder::new();
     builder.arg(module_name);
     let mut job = start(env, builder)?;
-    let store = &mut job.store;
     let instance = job.instance;
     let abi_hint = "export it with rpc_guest::export! (see the worker crate docs for the ABI)";
-    if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
-        initialize
-            .call(&mut *store, ())
-            .map_err(|error| job_failure(&job.stdout, &job.stderr, store, job.started, error))?;
+    if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut job.store, "_initialize") {
+        if let Err(error) = initialize.call(&mut job.store, ()) {
+            return Err(job.failure(env, error));
+        }
     }
     let memory = instance
-        .get_memory(&mut *store, "memory")
+        .get_memory(&mut job.store, "memory")
         .ok_or_else(|| JobError::BadExport {
             name: "memory".into(),
             reason: "the module exports no memory named `memory`".into(),
         })?;
     let alloc = instance
-        .get_typed_func::<i32, i32>(&mut *store, "rpc_alloc")
+        .get_typed_func::<i32, i32>(&mut job.store, "rpc_alloc")
         .map_err(|error| JobError::BadExport {
             name: "rpc_alloc".into(),
             reason: format!("{error:#}; {abi_hint}"),
         })?;
     let function = instance
-        .get_typed_func::<(i32, i32), i64>(&mut *store, export)
+        .get_typed_func::<(i32, i32), i64>(&mut job.store, export)
         .map_err(|error| JobError::BadExport {
             name: export.into(),
             reason: format!("{error:#}; {abi_hint}"),
         })?;
     let len = i32::try_from(input.len())
         .map_err(|_| JobError::Abi(format!("an input of {} bytes is over 2 GiB", input.len())))?;
-    let ptr = alloc
-        .call(&mut *store, len)
-        .map_err(|error| job_failure(&job.stdout, &job.stderr, store, job.started, error))?;
+    let ptr = match alloc.call(&mut job.store, len) {
+        Ok(ptr) => ptr,
+        Err(error) => return Err(job.failure(env, error)),
+    };
     memory
-        .write(&mut *store, ptr as u32 as usize, input)
+        .write(&mut job.store, ptr as u32 as usize, input)
         .map_err(|_| {
             JobError::Abi(format!(
                 "rpc_alloc({len}) returned {ptr}, which is not inside the guest's memory"
             ))
         })?;
-    let packed = function
-        .call(&mut *store, (ptr, len))
-        .map_err(|error| job_failure(&job.stdout, &job.stderr, store, job.started, error))?;
-    let packed = packed as u64;
+    let packed = match function.call(&mut job.store, (ptr, len)) {
+        Ok(packed) => packed as u64,
+        Err(error) => return Err(job.failure(env, error)),
+    };
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len as u64 > env.limits.output_bytes {
         return Err(JobError::ResourceExhausted {
@@ -161,7 +161,7 @@ pub(crate) fn call_export(
         });
     }
     let output = memory
-        .data(&*store)
+        .data(&job.store)
         .get(out_ptr..out_ptr.saturating_add(out_len))
         .map(Bytes::copy_from_slice)
         .ok_or_else(|| {
@@ -240,8 +240,21 @@ fn start(env: &Env<'_>, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
 }
 
 impl Job {
-    fn failure(&self, error: wasmtime::Error) -> JobError {
-        job_failure(&self.stdout, &self.stderr, &self.store, self.started, error)
+    /// Why the guest stopped with `error`. Stopped at the output limit, the
+    /// job returns what it wrote up to the limit, with its receipt.
+    fn failure(&self, env: &Env<'_>, error: wasmtime::Error) -> JobError {
+        let failure = job_failure(&self.stdout, &self.stderr, &self.store, self.started, error);
+        match failure {
+            JobError::ResourceExhausted {
+                resource: Resource::Output,
+                ..
+            } => JobError::OutputLimit {
+                stdout: self.stdout.take(),
+                stderr: self.stderr.take(),
+                receipt: Box::new(self.receipt(env)),
+            },
+            other => other,
+        }
     }
 
     fn receipt(&self, env: &Env<'_>) -> Receipt {
