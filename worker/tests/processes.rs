@@ -9,8 +9,8 @@
     missing_docs
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command as Process, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command as Process, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use worker::{Command, Module, Progress, WorkerClient, WorkerPool};
 
 #[path = "../../tests/all/pki.rs"]
 mod pki;
+#[path = "processes/sandbox.rs"]
+mod sandbox;
 #[path = "processes/tls.rs"]
 mod tls;
 
@@ -46,6 +48,38 @@ fn spawn_worker(addr: &str) -> WorkerProcess {
         ],
         "listening",
     )
+}
+
+/// Runs the worker binary with `args` and `stdin` to the end (killed after
+/// 60 s).
+pub(crate) fn run_cli(args: &[&str], stdin: &str) -> Output {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = Process::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    let output = child.wait_with_output().unwrap();
+    drop(watchdog);
+    output
+}
+
+pub(crate) fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Waits (up to 10 s) until the coordinator lists `count` workers; returns

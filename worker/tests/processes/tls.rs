@@ -4,7 +4,7 @@
 //! clear error that leaves the worker serving; tokens kept off plaintext
 //! networks; certificate rotation on SIGHUP under load.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output, Stdio};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use rpc_core::{Client, ClientConfig};
 use worker::{Command, WorkerClient};
 
 use super::pki::{Ca, scratch_dir, write_atomically};
-use super::{WorkerProcess, cat, free_addr, signal, spawn};
+use super::{WorkerProcess, cat, free_addr, run_cli, signal, spawn, stderr_of};
 
 /// The files of a little PKI: a CA, one server certificate for the three
 /// loopback hosts, and client certificates.
@@ -59,38 +59,6 @@ impl Drop for Pki {
 
 fn text(path: &Path) -> String {
     path.display().to_string()
-}
-
-/// Runs the worker binary with `args` and `stdin` to the end (killed after
-/// 60 s).
-fn run_cli(args: &[&str], stdin: &str) -> Output {
-    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(60));
-        let _ = Process::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    });
-    let output = child.wait_with_output().unwrap();
-    drop(watchdog);
-    output
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The `cat` module as a file in the PKI's directory.
