@@ -113,10 +113,10 @@ pub(crate) fn call_export(
     let mut job = start(env, builder)?;
     let instance = job.instance;
     let abi_hint = "export it with rpc_guest::export! (see the worker crate docs for the ABI)";
-    if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut job.store, "_initialize") {
-        if let Err(error) = initialize.call(&mut job.store, ()) {
-            return Err(job.failure(env, error));
-        }
+    if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut job.store, "_initialize")
+        && let Err(error) = initialize.call(&mut job.store, ())
+    {
+        return Err(job.failure(env, error));
     }
     let memory = instance
         .get_memory(&mut job.store, "memory")
