@@ -65,8 +65,8 @@ pub use limits::{
 };
 pub use pool::{Progress, ProgressCount, WorkerPool, worker_pool_config};
 pub use relay::{
-    RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone, RelayOutcome, RelayTask,
-    RelayedJob, relay_worker,
+    RELAY_CANCELLED_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone,
+    RelayOutcome, RelayTask, RelayedJob, relay_worker,
 };
 pub use sandbox::{
     DEFAULT_MAX_QUEUED_JOBS, Sandbox, SandboxConfig, SandboxError, default_concurrency,

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rpc_core::{
@@ -32,9 +32,18 @@ pub const RELAY_POLL_METHOD: &str = "coordinator.relay.poll";
 pub const RELAY_DONE_METHOD: &str = "coordinator.relay.done";
 /// A relayed worker fetches a module it lacks: its hash in, the bytes out.
 pub const RELAY_MODULE_METHOD: &str = "coordinator.relay.module";
+/// A relayed worker learns which of the jobs it took their callers no
+/// longer wait for (cancelled, or past their deadline): its name in, the
+/// jobs' ids (`Vec<u64>`) out, as soon as there is one (long polling; an
+/// empty list after a while without any).
+pub const RELAY_CANCELLED_METHOD: &str = "coordinator.relay.cancelled";
 
 /// How long a poll waits for a job before answering "none".
 const POLL_WAIT: Duration = Duration::from_secs(10);
+
+/// Cancellations kept for one connection that does not collect them (a
+/// worker of an older version); past them the oldest are dropped.
+const MAX_CANCELLATIONS_KEPT: usize = 1024;
 
 /// A job handed to a relayed worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +52,10 @@ pub struct RelayTask {
     pub id: u64,
     /// What to run.
     pub job: RelayedJob,
+    /// What is left of the caller's deadline when the job is handed over,
+    /// in milliseconds: the worker stops the guest when it passes. `None`:
+    /// the caller set no deadline.
+    pub timeout_ms: Option<u64>,
 }
 
 /// The two kinds of job.
@@ -78,7 +91,7 @@ pub enum RelayOutcome {
 /// waiting clients, and the modules clients shipped.
 #[derive(Default)]
 pub(crate) struct Relay {
-    queue: Mutex<VecDeque<RelayTask>>,
+    queue: Mutex<VecDeque<Pending>>,
     ready: Notify,
     waiting: Mutex<HashMap<u64, oneshot::Sender<RelayDone>>>,
     /// Jobs handed out and not yet done, with the worker that took them
@@ -87,13 +100,24 @@ pub(crate) struct Relay {
     taken: Mutex<HashMap<u64, Taken>>,
     next_id: AtomicU64,
     modules: RelayModules,
+    /// Jobs taken on each connection whose callers stopped waiting, until
+    /// that connection collects them.
+    cancelled: Mutex<HashMap<String, VecDeque<u64>>>,
+    cancel_ready: Notify,
+}
+
+/// A job waiting for a relayed worker, with its caller's deadline.
+#[derive(Clone)]
+struct Pending {
+    task: RelayTask,
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// A job a relayed worker took.
 struct Taken {
     worker: String,
     taker: String,
-    task: RelayTask,
+    pending: Pending,
 }
 
 /// Names the connection a call came on, as far as the coordinator can
@@ -114,22 +138,33 @@ impl Relay {
         &self,
         module: ContentHash,
         job: RelayedJob,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(String, RelayOutcome), JobError> {
         if !self.modules.contains(&module) {
             return Err(JobError::ModuleNotFound(module));
         }
-        let done = self.submit(job).await?;
+        let done = self.submit(job, deadline).await?;
         Ok((done.worker, done.outcome))
     }
 
     /// Queues a job and waits for a relayed worker's result. Dropping the
     /// future (the client cancelled or its deadline passed) withdraws the
-    /// job if no worker took it yet.
-    async fn submit(&self, job: RelayedJob) -> Result<RelayDone, JobError> {
+    /// job if no worker took it yet, and tells the worker that took it to
+    /// stop it otherwise.
+    async fn submit(
+        &self,
+        job: RelayedJob,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<RelayDone, JobError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         lock(&self.waiting).insert(id, sender);
-        lock(&self.queue).push_back(RelayTask { id, job });
+        let task = RelayTask {
+            id,
+            job,
+            timeout_ms: None,
+        };
+        lock(&self.queue).push_back(Pending { task, deadline });
         self.ready.notify_one();
         let _withdraw = Withdraw { relay: self, id };
         receiver
@@ -155,16 +190,26 @@ impl Relay {
             {
                 let mut queue = lock(&self.queue);
                 let waiting = lock(&self.waiting);
-                while let Some(task) = queue.pop_front() {
-                    if waiting.contains_key(&task.id) {
-                        let taken = Taken {
-                            worker: worker.to_owned(),
-                            taker: taker.to_owned(),
-                            task: task.clone(),
-                        };
-                        lock(&self.taken).insert(task.id, taken);
-                        return Some(task);
+                let now = tokio::time::Instant::now();
+                while let Some(pending) = queue.pop_front() {
+                    let left = pending
+                        .deadline
+                        .map(|deadline| deadline.saturating_duration_since(now));
+                    if !waiting.contains_key(&pending.task.id) || left == Some(Duration::ZERO) {
+                        continue;
                     }
+                    let mut task = pending.task.clone();
+                    // Rounded up: a job with 0.4 ms left still gets to start.
+                    task.timeout_ms = left.map(|left| {
+                        u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+                    });
+                    let taken = Taken {
+                        worker: worker.to_owned(),
+                        taker: taker.to_owned(),
+                        pending,
+                    };
+                    lock(&self.taken).insert(task.id, taken);
+                    return Some(task);
                 }
             }
             let wake = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -195,9 +240,44 @@ impl Relay {
         true
     }
 
+    /// The ids of jobs taken on connection `taker` whose callers stopped
+    /// waiting, as soon as there is one, waiting up to [`POLL_WAIT`].
+    async fn cancelled(&self, taker: &str) -> Vec<u64> {
+        let until = tokio::time::Instant::now() + POLL_WAIT;
+        loop {
+            let notified = self.cancel_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(ids) = lock(&self.cancelled).remove(taker) {
+                return ids.into();
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    /// The caller of job `id` stopped waiting: withdraw it, and if a worker
+    /// took it, tell that worker's connection to stop it.
+    fn withdraw(&self, id: u64) {
+        lock(&self.waiting).remove(&id);
+        let Some(taken) = lock(&self.taken).remove(&id) else {
+            return;
+        };
+        {
+            let mut cancelled = lock(&self.cancelled);
+            let ids = cancelled.entry(taken.taker).or_default();
+            if ids.len() >= MAX_CANCELLATIONS_KEPT {
+                ids.pop_front();
+            }
+            ids.push_back(id);
+        }
+        self.cancel_ready.notify_waiters();
+    }
+
     /// Puts back in the queue the jobs of workers that are not `live`.
     fn requeue_lost(&self, live: &HashSet<String>) {
-        let lost: Vec<RelayTask> = {
+        let lost: Vec<Pending> = {
             let mut taken = lock(&self.taken);
             let lost_ids: Vec<u64> = taken
                 .iter()
@@ -206,7 +286,7 @@ impl Relay {
                 .collect();
             lost_ids
                 .into_iter()
-                .filter_map(|id| taken.remove(&id).map(|taken| taken.task))
+                .filter_map(|id| taken.remove(&id).map(|taken| taken.pending))
                 .collect()
         };
         if lost.is_empty() {
@@ -232,8 +312,7 @@ struct Withdraw<'a> {
 
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
-        lock(&self.relay.waiting).remove(&self.id);
-        lock(&self.relay.taken).remove(&self.id);
+        self.relay.withdraw(self.id);
     }
 }
 
@@ -302,7 +381,8 @@ pub(crate) fn add_relay(
 ) -> Server {
     let live = Arc::new(live);
     let relay = Arc::new(Relay::default());
-    let (run, call, poll, done, module) = (
+    let (run, call, poll, done, module, cancelled) = (
+        Arc::clone(&relay),
         Arc::clone(&relay),
         Arc::clone(&relay),
         Arc::clone(&relay),
@@ -317,11 +397,11 @@ pub(crate) fn add_relay(
             FunctionOptions::new()
                 .roles(roles::RUNS_JOBS)
                 .description("Runs a WASI command on a relayed worker"),
-            move |_: Context, request: RunRequest| {
+            move |context: Context, request: RunRequest| {
                 let relay = Arc::clone(&run);
                 async move {
                     let (worker, outcome) = relay
-                        .relay(request.module, RelayedJob::Run(request))
+                        .relay(request.module, RelayedJob::Run(request), context.deadline())
                         .await?;
                     let RelayOutcome::Run(result) = outcome else {
                         return Err(mismatched());
@@ -338,11 +418,15 @@ pub(crate) fn add_relay(
             FunctionOptions::new()
                 .roles(roles::RUNS_JOBS)
                 .description("Calls a typed export on a relayed worker"),
-            move |_: Context, request: CallRequest| {
+            move |context: Context, request: CallRequest| {
                 let relay = Arc::clone(&call);
                 async move {
                     let (worker, outcome) = relay
-                        .relay(request.module, RelayedJob::Call(request))
+                        .relay(
+                            request.module,
+                            RelayedJob::Call(request),
+                            context.deadline(),
+                        )
                         .await?;
                     let RelayOutcome::Call(result) = outcome else {
                         return Err(mismatched());
@@ -387,6 +471,19 @@ pub(crate) fn add_relay(
             },
         )
         .function_with(
+            RELAY_CANCELLED_METHOD,
+            FunctionOptions::new().roles(roles::IS_WORKER).description(
+                "Tells a relayed worker which of its jobs no one waits for (long polling)",
+            ),
+            move |context: Context, _worker: String| {
+                let relay = Arc::clone(&cancelled);
+                async move {
+                    let taker = taker(&context);
+                    Ok::<_, rpc_core::Infallible>(relay.cancelled(&taker).await)
+                }
+            },
+        )
+        .function_with(
             RELAY_MODULE_METHOD,
             FunctionOptions::new()
                 .roles(roles::IS_WORKER)
@@ -424,10 +521,17 @@ pub fn relay_worker(
             modules: registering.ready_modules(),
         }
     }));
+    let running = Running::default();
+    tasks.push(tokio::spawn(watch_cancellations(
+        coordinator.clone(),
+        name.clone(),
+        running.clone(),
+    )));
     for _ in 0..slots {
         let sandbox = sandbox.clone();
         let coordinator = coordinator.clone();
         let name = name.clone();
+        let running = running.clone();
         tasks.push(tokio::spawn(async move {
             let mut warnings = WarnOnChange::default();
             loop {
@@ -439,7 +543,19 @@ pub fn relay_worker(
                 }
                 match polled {
                     Ok(Some(task)) => {
-                        let outcome = run_relayed(&sandbox, &coordinator, task.job).await;
+                        let deadline = task
+                            .timeout_ms
+                            .map(|ms| Instant::now() + Duration::from_millis(ms));
+                        let cancelled = running.start(task.id);
+                        // Dropping the job's future stops its guest.
+                        let outcome = tokio::select! {
+                            outcome = run_relayed(&sandbox, &coordinator, task.job, deadline) => outcome,
+                            _ = cancelled => {
+                                tracing::debug!(job = task.id, "its caller stopped waiting; stopped");
+                                continue;
+                            }
+                        };
+                        running.finish(task.id);
                         let done = RelayDone {
                             id: task.id,
                             worker: name.clone(),
@@ -463,7 +579,69 @@ pub fn relay_worker(
     tasks
 }
 
-async fn run_relayed(sandbox: &Sandbox, coordinator: &Client, job: RelayedJob) -> RelayOutcome {
+/// The relayed jobs running on this worker, by id, with what stops each.
+#[derive(Clone, Default)]
+struct Running(Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>);
+
+impl Running {
+    /// Counts job `id` as running; the receiver fires if it is cancelled.
+    fn start(&self, id: u64) -> oneshot::Receiver<()> {
+        let (cancel, cancelled) = oneshot::channel();
+        lock(&self.0).insert(id, cancel);
+        cancelled
+    }
+
+    fn finish(&self, id: u64) {
+        lock(&self.0).remove(&id);
+    }
+
+    /// Stops job `id`, if it still runs here.
+    fn cancel(&self, id: u64) {
+        if let Some(cancel) = lock(&self.0).remove(&id) {
+            let _ = cancel.send(());
+        }
+    }
+}
+
+/// Asks the coordinator, again and again, which jobs taken here no one
+/// waits for any more, and stops them.
+async fn watch_cancellations(coordinator: Client, name: String, running: Running) {
+    let mut warnings = WarnOnChange::default();
+    loop {
+        match coordinator
+            .call::<_, Vec<u64>>(RELAY_CANCELLED_METHOD, &name)
+            .await
+        {
+            Ok(ids) => {
+                warnings.recovered();
+                for id in ids {
+                    running.cancel(id);
+                }
+            }
+            Err(RpcError::NotFound(_)) => {
+                tracing::warn!(
+                    "the coordinator cannot tell this worker of cancelled jobs (an older \
+                     version); relayed jobs run until their deadline"
+                );
+                return;
+            }
+            Err(error) => {
+                warnings.failed(
+                    "cannot learn of cancelled jobs from the coordinator",
+                    &error,
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn run_relayed(
+    sandbox: &Sandbox,
+    coordinator: &Client,
+    job: RelayedJob,
+    deadline: Option<Instant>,
+) -> RelayOutcome {
     let module = match &job {
         RelayedJob::Run(request) => request.module,
         RelayedJob::Call(request) => request.module,
@@ -485,7 +663,95 @@ async fn run_relayed(sandbox: &Sandbox, coordinator: &Client, job: RelayedJob) -
         }
     }
     match job {
-        RelayedJob::Run(request) => RelayOutcome::Run(sandbox.run(request, None).await),
-        RelayedJob::Call(request) => RelayOutcome::Call(sandbox.call(request, None).await),
+        RelayedJob::Run(request) => RelayOutcome::Run(sandbox.run(request, deadline).await),
+        RelayedJob::Call(request) => RelayOutcome::Call(sandbox.call(request, deadline).await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> RelayedJob {
+        RelayedJob::Run(RunRequest {
+            module: ContentHash::from_bytes([1; 32]),
+            command: crate::Command::new(),
+        })
+    }
+
+    fn everyone_live() -> HashSet<String> {
+        HashSet::from(["w".to_owned()])
+    }
+
+    #[tokio::test]
+    async fn a_taken_job_carries_what_is_left_of_its_deadline() {
+        let relay = Arc::new(Relay::default());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let submitting = Arc::clone(&relay);
+        let waiting = tokio::spawn(async move { submitting.submit(job(), Some(deadline)).await });
+        let task = relay.poll("w", "conn", &everyone_live).await.unwrap();
+        let left = task.timeout_ms.unwrap();
+        assert!((29_000..=30_000).contains(&left), "{left} ms left");
+        waiting.abort();
+
+        let submitting = Arc::clone(&relay);
+        let waiting = tokio::spawn(async move { submitting.submit(job(), None).await });
+        let task = relay.poll("w", "conn", &everyone_live).await.unwrap();
+        assert_eq!(task.timeout_ms, None, "no deadline, none carried");
+        waiting.abort();
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_left_is_reported_to_the_connection_that_took_it() {
+        let relay = Arc::new(Relay::default());
+        let submitting = Arc::clone(&relay);
+        let waiting = tokio::spawn(async move { submitting.submit(job(), None).await });
+        let task = relay.poll("w", "conn", &everyone_live).await.unwrap();
+        let watching = Arc::clone(&relay);
+        let watch = tokio::spawn(async move { watching.cancelled("conn").await });
+        tokio::task::yield_now().await;
+        // The caller goes away (its call was cancelled or timed out).
+        waiting.abort();
+        assert_eq!(watch.await.unwrap(), vec![task.id]);
+        // Nothing is left behind, and no other connection hears of it.
+        assert!(lock(&relay.taken).is_empty() && lock(&relay.waiting).is_empty());
+        assert!(lock(&relay.cancelled).is_empty());
+
+        // A job answered normally is not reported as cancelled.
+        let submitting = Arc::clone(&relay);
+        let waiting = tokio::spawn(async move { submitting.submit(job(), None).await });
+        let task = relay.poll("w", "conn", &everyone_live).await.unwrap();
+        let done = RelayDone {
+            id: task.id,
+            worker: "w".into(),
+            outcome: RelayOutcome::Run(Err(JobError::Cancelled)),
+        };
+        assert!(relay.done("conn", done));
+        assert!(waiting.await.unwrap().is_ok());
+        assert!(lock(&relay.cancelled).is_empty());
+    }
+
+    #[test]
+    fn cancellations_nobody_collects_are_bounded() {
+        let relay = Relay::default();
+        for id in 0..(MAX_CANCELLATIONS_KEPT as u64 + 10) {
+            let pending = Pending {
+                task: RelayTask {
+                    id,
+                    job: job(),
+                    timeout_ms: None,
+                },
+                deadline: None,
+            };
+            let taken = Taken {
+                worker: "w".into(),
+                taker: "old".into(),
+                pending,
+            };
+            lock(&relay.taken).insert(id, taken);
+            relay.withdraw(id);
+        }
+        let kept = lock(&relay.cancelled).get("old").map(VecDeque::len);
+        assert_eq!(kept, Some(MAX_CANCELLATIONS_KEPT));
     }
 }

@@ -20,6 +20,8 @@ use worker::{Command, Module, Progress, WorkerClient, WorkerPool};
 
 #[path = "../../tests/all/pki.rs"]
 mod pki;
+#[path = "processes/relay.rs"]
+mod relay;
 #[path = "processes/sandbox.rs"]
 mod sandbox;
 #[path = "processes/tls.rs"]
