@@ -11,10 +11,28 @@
 //! - a CPU-heavy Rust function in the sandbox against the same function
 //!   compiled natively.
 //!
+//! Floor and job are measured in alternation (call by call for latency,
+//! round by round for throughput), so that both see the same machine.
+//!
+//! How a job is run, and why. A job is a wasmtime async call: the guest runs
+//! on a fiber stack from the pooling allocator (sized for the wasm stack
+//! limit plus host room, so no thread needs a big stack) and yields every
+//! 100 000 units of fuel, a few tens of microseconds. Its first slice runs
+//! right where the call arrived, inside the server's task for the
+//! connection: a trivial job is done there, with no hand-off between
+//! threads and its answer written in the same batch as its neighbours'.
+//! Only a job still running after its first slice moves to a blocking
+//! thread, so a long guest never holds a runtime thread for more than one
+//! slice. The alternatives measured worse here: the previous design (every
+//! job handed to a job thread and back) pays two cross-thread wake-ups per
+//! job, and yielding once so that each job gets a task of its own (spread
+//! over both cores) loses the write batching: one `writev` per answer.
+//!
 //! Run with `cargo bench -p worker --bench worker` (needs
 //! `rustup target add wasm32-wasip1` for the CPU-heavy guest). Set
 //! `WORKER_BENCH_FUNCTIONS=60000` for a ~24 MiB module in the cache rows;
-//! `WORKER_BENCH=cache` runs only those.
+//! `WORKER_BENCH=cache` runs only those, `WORKER_BENCH=jobs` only the
+//! trivial-job rows (for a profiler).
 
 #![allow(
     clippy::expect_used,
@@ -46,6 +64,10 @@ async fn main() {
         cache_rows().await;
         return;
     }
+    if std::env::var("WORKER_BENCH").as_deref() == Ok("sandbox") {
+        sandbox_row(&trivial, SEQUENTIAL * 50).await;
+        return;
+    }
 
     // Floor: an rpc call that carries a request and answers at once.
     let floor = Server::builder()
@@ -60,23 +82,6 @@ async fn main() {
         module: trivial.hash(),
         command: Command::new(),
     };
-    let floor_latency = latencies(SEQUENTIAL, || {
-        let client = floor_client.clone();
-        let request = request.clone();
-        async move {
-            let _: u32 = client.call("noop", &request).await.unwrap();
-        }
-    })
-    .await;
-    let floor_rate = rate(PIPELINED, |_| {
-        let client = floor_client.clone();
-        let request = request.clone();
-        async move {
-            let _: u32 = client.call("noop", &request).await.unwrap();
-        }
-    })
-    .await;
-
     let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     let server = worker_server(sandbox.clone())
         .bind("127.0.0.1:0")
@@ -84,22 +89,23 @@ async fn main() {
         .unwrap();
     let worker = WorkerClient::new(Client::new(server.local_addr().to_string()));
     worker.upload(&trivial).await.unwrap();
-    let job_latency = latencies(SEQUENTIAL, || {
+    let floor_call = || {
+        let client = floor_client.clone();
+        let request = request.clone();
+        async move {
+            let _: u32 = client.call("noop", &request).await.unwrap();
+        }
+    };
+    let job = || {
         let worker = worker.clone();
         let trivial = trivial.clone();
         async move {
             worker.run(&trivial, Command::new()).await.unwrap();
         }
-    })
-    .await;
-    let job_rate = rate(PIPELINED, |_| {
-        let worker = worker.clone();
-        let trivial = trivial.clone();
-        async move {
-            worker.run(&trivial, Command::new()).await.unwrap();
-        }
-    })
-    .await;
+    };
+    // Floor and job in alternation, so that both see the same machine.
+    let (floor_latency, job_latency) = paired_latencies(SEQUENTIAL, floor_call, job).await;
+    let (floor_rate, job_rate) = paired_rates(PIPELINED, |_| floor_call(), |_| job()).await;
     println!(
         "trivial cached job, end to end over loopback (floor: an rpc call of the same request)"
     );
@@ -122,46 +128,11 @@ async fn main() {
         job_rate / floor_rate
     );
 
-    // Worker-side cost alone, in process.
-    let hash = sandbox.add_module(trivial.bytes().clone()).await.unwrap();
-    let mut instantiate = Vec::new();
-    let local = latencies(SEQUENTIAL, || {
-        let sandbox = sandbox.clone();
-        async move {
-            let request = RunRequest {
-                module: hash,
-                command: Command::new(),
-            };
-            sandbox.run(request, None).await.unwrap()
-        }
-    })
-    .await;
-    for _ in 0..SEQUENTIAL {
-        let request = RunRequest {
-            module: hash,
-            command: Command::new(),
-        };
-        instantiate.push(
-            sandbox
-                .run(request, None)
-                .await
-                .unwrap()
-                .receipt
-                .instantiate_us as f64,
-        );
-    }
-    let bare = bare_wasmtime(trivial.bytes(), SEQUENTIAL);
-    println!(
-        "\nworker-side cost of a trivial job, in process (floor: bare wasmtime instantiate + call)"
-    );
-    println!(
-        "  Sandbox::run p50 {:>7.1} us   floor {:>7.1} us   ratio {:.1}x   (instantiation alone, from receipts: p50 {:.0} us, whole microseconds)",
-        local.p50,
-        bare.p50,
-        local.p50 / bare.p50,
-        percentile(&mut instantiate, 0.5)
-    );
+    sandbox_row(&trivial, SEQUENTIAL).await;
 
+    if std::env::var("WORKER_BENCH").as_deref() == Ok("jobs") {
+        return;
+    }
     cache_rows().await;
 
     // CPU-heavy: the same Rust function, native and in the sandbox.
@@ -189,6 +160,50 @@ async fn main() {
     }
     server.shutdown(Duration::from_secs(1)).await;
     floor.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The worker-side cost alone, in process: `Sandbox::run` of a cached
+/// trivial module against bare wasmtime.
+async fn sandbox_row(trivial: &Module, count: usize) {
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let hash = sandbox.add_module(trivial.bytes().clone()).await.unwrap();
+    let mut instantiate = Vec::new();
+    let local = latencies(count, || {
+        let sandbox = sandbox.clone();
+        async move {
+            let request = RunRequest {
+                module: hash,
+                command: Command::new(),
+            };
+            sandbox.run(request, None).await.unwrap()
+        }
+    })
+    .await;
+    for _ in 0..SEQUENTIAL {
+        let request = RunRequest {
+            module: hash,
+            command: Command::new(),
+        };
+        instantiate.push(
+            sandbox
+                .run(request, None)
+                .await
+                .unwrap()
+                .receipt
+                .instantiate_us as f64,
+        );
+    }
+    let bare = bare_wasmtime(trivial.bytes(), count);
+    println!(
+        "\nworker-side cost of a trivial job, in process (floor: bare wasmtime instantiate + call)"
+    );
+    println!(
+        "  Sandbox::run p50 {:>7.1} us   floor {:>7.1} us   ratio {:.1}x   (instantiation alone, from receipts: p50 {:.0} us, whole microseconds)",
+        local.p50,
+        bare.p50,
+        local.p50 / bare.p50,
+        percentile(&mut instantiate, 0.5)
+    );
 }
 
 /// A large module: ship + compile, then a restart (disk), then cache hits.
@@ -258,8 +273,55 @@ where
     }
 }
 
+/// Latencies of `floor` and `job`, called in alternation.
+async fn paired_latencies<F, FFut, J, JFut>(count: usize, floor: F, job: J) -> (Latency, Latency)
+where
+    F: Fn() -> FFut,
+    FFut: Future,
+    J: Fn() -> JFut,
+    JFut: Future,
+{
+    for _ in 0..count / 10 {
+        floor().await;
+        job().await;
+    }
+    let (mut floors, mut jobs) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for _ in 0..count {
+        let started = Instant::now();
+        floor().await;
+        floors.push(started.elapsed().as_secs_f64() * 1e6);
+        let started = Instant::now();
+        job().await;
+        jobs.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let latency = |samples: &mut Vec<f64>| Latency {
+        p50: percentile(samples, 0.50),
+        p99: percentile(samples, 0.99),
+    };
+    (latency(&mut floors), latency(&mut jobs))
+}
+
+/// Calls per second of `floor` and of `job`, `IN_FLIGHT` at a time, in ten
+/// alternating rounds of `count / 10` each.
+async fn paired_rates<F, FFut, J, JFut>(count: usize, floor: F, job: J) -> (f64, f64)
+where
+    F: Fn(usize) -> FFut,
+    FFut: Future<Output = ()> + Send + 'static,
+    J: Fn(usize) -> JFut,
+    JFut: Future<Output = ()> + Send + 'static,
+{
+    let round = count / 10;
+    let (mut floor_secs, mut job_secs) = (0.0, 0.0);
+    for _ in 0..10 {
+        floor_secs += round as f64 / rate(round, &floor).await;
+        job_secs += round as f64 / rate(round, &job).await;
+    }
+    let total = (round * 10) as f64;
+    (total / floor_secs, total / job_secs)
+}
+
 /// Calls per second with `IN_FLIGHT` at a time.
-async fn rate<F, Fut>(count: usize, call: F) -> f64
+async fn rate<F, Fut>(count: usize, call: &F) -> f64
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,

@@ -35,6 +35,9 @@ pub(crate) struct Compiled {
     pub(crate) pre: Result<InstancePre<JobState>, JobError>,
     /// How long compiling took (0 if loaded from disk).
     pub(crate) compile_us: u64,
+    /// The module's hash in hex: the program name (`argv[0]`) its jobs
+    /// see, formatted once.
+    pub(crate) name: String,
 }
 
 /// Large modules compiled (or loaded from disk) at the same time, at most:
@@ -312,6 +315,7 @@ impl ModuleCache {
             module,
             pre,
             compile_us,
+            name: hash.to_string(),
         });
         lock(&self.compiled).insert(hash, Arc::clone(&compiled), size);
         compiled

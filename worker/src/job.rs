@@ -171,7 +171,8 @@ pub struct CallOutput {
 pub struct Receipt {
     /// Fuel burned: roughly the wasm instructions executed.
     pub fuel: u64,
-    /// Time spent running, from instantiation to the end, in microseconds.
+    /// Time the job took once it had a slot, from setting up its store to
+    /// the end, in microseconds.
     pub wall_time_us: u64,
     /// Time spent waiting for a free slot, in microseconds.
     pub queued_us: u64,

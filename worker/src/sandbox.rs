@@ -1,30 +1,39 @@
 //! The sandbox: compiles and caches modules and runs jobs under hard
-//! limits, on its own threads.
+//! limits, in a fixed number of slots.
+//!
+//! A job is a future (wasmtime's async support: the guest runs on a fiber
+//! stack and yields every few tens of microseconds of guest time). Its
+//! first slice runs right where the call arrived, on the async runtime:
+//! a short job, the common case, is done there without a hand-off between
+//! threads. A job still running after its first slice moves to a blocking
+//! thread of its own, so a long guest never holds up the runtime's threads.
 
 pub(crate) mod engine;
 mod exec;
 mod output;
 mod poll;
+mod slots;
 pub(crate) mod state;
-mod threads;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rpc_core::{ContentHash, InsertFuture, ProgramRejected, ProgramStore};
-use tokio::sync::oneshot;
 use wasmtime::{Engine, Linker};
 
 use crate::cache::ModuleCache;
 use crate::job::{CallOutput, CallRequest, Command, JobError, RunOutput, RunRequest, WorkerStatus};
 use crate::limits::Limits;
 use engine::EpochTicker;
-use exec::{Env, Interrupt};
+use exec::{CommandInputs, Env, Interrupt};
+use slots::{Slot, Slots};
 use state::JobState;
-use threads::JobThreads;
 
 /// How a [`Sandbox`] is set up.
 #[derive(Debug, Clone)]
@@ -88,8 +97,8 @@ pub enum SandboxError {
         /// Why.
         source: std::io::Error,
     },
-    /// Job threads could not be started.
-    #[error("could not start job threads: {0}")]
+    /// The epoch thread could not be started.
+    #[error("could not start the sandbox's clock thread: {0}")]
     Threads(std::io::Error),
     /// The configuration is not usable.
     #[error("invalid sandbox configuration: {0}")]
@@ -124,7 +133,7 @@ struct Inner {
     cache: Arc<ModuleCache>,
     limits: Limits,
     dirs: Vec<(String, PathBuf)>,
-    threads: JobThreads,
+    slots: Slots,
     _ticker: EpochTicker,
 }
 
@@ -132,7 +141,7 @@ impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("limits", &self.inner.limits)
-            .field("concurrency", &self.inner.threads.size)
+            .field("concurrency", &self.inner.slots.size)
             .finish_non_exhaustive()
     }
 }
@@ -167,7 +176,7 @@ impl Sandbox {
         let engine = engine::build(&limits, config.concurrency)
             .map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
         let mut linker = Linker::<JobState>::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut JobState| &mut state.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut JobState| &mut state.wasi)
             .and_then(|()| poll::shadow(&mut linker))
             .map_err(|error| SandboxError::Engine(format!("{error:#}")))?;
         let linker = Arc::new(linker);
@@ -182,12 +191,7 @@ impl Sandbox {
             path: config.cache_dir.clone().unwrap_or_default(),
             source,
         })?;
-        let threads = JobThreads::start(
-            config.concurrency,
-            limits.stack_bytes,
-            config.max_queued_jobs,
-        )
-        .map_err(SandboxError::Threads)?;
+        let slots = Slots::new(config.concurrency, config.max_queued_jobs);
         let ticker = EpochTicker::start(&engine).map_err(SandboxError::Threads)?;
         Ok(Sandbox {
             inner: Arc::new(Inner {
@@ -196,7 +200,7 @@ impl Sandbox {
                 cache: Arc::new(cache),
                 limits,
                 dirs: config.dirs,
-                threads,
+                slots,
                 _ticker: ticker,
             }),
         })
@@ -289,13 +293,17 @@ impl Sandbox {
                     .ok_or(JobError::DirNotGranted(name))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.execute(
-            module,
-            limits,
-            stub_unknown_imports,
-            deadline,
-            move |job, name| exec::run_command(job, name, &args, &env, stdin, &dirs),
-        )
+        self.execute(module, limits, stub_unknown_imports, deadline, move |job| {
+            exec::run_command(
+                job,
+                CommandInputs {
+                    args,
+                    vars: env,
+                    stdin,
+                    dirs,
+                },
+            )
+        })
         .await
     }
 
@@ -318,22 +326,18 @@ impl Sandbox {
             stub_unknown_imports,
         } = request;
         let limits = self.inner.limits.for_job(&limits);
-        self.execute(
-            module,
-            limits,
-            stub_unknown_imports,
-            deadline,
-            move |job, name| exec::call_export(job, name, &export, &input),
-        )
+        self.execute(module, limits, stub_unknown_imports, deadline, move |job| {
+            exec::call_export(job, export, input)
+        })
         .await
     }
 
     /// What the sandbox is doing and has cached.
     pub fn status(&self) -> WorkerStatus {
-        let load = &self.inner.threads.load;
+        let load = &self.inner.slots.load;
         let cache = &self.inner.cache;
         WorkerStatus {
-            concurrency: self.inner.threads.size,
+            concurrency: self.inner.slots.size,
             running: load.running.load(Ordering::Relaxed),
             peak_running: load.peak_running.load(Ordering::Relaxed),
             queued: load.queued.load(Ordering::Relaxed),
@@ -344,68 +348,122 @@ impl Sandbox {
         }
     }
 
-    /// Gets the compiled module, queues the job for a thread, and waits.
-    async fn execute<T: Send + 'static>(
+    /// Gets the compiled module, waits for a slot, and runs the job: its
+    /// first slice here, the rest on a blocking thread if there is more.
+    async fn execute<T, F>(
         &self,
         module: ContentHash,
         limits: Limits,
         stub_unknown_imports: bool,
         deadline: Option<Instant>,
-        work: impl FnOnce(&Env<'_>, &str) -> Result<T, JobError> + Send + 'static,
-    ) -> Result<T, JobError> {
+        work: impl FnOnce(Env) -> F,
+    ) -> Result<T, JobError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, JobError>> + Send + 'static,
+    {
         let (compiled, origin) = self.inner.cache.get(module).await?;
-        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-        let cancelled = Arc::clone(&cancel.0);
-        let (done, result) = oneshot::channel();
-        let inner = Arc::clone(&self.inner);
         let queued_at = Instant::now();
-        let job = move || {
-            let queued_us = u64::try_from(queued_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-            if cancelled.load(Ordering::Relaxed) {
-                return Err(JobError::Cancelled);
-            }
-            let now = Instant::now();
-            let wall = now
-                .checked_add(limits.wall_time)
-                .unwrap_or(now + Duration::from_secs(86_400 * 365));
-            let deadline = deadline.map_or(wall, |deadline| deadline.min(wall));
-            if now >= deadline {
-                return Err(JobError::DeadlineExceeded {
-                    elapsed_ms: 0,
-                    stderr: Bytes::new(),
-                });
-            }
-            let env = Env {
-                engine: &inner.engine,
-                linker: &inner.linker,
-                compiled: &compiled,
-                origin,
-                limits,
-                stub_unknown_imports,
-                interrupt: Interrupt {
-                    cancelled,
-                    deadline,
-                },
-                queued_us,
-            };
-            work(&env, &module.to_string())
+        let queue_full = |full: slots::QueueFull| {
+            JobError::Busy(format!(
+                "{} jobs already wait for a slot, the most this worker queues",
+                full.max
+            ))
         };
-        let _queued = self
-            .inner
-            .threads
-            .submit(job, move |outcome| {
-                let _ = done.send(outcome);
-            })
-            .map_err(|full| {
-                JobError::Busy(format!(
-                    "{} jobs already wait for a slot, the most this worker queues",
-                    full.max
-                ))
-            })?;
+        let waiting = self.inner.slots.acquire();
+        let slot = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), waiting).await {
+                Ok(slot) => slot.map_err(queue_full)?,
+                Err(_) => {
+                    return Err(JobError::DeadlineExceeded {
+                        elapsed_ms: 0,
+                        stderr: Bytes::new(),
+                    });
+                }
+            },
+            None => waiting.await.map_err(queue_full)?,
+        };
+        let now = Instant::now();
+        let queued_us =
+            u64::try_from(now.duration_since(queued_at).as_micros()).unwrap_or(u64::MAX);
+        let wall = now
+            .checked_add(limits.wall_time)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let deadline = deadline.map_or(wall, |deadline| deadline.min(wall));
+        if now >= deadline {
+            return Err(JobError::DeadlineExceeded {
+                elapsed_ms: 0,
+                stderr: Bytes::new(),
+            });
+        }
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let env = Env {
+            engine: self.inner.engine.clone(),
+            linker: Arc::clone(&self.inner.linker),
+            compiled,
+            origin,
+            limits,
+            stub_unknown_imports,
+            interrupt: Interrupt {
+                cancelled: Arc::clone(&cancel.0),
+                deadline,
+            },
+            queued_us,
+        };
+        let job = InSlot {
+            job: Box::pin(work(env)),
+            _slot: slot,
+        };
+        let result = run_sliced(job).await;
+        drop(cancel);
         result
-            .await
-            .unwrap_or_else(|_| Err(JobError::Internal("the job's thread failed".into())))
     }
+}
+
+/// A job and the slot it holds, dropped in that order: the store and its
+/// instance are gone before the slot is free again.
+struct InSlot<F> {
+    job: Pin<Box<F>>,
+    _slot: Slot,
+}
+
+impl<F: Future> Future for InSlot<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        self.job.as_mut().poll(cx)
+    }
+}
+
+/// Runs the job's first slice on this thread and, if it is not done, the
+/// rest on a blocking thread. Either way the job (its store, then its slot)
+/// is dropped before its result is returned.
+async fn run_sliced<T, F>(job: InSlot<F>) -> Result<T, JobError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, JobError>> + Send + 'static,
+{
+    let mut job = Some(job);
+    let first = std::future::poll_fn(|cx| {
+        let polled = job
+            .as_mut()
+            .map_or(Poll::Ready(None), |job| Pin::new(job).poll(cx).map(Some));
+        Poll::Ready(polled)
+    })
+    .await;
+    let Some(job) = job.take() else {
+        return Err(JobError::Internal("the job ran twice".into()));
+    };
+    if let Poll::Ready(Some(result)) = first {
+        drop(job);
+        return result;
+    }
+    // Still running: the rest on a thread of its own. The caller leaving
+    // does not wait for it; the job's cancel flag stops the guest.
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(job))
+        .await
+        .unwrap_or_else(|_| Err(JobError::Internal("the job's thread failed".into())))
 }
 
 /// Sets the flag when dropped: a job whose caller went away stops.

@@ -11,6 +11,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::job::JobError;
 use crate::limits::Limits;
 
+/// Fiber stack beyond the wasm stack limit, for host functions (WASI) and
+/// the runtime below the guest.
+const HOST_STACK: usize = 4 << 20;
+
 /// How often the engine's epoch advances: the resolution of wall-clock
 /// limits and how quickly a cancelled guest stops.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
@@ -32,7 +36,12 @@ pub(crate) fn build(limits: &Limits, slots: u32) -> Result<Engine, wasmtime::Err
     config
         .consume_fuel(true)
         .epoch_interruption(true)
-        .max_wasm_stack(limits.stack_bytes);
+        .max_wasm_stack(limits.stack_bytes)
+        // Guests run on fiber stacks (so a job can be paused and moved
+        // between threads): the wasm stack limit, plus room for the host
+        // functions and the runtime beneath the guest. Reserved, not
+        // committed: a job touches only what it uses.
+        .async_stack_size(limits.stack_bytes.saturating_add(HOST_STACK));
     // Instances come from a pool of pre-reserved slots: instantiating is
     // a few page-table updates, not mmap calls, and resets reuse memory.
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(limits, slots)));
@@ -55,6 +64,9 @@ pub(crate) mod per_job {
     pub(crate) const TABLES: u32 = 4;
     /// Core instances: the module's own (WASI is host functions).
     pub(crate) const INSTANCES: u32 = 1;
+    /// Fiber stacks: one for the guest, and one for a host function that
+    /// calls WASI's own (`poll_oneoff` on descriptors).
+    pub(crate) const STACKS: u32 = 2;
 }
 
 /// The pooling allocator's configuration for `slots` jobs at a time.
@@ -73,6 +85,7 @@ fn pool(limits: &Limits, slots: u32) -> PoolingAllocationConfig {
         .total_memories(slots.saturating_mul(memory_slots))
         .total_gc_heaps(slots.saturating_mul(per_job::GC_HEAPS))
         .total_tables(slots.saturating_mul(per_job::TABLES))
+        .total_stacks(slots.saturating_mul(per_job::STACKS))
         .max_memories_per_module(per_job::MEMORIES)
         .max_tables_per_module(per_job::TABLES)
         .max_memory_size(max_memory)

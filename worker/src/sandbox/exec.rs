@@ -1,8 +1,11 @@
-//! Runs one job to completion on the current thread: a store with the
-//! job's limits, an instance, the guest's entry point, and a result or a
-//! precise reason why there is none.
+//! Runs one job: a store with the job's limits, an instance, the guest's
+//! entry point, and a result or a precise reason why there is none. A job
+//! is a future: the guest runs on a fiber and yields every
+//! [`SLICE_FUEL`] units of fuel, so that whoever polls it can move it
+//! elsewhere between two slices.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,11 +26,18 @@ use crate::limits::Limits;
 /// How much of a failed job's stderr comes back with the error.
 const STDERR_TAIL: usize = 4096;
 
+/// Fuel (about one unit per wasm instruction) a guest burns between two
+/// yields: a few tens of microseconds of guest time. Short enough that a
+/// job's first slice can run on the thread that received it without
+/// holding that thread up, long enough that yielding costs a CPU-bound
+/// guest well under 1%.
+pub(crate) const SLICE_FUEL: u64 = 100_000;
+
 /// Everything a job needs besides its own inputs.
-pub(crate) struct Env<'a> {
-    pub(crate) engine: &'a Engine,
-    pub(crate) linker: &'a Linker<JobState>,
-    pub(crate) compiled: &'a Compiled,
+pub(crate) struct Env {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<JobState>>,
+    pub(crate) compiled: Arc<Compiled>,
     pub(crate) origin: ModuleOrigin,
     pub(crate) limits: Limits,
     pub(crate) stub_unknown_imports: bool,
@@ -45,24 +55,32 @@ struct Job {
     instantiate_us: u64,
 }
 
+/// The inputs of a WASI command.
+pub(crate) struct CommandInputs {
+    pub(crate) args: Vec<String>,
+    pub(crate) vars: Vec<(String, String)>,
+    pub(crate) stdin: Bytes,
+    pub(crate) dirs: Vec<(String, PathBuf)>,
+}
+
 /// Runs a WASI command: `_start` with arguments, environment and stdin.
-pub(crate) fn run_command(
-    env: &Env<'_>,
-    module_name: &str,
-    args: &[String],
-    vars: &[(String, String)],
-    stdin: Bytes,
-    dirs: &[(String, PathBuf)],
-) -> Result<RunOutput, JobError> {
+pub(crate) async fn run_command(env: Env, inputs: CommandInputs) -> Result<RunOutput, JobError> {
+    let env = &env;
+    let CommandInputs {
+        args,
+        vars,
+        stdin,
+        dirs,
+    } = inputs;
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdin(MemoryInputPipe::new(stdin))
-        .arg(module_name)
-        .args(args);
+        .arg(&env.compiled.name)
+        .args(&args);
     for (key, value) in vars {
         builder.env(key, value);
     }
-    for (name, path) in dirs {
+    for (name, path) in &dirs {
         builder
             .preopened_dir(path, format!("/{name}"), FsPerms::ReadOnly)
             .map_err(|error| {
@@ -72,7 +90,7 @@ pub(crate) fn run_command(
                 ))
             })?;
     }
-    let mut job = start(env, builder)?;
+    let mut job = start(env, builder).await?;
     let entry = job
         .instance
         .get_typed_func::<(), ()>(&mut job.store, "_start")
@@ -83,7 +101,7 @@ pub(crate) fn run_command(
                  wasm32-wasip1), a library is run with a typed call"
             ),
         })?;
-    let exit_code = match entry.call(&mut job.store, ()) {
+    let exit_code = match entry.call_async(&mut job.store, ()).await {
         Ok(()) => 0,
         Err(error) => match error.downcast_ref::<I32Exit>() {
             Some(exit) => exit.0,
@@ -102,19 +120,20 @@ pub(crate) fn run_command(
 
 /// Calls a typed export: `rpc_alloc(len) -> ptr` receives the input, then
 /// `export(ptr, len) -> (out_ptr << 32 | out_len)` returns the output.
-pub(crate) fn call_export(
-    env: &Env<'_>,
-    module_name: &str,
-    export: &str,
-    input: &[u8],
+pub(crate) async fn call_export(
+    env: Env,
+    export: String,
+    input: Bytes,
 ) -> Result<CallOutput, JobError> {
+    let env = &env;
+    let export = export.as_str();
     let mut builder = WasiCtxBuilder::new();
-    builder.arg(module_name);
-    let mut job = start(env, builder)?;
+    builder.arg(&env.compiled.name);
+    let mut job = start(env, builder).await?;
     let instance = job.instance;
     let abi_hint = "export it with rpc_guest::export! (see the worker crate docs for the ABI)";
     if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut job.store, "_initialize")
-        && let Err(error) = initialize.call(&mut job.store, ())
+        && let Err(error) = initialize.call_async(&mut job.store, ()).await
     {
         return Err(job.failure(env, error));
     }
@@ -138,18 +157,18 @@ pub(crate) fn call_export(
         })?;
     let len = i32::try_from(input.len())
         .map_err(|_| JobError::Abi(format!("an input of {} bytes is over 2 GiB", input.len())))?;
-    let ptr = match alloc.call(&mut job.store, len) {
+    let ptr = match alloc.call_async(&mut job.store, len).await {
         Ok(ptr) => ptr,
         Err(error) => return Err(job.failure(env, error)),
     };
     memory
-        .write(&mut job.store, ptr as u32 as usize, input)
+        .write(&mut job.store, ptr as u32 as usize, &input)
         .map_err(|_| {
             JobError::Abi(format!(
                 "rpc_alloc({len}) returned {ptr}, which is not inside the guest's memory"
             ))
         })?;
-    let packed = match function.call(&mut job.store, (ptr, len)) {
+    let packed = match function.call_async(&mut job.store, (ptr, len)).await {
         Ok(packed) => packed as u64,
         Err(error) => return Err(job.failure(env, error)),
     };
@@ -178,7 +197,7 @@ pub(crate) fn call_export(
 }
 
 /// Makes the store with the job's limits and instantiates the module.
-fn start(env: &Env<'_>, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
+async fn start(env: &Env, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
     // A table declared larger than the limit would be refused by the
     // instance pool (sized to the limit) with a message about the pool:
     // name the limit instead.
@@ -204,25 +223,31 @@ fn start(env: &Env<'_>, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
         interrupt: env.interrupt.clone(),
         clock_base,
     };
-    let mut store = Store::new(env.engine, state);
+    let mut store = Store::new(&env.engine, state);
     store.limiter(|state| &mut state.limiter);
     store
         .set_fuel(env.limits.fuel)
+        .map_err(|error| JobError::Internal(format!("{error:#}")))?;
+    store
+        .fuel_async_yield_interval(Some(SLICE_FUEL))
         .map_err(|error| JobError::Internal(format!("{error:#}")))?;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|store| match store.data().interrupt.check() {
         Ok(()) => Ok(UpdateDeadline::Continue(1)),
         Err(stopped) => Err(wasmtime::Error::new(stopped)),
     });
-    let started = Instant::now();
+    // The guest's clock and the receipt's wall time start together.
+    let started = clock_base;
     let instance = match &env.compiled.pre {
-        Ok(pre) => pre.instantiate(&mut store),
+        Ok(pre) => pre.instantiate_async(&mut store).await,
         Err(JobError::UnknownImport { .. }) if env.stub_unknown_imports => {
-            let mut linker = env.linker.clone();
+            let mut linker = Linker::clone(&env.linker);
             linker
                 .define_unknown_imports_as_traps(&env.compiled.module)
                 .map_err(link_error)?;
-            linker.instantiate(&mut store, &env.compiled.module)
+            linker
+                .instantiate_async(&mut store, &env.compiled.module)
+                .await
         }
         Err(error) => return Err(error.clone()),
     };
@@ -242,7 +267,7 @@ fn start(env: &Env<'_>, mut wasi: WasiCtxBuilder) -> Result<Job, JobError> {
 impl Job {
     /// Why the guest stopped with `error`. Stopped at the output limit, the
     /// job returns what it wrote up to the limit, with its receipt.
-    fn failure(&self, env: &Env<'_>, error: wasmtime::Error) -> JobError {
+    fn failure(&self, env: &Env, error: wasmtime::Error) -> JobError {
         let failure = job_failure(&self.stdout, &self.stderr, &self.store, self.started, error);
         match failure {
             JobError::ResourceExhausted {
@@ -257,7 +282,7 @@ impl Job {
         }
     }
 
-    fn receipt(&self, env: &Env<'_>) -> Receipt {
+    fn receipt(&self, env: &Env) -> Receipt {
         let limiter = &self.store.data().limiter;
         Receipt {
             fuel: env
@@ -297,6 +322,14 @@ fn job_failure(
         return JobError::Busy(format!(
             "the worker had no free instance slot ({exhausted}); send the job again"
         ));
+    }
+    // A host call failed for the host's reasons (its I/O), not the guest's.
+    if error.downcast_ref::<Trap>().is_none()
+        && let Some(io) = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+    {
+        return JobError::Internal(format!("a host call failed: {io}"));
     }
     match error.downcast_ref::<Stopped>() {
         Some(Stopped::Cancelled) => return JobError::Cancelled,

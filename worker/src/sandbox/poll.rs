@@ -39,34 +39,34 @@ const SUBSCRIPTION_CLOCK_ABSTIME: u16 = 1;
 const EVENTTYPE_CLOCK: u8 = 0;
 
 /// Replaces WASI's `poll_oneoff` in `linker` (which already holds WASI's
-/// functions) with the bounded one.
+/// functions, the async ones) with the bounded one.
 pub(crate) fn shadow(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
     let wasi = Arc::new(linker.clone());
     linker.allow_shadowing(true);
-    linker.func_wrap(
+    linker.func_wrap_async(
         MODULE,
         NAME,
         move |mut caller: Caller<'_, JobState>,
-              subscriptions: i32,
-              events: i32,
-              count: i32,
-              nevents: i32|
-              -> wasmtime::Result<i32> {
-            let args = (subscriptions, events, count, nevents);
-            match clock_subscriptions(&mut caller, subscriptions, count) {
-                Ok(Some(clocks)) => sleep(&mut caller, &clocks, events, nevents),
-                Ok(None) => {
-                    // Descriptors are involved: WASI's own answers at once.
-                    let original = wasi.get(&mut caller, MODULE, NAME).ok();
-                    let Some(original) = original.and_then(Extern::into_func) else {
-                        return Ok(ERRNO_NOTSUP);
-                    };
-                    original
-                        .typed::<(i32, i32, i32, i32), i32>(&caller)?
-                        .call(&mut caller, args)
+              (subscriptions, events, count, nevents): (i32, i32, i32, i32)| {
+            let wasi = Arc::clone(&wasi);
+            Box::new(async move {
+                let args = (subscriptions, events, count, nevents);
+                match clock_subscriptions(&mut caller, subscriptions, count) {
+                    Ok(Some(clocks)) => sleep(&mut caller, &clocks, events, nevents).await,
+                    Ok(None) => {
+                        // Descriptors are involved: WASI's own answers at once.
+                        let original = wasi.get(&mut caller, MODULE, NAME).ok();
+                        let Some(original) = original.and_then(Extern::into_func) else {
+                            return Ok(ERRNO_NOTSUP);
+                        };
+                        original
+                            .typed::<(i32, i32, i32, i32), i32>(&caller)?
+                            .call_async(&mut caller, args)
+                            .await
+                    }
+                    Err(errno) => Ok(errno),
                 }
-                Err(errno) => Ok(errno),
-            }
+            })
         },
     )?;
     linker.allow_shadowing(false);
@@ -148,7 +148,7 @@ fn clock_subscriptions(
 
 /// Sleeps until the first clock fires, then reports the clocks that fired;
 /// stops the guest if its deadline passes or it is cancelled first.
-fn sleep(
+async fn sleep(
     caller: &mut Caller<'_, JobState>,
     clocks: &[Clock],
     events: i32,
@@ -157,7 +157,10 @@ fn sleep(
     let Some(first) = clocks.iter().map(|clock| clock.wake).min() else {
         return Ok(ERRNO_INVAL);
     };
-    sleep_until(first, &caller.data().interrupt).map_err(wasmtime::Error::new)?;
+    let interrupt = caller.data().interrupt.clone();
+    sleep_until(first, &interrupt)
+        .await
+        .map_err(wasmtime::Error::new)?;
     let now = Instant::now();
     let fired: Vec<&Clock> = clocks.iter().filter(|clock| clock.wake <= now).collect();
     let memory = match memory(caller) {
@@ -186,8 +189,9 @@ fn sleep(
 }
 
 /// Sleeps until `wake` in steps of at most one epoch tick, checking the
-/// job's cancel flag and deadline between them.
-fn sleep_until(wake: Instant, interrupt: &Interrupt) -> Result<(), Stopped> {
+/// job's cancel flag and deadline between them. The sleep is a timer: it
+/// never blocks a thread of the async runtime.
+async fn sleep_until(wake: Instant, interrupt: &Interrupt) -> Result<(), Stopped> {
     loop {
         interrupt.check()?;
         let now = Instant::now();
@@ -195,7 +199,7 @@ fn sleep_until(wake: Instant, interrupt: &Interrupt) -> Result<(), Stopped> {
             return Ok(());
         }
         let until = wake.min(interrupt.deadline).min(now + TICK);
-        std::thread::sleep(until.saturating_duration_since(now));
+        tokio::time::sleep_until(until.into()).await;
     }
 }
 
