@@ -241,6 +241,41 @@ impl TransferError {
     }
 }
 
+/// Why a function registered with
+/// [`Server::function_with_status`](crate::Server::function_with_status)
+/// has no result: its own error, answered `422` with the error encoded as
+/// for any function, or a protocol status with a message, for conditions
+/// that are the server's and not the call's (busy, unavailable), which
+/// callers and pools handle as they do the server's own.
+///
+/// `?` turns the function's own error into a `Failure`.
+///
+/// ```
+/// use rpc_core::{Failure, StatusCode};
+///
+/// fn check(queue: usize) -> Result<(), Failure<String>> {
+///     if queue > 100 {
+///         return Err(Failure::Status(StatusCode::RESOURCE_EXHAUSTED, "busy".into()));
+///     }
+///     Err("not today".to_owned())?
+/// }
+/// assert!(matches!(check(200), Err(Failure::Status(..))));
+/// assert_eq!(check(1), Err(Failure::Error("not today".to_owned())));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure<E> {
+    /// The function's own error (`422`).
+    Error(E),
+    /// A status other than `200` and `422`, with its message.
+    Status(StatusCode, String),
+}
+
+impl<E> From<E> for Failure<E> {
+    fn from(error: E) -> Failure<E> {
+        Failure::Error(error)
+    }
+}
+
 /// The undecoded error a remote function returned (status `422`): decode it
 /// with [`RemoteError::decode`] into the function's error type.
 #[derive(Clone, Debug, PartialEq, Eq)]

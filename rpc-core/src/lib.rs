@@ -205,7 +205,9 @@ pub use request::Request;
 /// ```
 pub use rpc_macros::remote;
 
-pub use error::{DecodeError, EncodeError, RemoteError, RpcError, ServeError, TransferError};
+pub use error::{
+    DecodeError, EncodeError, Failure, RemoteError, RpcError, ServeError, TransferError,
+};
 /// Makes the methods of a trait callable from other machines, in the spirit
 /// of tarpc's `#[tarpc::service]`.
 ///

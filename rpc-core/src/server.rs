@@ -394,6 +394,54 @@ impl Server {
         self
     }
 
+    /// Registers `function` under `name` as [`Server::function_with`]
+    /// does, for a function that may also answer with a protocol status
+    /// ([`Failure::Status`](crate::Failure::Status)) when the condition is
+    /// the server's rather than the call's: busy (`429`), unavailable
+    /// (`503`). Its own errors ([`Failure::Error`](crate::Failure::Error))
+    /// are answered `422` as for any function.
+    ///
+    /// ```
+    /// use rpc_core::{Context, Failure, FunctionOptions, Server, StatusCode};
+    ///
+    /// let server = Server::builder().function_with_status(
+    ///     "render",
+    ///     FunctionOptions::new(),
+    ///     |_: Context, page: u32| async move {
+    ///         if page > 1_000 {
+    ///             // The call's fault: answered 422 with the error.
+    ///             return Err(Failure::Error(format!("no page {page}")));
+    ///         }
+    ///         if page == 0 {
+    ///             // The server's condition: answered 503, as when it is down.
+    ///             return Err(Failure::Status(StatusCode::UNAVAILABLE, "restarting".into()));
+    ///         }
+    ///         Ok(format!("page {page}"))
+    ///     },
+    /// );
+    /// # drop(server);
+    /// ```
+    pub fn function_with_status<A, R, E, F, Fut>(
+        mut self,
+        name: impl Into<String>,
+        options: FunctionOptions,
+        function: F,
+    ) -> Server
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+        E: Serialize + 'static,
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, crate::Failure<E>>> + Send + 'static,
+    {
+        let function = Function {
+            handler: registry::typed_with_status(function),
+            options,
+        };
+        self.registry.insert(Arc::from(name.into()), function);
+        self
+    }
+
     /// Registers a function made by `#[remote]` (`add::function()`), by
     /// hand with [`RemoteFunction::new`], or by a service. A later
     /// registration of the same name replaces the earlier one.

@@ -478,3 +478,48 @@ async fn calls_that_finished_free_their_place_under_the_in_flight_limit() {
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_function_may_answer_with_a_status_of_its_own() {
+    use rpc_core::{Context, Failure, FunctionOptions, Server};
+
+    let server = Server::builder()
+        .function_with_status(
+            "queue",
+            FunctionOptions::new(),
+            |_: Context, length: u32| async move {
+                match length {
+                    0 => Err(Failure::Error("an empty queue".to_owned())),
+                    1..=100 => Ok(length * 2),
+                    101..=1000 => Err(Failure::Status(
+                        StatusCode::RESOURCE_EXHAUSTED,
+                        "busy: come back later".into(),
+                    )),
+                    // A status that needs a payload is not one to answer
+                    // without: the server says so instead.
+                    _ => Err(Failure::Status(StatusCode::OK, "oops".into())),
+                }
+            },
+        )
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = Client::new(server.local_addr().to_string());
+    let call = |length: u32| {
+        let client = client.clone();
+        async move {
+            client
+                .call_with::<_, u32, String>("queue", &length, CallOptions::new())
+                .await
+        }
+    };
+    assert_eq!(call(21).await.unwrap(), 42);
+    assert!(matches!(call(0).await, Err(RpcError::Application(e)) if e == "an empty queue"));
+    assert!(matches!(
+        call(500).await,
+        Err(RpcError::ResourceExhausted(message)) if message == "busy: come back later"
+    ));
+    let error = call(5000).await.unwrap_err();
+    assert_eq!(error.status(), StatusCode::INTERNAL, "{error:?}");
+    server.shutdown(Duration::from_secs(1)).await;
+}

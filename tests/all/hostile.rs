@@ -528,7 +528,8 @@ async fn queued_jobs_of_a_departed_client_are_released_at_once() {
     // Past the bound: refused at once, as the worker's condition.
     let busy = legit.run(&trivial, Command::new()).await;
     assert!(
-        matches!(busy, Err(WorkerError::Job(JobError::Busy(_)))),
+        matches!(&busy, Err(WorkerError::Rpc(RpcError::ResourceExhausted(reason)))
+            if reason.starts_with("worker busy: 8 jobs already wait")),
         "{busy:?}"
     );
     // Three jobs past the queue were refused too.
@@ -536,7 +537,10 @@ async fn queued_jobs_of_a_departed_client_are_released_at_once() {
     for _ in 0..3 {
         let result = jobs.join_next().await.unwrap().unwrap();
         assert!(
-            matches!(result, Err(WorkerError::Job(JobError::Busy(_)))),
+            matches!(
+                result,
+                Err(WorkerError::Rpc(RpcError::ResourceExhausted(_)))
+            ),
             "{result:?}"
         );
         refused += 1;

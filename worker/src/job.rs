@@ -316,8 +316,11 @@ pub enum JobError {
     DirNotGranted(String),
     /// The worker cannot take the job now (its queue or a budget is full,
     /// or its engine had no instance slot free): the worker's condition,
-    /// not the job's fault. Send it again later or
-    /// to another worker; a [`WorkerPool`](crate::WorkerPool) does.
+    /// not the job's fault. Send it again later or to another worker; a
+    /// [`WorkerPool`](crate::WorkerPool) does. [`Sandbox`](crate::Sandbox)
+    /// returns it; a worker server answers it as status `429` with
+    /// "worker busy: " and the reason
+    /// ([`RpcError::ResourceExhausted`](rpc_core::RpcError::ResourceExhausted)).
     #[error("worker busy: {0}")]
     Busy(String),
     /// The caller may not do this, whatever its token's role allows (a

@@ -15,9 +15,11 @@ use crate::job::{CallOutput, Command, JobError, RunOutput};
 
 impl ServerFailure for WorkerError {
     /// The worker failed, not the job: it is unreachable or went away, or
-    /// it is too busy to take the job ([`JobError::Busy`]).
+    /// it is too busy to take the job (`429`, or [`JobError::Busy`] from a
+    /// worker of an older version).
     fn is_server_failure(&self) -> bool {
         match self {
+            WorkerError::Rpc(RpcError::ResourceExhausted(_)) => true,
             WorkerError::Rpc(error) => error.is_server_failure(),
             WorkerError::Job(JobError::Busy(_)) => true,
             _ => false,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rpc_core::{
-    Client, ContentHash, Context, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore,
-    RpcError, Server,
+    Client, ContentHash, Context, Failure, FunctionOptions, InsertFuture, ProgramRejected,
+    ProgramStore, RpcError, Server,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
@@ -22,6 +22,7 @@ use crate::job::{
     CALL_METHOD, CallOutput, CallRequest, JobError, RUN_METHOD, RunOutput, RunRequest,
 };
 use crate::sandbox::Sandbox;
+use crate::server::answer;
 use crate::warnings::WarnOnChange;
 use crate::{lock, roles};
 
@@ -392,7 +393,7 @@ pub(crate) fn add_relay(
     server
         .programs(relay.modules.clone())
         .program_roles(roles::RUNS_JOBS)
-        .function_with(
+        .function_with_status(
             RUN_METHOD,
             FunctionOptions::new()
                 .roles(roles::RUNS_JOBS)
@@ -402,18 +403,19 @@ pub(crate) fn add_relay(
                 async move {
                     let (worker, outcome) = relay
                         .relay(request.module, RelayedJob::Run(request), context.deadline())
-                        .await?;
+                        .await
+                        .map_err(answer)?;
                     let RelayOutcome::Run(result) = outcome else {
-                        return Err(mismatched());
+                        return Err(Failure::Error(mismatched()));
                     };
-                    result.map(|mut output| {
+                    result.map_err(answer).map(|mut output| {
                         output.receipt.relayed_to = Some(worker);
                         output
                     })
                 }
             },
         )
-        .function_with(
+        .function_with_status(
             CALL_METHOD,
             FunctionOptions::new()
                 .roles(roles::RUNS_JOBS)
@@ -427,11 +429,12 @@ pub(crate) fn add_relay(
                             RelayedJob::Call(request),
                             context.deadline(),
                         )
-                        .await?;
+                        .await
+                        .map_err(answer)?;
                     let RelayOutcome::Call(result) = outcome else {
-                        return Err(mismatched());
+                        return Err(Failure::Error(mismatched()));
                     };
-                    result.map(|mut output| {
+                    result.map_err(answer).map(|mut output| {
                         output.receipt.relayed_to = Some(worker);
                         output
                     })

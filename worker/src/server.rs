@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 
 use rpc_core::tls::ServerTls;
 use rpc_core::{
-    Context, FunctionOptions, Infallible, ServeError, Server, ServerConfig, ServerHandle,
+    Context, Failure, FunctionOptions, Infallible, ServeError, Server, ServerConfig, ServerHandle,
+    StatusCode,
 };
 
-use crate::job::{CALL_METHOD, CallRequest, RUN_METHOD, RunRequest, STATUS_METHOD};
+use crate::job::{CALL_METHOD, CallRequest, JobError, RUN_METHOD, RunRequest, STATUS_METHOD};
 use crate::roles;
 use crate::sandbox::Sandbox;
 
@@ -48,7 +49,7 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
         .data_roles(roles::NONE)
         .programs(sandbox.program_store())
         .program_roles(roles::RUNS_JOBS)
-        .function_with(
+        .function_with_status(
             RUN_METHOD,
             FunctionOptions::new()
                 .roles(roles::RUNS_JOBS)
@@ -57,11 +58,11 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
                 let sandbox = run.clone();
                 async move {
                     let deadline = context.deadline().map(|deadline| deadline.into_std());
-                    sandbox.run(request, deadline).await
+                    sandbox.run(request, deadline).await.map_err(answer)
                 }
             },
         )
-        .function_with(
+        .function_with_status(
             CALL_METHOD,
             FunctionOptions::new()
                 .roles(roles::RUNS_JOBS)
@@ -70,7 +71,7 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
                 let sandbox = call.clone();
                 async move {
                     let deadline = context.deadline().map(|deadline| deadline.into_std());
-                    sandbox.call(request, deadline).await
+                    sandbox.call(request, deadline).await.map_err(answer)
                 }
             },
         )
@@ -81,6 +82,20 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
                 .description("The worker's load and caches"),
             move |_: Context, (): ()| std::future::ready(Ok::<_, Infallible>(status.status())),
         )
+}
+
+/// How a job error is answered: a worker too busy to take the job (its
+/// queue full, or no instance slot) answers `429` with the reason, as any
+/// server out of room does, so that callers and pools treat it as the
+/// worker's condition; everything else is the job's own error (`422`).
+pub(crate) fn answer(error: JobError) -> Failure<JobError> {
+    match error {
+        JobError::Busy(reason) => Failure::Status(
+            StatusCode::RESOURCE_EXHAUSTED,
+            format!("worker busy: {reason}"),
+        ),
+        other => Failure::Error(other),
+    }
 }
 
 /// Serves `sandbox` on `addr` with `config` and `tokens` (token, role; see

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::error::RemoteError;
+use crate::error::{Failure, RemoteError};
 use crate::wire::StatusCode;
 
 /// The name of the built-in function that lists a server's functions.
@@ -217,6 +217,53 @@ where
             match function(context, args).await {
                 Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
                 Err(error) => encode(&error).map_or_else(|status| status, Outcome::Failed),
+            }
+        })
+    })
+}
+
+/// Wraps a typed async function that may also answer with a status, as
+/// [`typed`] does otherwise.
+pub(crate) fn typed_with_status<A, R, E, F, Fut>(function: F) -> Handler
+where
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+    E: Serialize + 'static,
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Failure<E>>> + Send + 'static,
+{
+    let function = Arc::new(function);
+    Arc::new(move |context: Context, args: Bytes| {
+        let function = Arc::clone(&function);
+        let decoded = crate::wire::decode_limited::<A>(&args, context.peer.max_decode_depth);
+        Box::pin(async move {
+            let args = match decoded {
+                Ok(args) => args,
+                Err(error) => {
+                    return Outcome::Status(
+                        StatusCode::BAD_REQUEST,
+                        format!("arguments of {} did not decode: {error}", context.method),
+                    );
+                }
+            };
+            match function(context, args).await {
+                Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
+                Err(Failure::Error(error)) => {
+                    encode(&error).map_or_else(|status| status, Outcome::Failed)
+                }
+                // `200` and `422` carry a payload the caller decodes: a
+                // status without one cannot be either.
+                Err(Failure::Status(status, message))
+                    if status == StatusCode::OK || status == StatusCode::APPLICATION_ERROR =>
+                {
+                    Outcome::Status(
+                        StatusCode::INTERNAL,
+                        format!(
+                            "the function answered status {status} without a payload: {message}"
+                        ),
+                    )
+                }
+                Err(Failure::Status(status, message)) => Outcome::Status(status, message),
             }
         })
     })

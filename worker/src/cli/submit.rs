@@ -60,6 +60,13 @@ pub(crate) fn report(workers: &str, error: &WorkerError) -> ExitCode {
             eprintln!("worker: deadline exceeded");
             ExitCode::from(EXIT_DEADLINE)
         }
+        WorkerError::Rpc(RpcError::ResourceExhausted(reason))
+            if reason.starts_with("worker busy") =>
+        {
+            // Every worker tried was too busy: the workers' condition.
+            eprintln!("worker: {workers}: {reason}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
         WorkerError::Rpc(error @ (RpcError::BadRequest(_) | RpcError::ResourceExhausted(_))) => {
             // The worker refused the module (invalid, too large) or the job.
             eprintln!("worker: {workers}: {error}");
