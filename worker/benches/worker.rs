@@ -2,7 +2,8 @@
 //! run:
 //!
 //! - a trivial cached job end to end (p50, p99 sequential; jobs per second
-//!   with 64 in flight) against a plain rpc call of the same shape;
+//!   with 64 in flight) against a plain rpc call of the same shape, and the
+//!   worker's answer with no job behind it (what the protocol alone costs);
 //! - the worker-side cost alone (queue hand-off, store, WASI context,
 //!   instantiate, run) against bare wasmtime instantiating from an
 //!   `InstancePre` and calling an empty function;
@@ -106,6 +107,30 @@ async fn main() {
     // Floor and job in alternation, so that both see the same machine.
     let (floor_latency, job_latency) = paired_latencies(SEQUENTIAL, floor_call, job).await;
     let (floor_rate, job_rate) = paired_rates(PIPELINED, |_| floor_call(), |_| job()).await;
+    // Between the two: the worker's answer, with no job behind it.
+    let answers = Server::builder()
+        .function(worker::RUN_METHOD, |_: RunRequest| async move {
+            Ok::<_, worker::JobError>(worker::RunOutput {
+                exit_code: 0,
+                stdout: Default::default(),
+                stderr: Default::default(),
+                receipt: Default::default(),
+            })
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let answerer = WorkerClient::new(Client::new(answers.local_addr().to_string()));
+    let answer = || {
+        let answerer = answerer.clone();
+        let trivial = trivial.clone();
+        async move {
+            answerer.run(&trivial, Command::new()).await.unwrap();
+        }
+    };
+    let (_, answer_latency) = paired_latencies(SEQUENTIAL, floor_call, answer).await;
+    let (answer_floor_rate, answer_rate) =
+        paired_rates(PIPELINED, |_| floor_call(), |_| answer()).await;
     println!(
         "trivial cached job, end to end over loopback (floor: an rpc call of the same request)"
     );
@@ -126,6 +151,12 @@ async fn main() {
         job_rate,
         floor_rate,
         job_rate / floor_rate
+    );
+
+    println!(
+        "  the same answer with no job behind it (a function returning a RunOutput): p50 {:.1} us, {IN_FLIGHT} in flight {:.2}x the floor's calls/s",
+        answer_latency.p50,
+        answer_rate / answer_floor_rate
     );
 
     sandbox_row(&trivial, SEQUENTIAL).await;
@@ -159,6 +190,7 @@ async fn main() {
         None => println!("\n(count_primes skipped: `rustup target add wasm32-wasip1` first)"),
     }
     server.shutdown(Duration::from_secs(1)).await;
+    answers.shutdown(Duration::from_secs(1)).await;
     floor.shutdown(Duration::from_secs(1)).await;
 }
 
