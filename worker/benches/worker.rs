@@ -159,6 +159,17 @@ async fn main() {
         answer_rate / answer_floor_rate
     );
 
+    // The job's own time on the server, from its receipts.
+    let mut walls = Vec::with_capacity(SEQUENTIAL);
+    for _ in 0..SEQUENTIAL {
+        let output = worker.run(&trivial, Command::new()).await.unwrap();
+        walls.push(output.receipt.wall_time_us as f64);
+    }
+    println!(
+        "  the job itself on the server (receipt wall_time_us, whole microseconds): p50 {:.0} us",
+        percentile(&mut walls, 0.5)
+    );
+
     sandbox_row(&trivial, SEQUENTIAL).await;
 
     if std::env::var("WORKER_BENCH").as_deref() == Ok("jobs") {
