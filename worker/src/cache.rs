@@ -38,6 +38,28 @@ pub(crate) struct Compiled {
     /// The module's hash in hex: the program name (`argv[0]`) its jobs
     /// see, formatted once.
     pub(crate) name: String,
+    /// Whether instantiating it is cheap enough for a job's first slice to
+    /// run where the call arrived (see [`Compiled::instantiates_quickly`]).
+    pub(crate) starts_inline: bool,
+}
+
+/// A compiled image (code and data) up to this size, and tables up to this
+/// many elements, instantiate in microseconds.
+const QUICK_IMAGE_BYTES: u64 = 4 << 20;
+const QUICK_TABLE_ELEMENTS: u64 = 10_000;
+
+impl Compiled {
+    /// Whether instantiating `module` is cheap: instantiation (data and
+    /// element segments copied in) is not wasm code, so it does not yield;
+    /// a job of a module with a large image or table starts on a thread of
+    /// its own instead of on the async runtime.
+    fn instantiates_quickly(module: &Module, image_bytes: u64) -> bool {
+        let tables = module
+            .resources_required()
+            .max_initial_table_size
+            .unwrap_or(0);
+        image_bytes <= QUICK_IMAGE_BYTES && tables <= QUICK_TABLE_ELEMENTS
+    }
 }
 
 /// Large modules compiled (or loaded from disk) at the same time, at most:
@@ -312,6 +334,7 @@ impl ModuleCache {
         let image = module.image_range();
         let size = (image.end.addr() - image.start.addr()) as u64;
         let compiled = Arc::new(Compiled {
+            starts_inline: Compiled::instantiates_quickly(&module, size),
             module,
             pre,
             compile_us,
@@ -349,5 +372,21 @@ pub(crate) fn link_error(error: wasmtime::Error) -> JobError {
             name: unknown.name().to_owned(),
         },
         None => JobError::InvalidModule(format!("{error:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_with_a_large_table_or_image_start_on_a_thread_of_their_own() {
+        let engine = wasmtime::Engine::default();
+        let module = |text: &str| Module::new(&engine, wat::parse_str(text).unwrap()).unwrap();
+        let small = module(r#"(module (table 10 funcref) (func (export "_start")))"#);
+        assert!(Compiled::instantiates_quickly(&small, 64 << 10));
+        let table = module(r#"(module (table 50000 funcref) (func (export "_start")))"#);
+        assert!(!Compiled::instantiates_quickly(&table, 64 << 10));
+        assert!(!Compiled::instantiates_quickly(&small, 8 << 20));
     }
 }

@@ -396,6 +396,7 @@ impl Sandbox {
                 stderr: Bytes::new(),
             });
         }
+        let starts_inline = compiled.starts_inline;
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let env = Env {
             engine: self.inner.engine.clone(),
@@ -414,7 +415,7 @@ impl Sandbox {
             job: Box::pin(work(env)),
             _slot: slot,
         };
-        let result = run_sliced(job).await;
+        let result = run_sliced(job, starts_inline).await;
         drop(cancel);
         result
     }
@@ -435,14 +436,17 @@ impl<F: Future> Future for InSlot<F> {
     }
 }
 
-/// Runs the job's first slice on this thread and, if it is not done, the
-/// rest on a blocking thread. Either way the job (its store, then its slot)
-/// is dropped before its result is returned.
-async fn run_sliced<T, F>(job: InSlot<F>) -> Result<T, JobError>
+/// Runs the job's first slice on this thread (if `inline`) and, if it is
+/// not done, the rest on a blocking thread. Either way the job (its store,
+/// then its slot) is dropped before its result is returned.
+async fn run_sliced<T, F>(job: InSlot<F>, inline: bool) -> Result<T, JobError>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, JobError>> + Send + 'static,
 {
+    if !inline {
+        return on_own_thread(job).await;
+    }
     let mut job = Some(job);
     let first = std::future::poll_fn(|cx| {
         let polled = job
@@ -458,9 +462,21 @@ where
         drop(job);
         return result;
     }
-    // Still running: the rest on a thread of its own. The caller leaving
-    // does not wait for it; the job's cancel flag stops the guest.
-    let runtime = tokio::runtime::Handle::current();
+    on_own_thread(job).await
+}
+
+/// Runs the job to its end on a blocking thread. The caller leaving does
+/// not wait for it; the job's cancel flag stops the guest.
+async fn on_own_thread<T, F>(job: InSlot<F>) -> Result<T, JobError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, JobError>> + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Err(JobError::Internal(
+            "the sandbox runs jobs on a Tokio runtime; call it from within one".into(),
+        ));
+    };
     tokio::task::spawn_blocking(move || runtime.block_on(job))
         .await
         .unwrap_or_else(|_| Err(JobError::Internal("the job's thread failed".into())))
