@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn modules_with_a_large_table_or_image_start_on_a_thread_of_their_own() {
-        let engine = wasmtime::Engine::default();
+        let engine = Engine::default();
         let module = |text: &str| Module::new(&engine, wat::parse_str(text).unwrap()).unwrap();
         let small = module(r#"(module (table 10 funcref) (func (export "_start")))"#);
         assert!(Compiled::instantiates_quickly(&small, 64 << 10));
