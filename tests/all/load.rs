@@ -231,3 +231,33 @@ async fn two_thousand_mixed_jobs_from_32_clients_each_end_once_with_their_own_ou
     assert_eq!((status.running, status.queued), (0, 0), "{status:?}");
     assert!(status.peak_running <= 2, "{status:?}");
 }
+
+/// On a runtime with a single thread, a guest that never stops still
+/// leaves the server answering: its job runs one slice there, then moves
+/// to a thread of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_guest_that_spins_never_holds_up_the_servers_runtime() {
+    let worker = start(2).await;
+    let spin = wat(r#"(module (func (export "_start") (loop $forever (br $forever))))"#);
+    worker.client.upload(&spin).await.unwrap();
+    let spinning = {
+        let client = worker.client.clone().timeout(Duration::from_secs(3));
+        let spin = spin.clone();
+        tokio::spawn(async move { client.run(&spin, Command::new()).await })
+    };
+    crate::support::eventually("the guest to spin", || worker.sandbox.status().running == 1).await;
+    // Meanwhile, on the same single-threaded runtime, the server answers.
+    let answered = tokio::time::timeout(Duration::from_secs(1), async {
+        let status = worker.client.status().await.unwrap();
+        let output = worker.client.run(&trivial(), Command::new()).await.unwrap();
+        (status, output)
+    })
+    .await;
+    let (status, output) = answered.expect("the server answered while the guest spun");
+    assert_eq!(status.running, 1, "{status:?}");
+    assert_eq!(output.exit_code, 7);
+    assert!(matches!(
+        spinning.await.unwrap(),
+        Err(WorkerError::Rpc(RpcError::DeadlineExceeded))
+    ));
+}
