@@ -27,7 +27,9 @@ use tracing::Instrument;
 
 use crate::error::ServeError;
 use crate::remote::{RemoteFunction, Service};
-use crate::wire::{DEFAULT_MAX_DECODE_DEPTH, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::wire::{
+    DEFAULT_MAX_DECODE_DEPTH, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN, PeerRole,
+};
 use admission::Admission;
 use auth::Tokens;
 use budget::Budget;
@@ -258,6 +260,8 @@ pub struct Server {
     access: registry::Access,
     config: ServerConfig,
     programs: Option<Arc<dyn ProgramStore>>,
+    /// What the server says it is in its `Welcome`; `None`: a server.
+    role: Option<PeerRole>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ServerTls>,
 }
@@ -283,6 +287,21 @@ impl Server {
     /// Replaces the configuration.
     pub fn config(mut self, config: ServerConfig) -> Server {
         self.config = config;
+        self
+    }
+
+    /// What the server says it is in its `Welcome` (`role`): a worker
+    /// or a coordinator rather than a plain server, the default. Peers may
+    /// use it to check that they reached the kind of peer they meant to.
+    ///
+    /// ```
+    /// use rpc_core::{PeerRole, Server};
+    ///
+    /// let worker = Server::builder().role(PeerRole::Worker);
+    /// # drop(worker);
+    /// ```
+    pub fn role(mut self, role: PeerRole) -> Server {
+        self.role = Some(role);
         self
     }
 
@@ -572,6 +591,7 @@ impl Server {
             registry: self.registry,
             tokens: self.tokens,
             access: self.access,
+            role: self.role.unwrap_or(PeerRole::Server),
             config,
         });
         let (shutdown, watcher) = watch::channel(None);

@@ -574,3 +574,92 @@ async fn a_deadline_that_passes_is_always_answered_504_whoever_notices_it_first(
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// PROTOCOL.md section 8: the acceptor checks that the first frame is a
+/// well-formed `Hello` (its fields within their rules, limits included)
+/// before the token, so a malformed one is `400` whatever its token.
+#[tokio::test]
+async fn a_malformed_hello_is_refused_400_before_its_token_is_looked_at() {
+    use futures_util::StreamExt;
+
+    /// A `Hello` frame by hand (our encoder refuses to write bad limits):
+    /// the `hello` vector's header, then peer "cli", role Client, `token`,
+    /// and default limits but `max_frame_len`.
+    fn hello(token: &str, max_frame_len: u32) -> Vec<u8> {
+        let mut body = vec![3, b'c', b'l', b'i', 0, 1, token.len() as u8];
+        body.extend_from_slice(token.as_bytes());
+        let mut len = max_frame_len;
+        while len >= 0x80 {
+            body.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        body.push(len as u8);
+        body.extend_from_slice(&[0x80, 0x08, 0x80, 0x80, 0x80, 0x20, 0x00]);
+        let mut frame = ((12 + body.len()) as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    let server = Server::builder()
+        .token("s3cret", "client")
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let cases = [
+        ("wrong", 1024, StatusCode::BAD_REQUEST),
+        ("s3cret", 1024, StatusCode::BAD_REQUEST),
+        ("wrong", 1 << 20, StatusCode::FORBIDDEN),
+        ("s3cret", 1 << 20, StatusCode::OK),
+    ];
+    for (token, max_frame_len, expected) in cases {
+        let mut socket = TcpStream::connect(server.local_addr()).await.unwrap();
+        socket
+            .write_all(&hello(token, max_frame_len))
+            .await
+            .unwrap();
+        let mut framed = Framed::new(socket, FrameCodec::new());
+        let status = match framed.next().await.unwrap().unwrap().message {
+            Message::Error(error) => error.status,
+            Message::Welcome(_) => StatusCode::OK,
+            other => panic!("unexpected answer {other:?}"),
+        };
+        assert_eq!(status, expected, "token {token}, frames {max_frame_len}");
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The `Welcome` says what kind of peer answered: a plain server, a worker
+/// or a coordinator (PROTOCOL.md section 13's vector is a worker's).
+#[tokio::test]
+async fn the_welcome_says_what_kind_of_peer_answered() {
+    use rpc_core::{Hello, Limits, PeerRole};
+
+    let hello = || Hello {
+        peer_name: "who".into(),
+        role: PeerRole::Client,
+        token: None,
+        limits: Limits::default(),
+    };
+    let sandbox = worker::Sandbox::new(worker::SandboxConfig {
+        concurrency: 1,
+        ..worker::SandboxConfig::default()
+    })
+    .unwrap();
+    let servers = [
+        (Server::builder(), PeerRole::Server),
+        (worker::worker_server(sandbox), PeerRole::Worker),
+        (
+            worker::coordinator_server(Duration::from_secs(10)),
+            PeerRole::Coordinator,
+        ),
+    ];
+    for (server, expected) in servers {
+        let handle = server.bind("127.0.0.1:0").await.unwrap();
+        match crate::support::answer_to_hello(handle.local_addr(), hello()).await {
+            Message::Welcome(welcome) => assert_eq!(welcome.role, expected),
+            other => panic!("expected a Welcome, got {other:?}"),
+        }
+        handle.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -202,6 +202,17 @@ pub async fn raw_handshake<T: AsyncRead + AsyncWrite + Unpin>(io: T) -> Framed<T
     framed
 }
 
+/// Sends `hello` as the first frame to `addr` and returns the first frame
+/// the server answers with (`Welcome`, or the `Error` that refuses it).
+pub async fn answer_to_hello(addr: SocketAddr, hello: Hello) -> Message {
+    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), FrameCodec::new());
+    framed
+        .send(Frame::connection(Message::Hello(hello)))
+        .await
+        .unwrap();
+    framed.next().await.unwrap().unwrap().message
+}
+
 /// A call message with postcard-encoded `args`, for raw sessions.
 pub fn raw_call<A: Serialize>(method: &str, args: &A, timeout_ms: Option<u64>) -> Call {
     Call {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpc_core::{
-    Client, ContentHash, Context, FunctionOptions, Infallible, ResolveFuture, Resolver, RpcError,
-    Server,
+    Client, ContentHash, Context, FunctionOptions, Infallible, PeerRole, ResolveFuture, Resolver,
+    RpcError, Server,
 };
 
 use crate::warnings::WarnOnChange;
@@ -124,6 +124,7 @@ pub fn coordinator_server(ttl: Duration) -> Server {
     let names = Arc::clone(&directory);
     let live = move || names.live_names();
     let server = Server::builder()
+        .role(PeerRole::Coordinator)
         .anonymous_roles(roles::ALL)
         .data_roles(roles::NONE);
     crate::relay::add_relay(server, live)

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use rpc_core::tls::ServerTls;
 use rpc_core::{
-    Context, Failure, FunctionOptions, Infallible, ServeError, Server, ServerConfig, ServerHandle,
-    StatusCode,
+    Context, Failure, FunctionOptions, Infallible, PeerRole, ServeError, Server, ServerConfig,
+    ServerHandle, StatusCode,
 };
 
 use crate::job::{CALL_METHOD, CallRequest, JobError, RUN_METHOD, RunRequest, STATUS_METHOD};
@@ -45,6 +45,7 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
     let status = sandbox.clone();
     Server::builder()
         .config(config)
+        .role(PeerRole::Worker)
         .anonymous_roles(roles::ALL)
         .data_roles(roles::NONE)
         .programs(sandbox.program_store())

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) dedup: Arc<Dedup>,
     pub(crate) data: BoundedStore<String>,
     pub(crate) programs: Arc<dyn ProgramStore>,
+    /// What this server says it is in its `Welcome`.
+    pub(crate) role: PeerRole,
 }
 
 /// A connection whose handshake succeeded: its framed transport, who the
@@ -83,7 +85,7 @@ pub(crate) async fn handshake(
             Ok((peer, place)) => {
                 let welcome = Welcome {
                     peer_name: shared.config.name.clone(),
-                    role: PeerRole::Server,
+                    role: shared.role,
                     access_role: peer.role.clone(),
                     limits: own_limits(&shared.config),
                     server_time_ms: conn::unix_time_ms(),
