@@ -586,16 +586,20 @@ async fn a_malformed_hello_is_refused_400_before_its_token_is_looked_at() {
     /// the `hello` vector's header, then peer "cli", role Client, `token`,
     /// and default limits but `max_frame_len`.
     fn hello(token: &str, max_frame_len: u32) -> Vec<u8> {
-        let mut body = vec![3, b'c', b'l', b'i', 0, 1, token.len() as u8];
+        let token_len = u8::try_from(token.len()).unwrap();
+        let mut body = vec![3, b'c', b'l', b'i', 0, 1, token_len];
         body.extend_from_slice(token.as_bytes());
         let mut len = max_frame_len;
         while len >= 0x80 {
-            body.push((len as u8) | 0x80);
+            body.push(u8::try_from(len & 0x7f).unwrap() | 0x80);
             len >>= 7;
         }
-        body.push(len as u8);
+        body.push(u8::try_from(len).unwrap());
         body.extend_from_slice(&[0x80, 0x08, 0x80, 0x80, 0x80, 0x20, 0x00]);
-        let mut frame = ((12 + body.len()) as u32).to_be_bytes().to_vec();
+        let mut frame = u32::try_from(12 + body.len())
+            .unwrap()
+            .to_be_bytes()
+            .to_vec();
         frame.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         frame.extend_from_slice(&body);
         frame
