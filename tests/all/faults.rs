@@ -667,3 +667,74 @@ async fn the_welcome_says_what_kind_of_peer_answered() {
         handle.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+/// PROTOCOL.md section 8, keepalive: a peer that announced an idle timeout
+/// and only listens gets a `Ping` before half of it has passed; answering
+/// those pings does not keep the server's own idle timeout from closing a
+/// connection nobody uses.
+#[tokio::test]
+async fn the_server_pings_a_listening_peer_within_half_its_idle_timeout() {
+    use futures_util::StreamExt;
+    use rpc_core::{Hello, Limits, PeerRole, Pong};
+
+    let server = Server::builder()
+        .config(rpc_core::ServerConfig {
+            idle_timeout: Some(Duration::from_millis(1500)),
+            ..rpc_core::ServerConfig::default()
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let socket = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut framed = Framed::new(socket, FrameCodec::new());
+    let hello = Hello {
+        peer_name: "listener".into(),
+        role: PeerRole::Client,
+        token: None,
+        limits: Limits {
+            idle_timeout_ms: Some(1000),
+            ..Limits::default()
+        },
+    };
+    framed
+        .send(Frame::connection(Message::Hello(hello)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        framed.next().await.unwrap().unwrap().message,
+        Message::Welcome(_)
+    ));
+    let started = Instant::now();
+    let mut pings = 0;
+    // Answer every ping; send nothing else. Bounded: the server closes.
+    let closed_by = loop {
+        let next = timeout(Duration::from_secs(5), framed.next()).await;
+        match next
+            .expect("the server went silent")
+            .map(|frame| frame.unwrap().message)
+        {
+            Some(Message::Ping(ping)) => {
+                if pings == 0 {
+                    // Due at 500 ms; before 1 s the listener would have
+                    // closed the connection as idle.
+                    assert!(
+                        started.elapsed() < Duration::from_millis(1000),
+                        "first ping after {:?}",
+                        started.elapsed()
+                    );
+                }
+                pings += 1;
+                let pong = Message::Pong(Pong { nonce: ping.nonce });
+                framed.send(Frame::connection(pong)).await.unwrap();
+            }
+            Some(other) => break Some(other),
+            None => break None,
+        }
+    };
+    assert!(pings >= 2, "{pings} pings");
+    assert!(
+        matches!(&closed_by, Some(Message::GoAway(goaway)) if goaway.message.contains("idle")),
+        "{closed_by:?}"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}

@@ -22,7 +22,7 @@ use crate::server::dedup::{Reply, Waiters};
 use crate::server::registry::PeerInfo;
 use crate::transfer::ChunkReceiver;
 use crate::wire::{
-    ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Pong,
+    ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Ping, Pong,
     StatusCode,
 };
 
@@ -121,6 +121,18 @@ impl Session {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut frames_since_tick = 0u64;
         let mut quiet_ticks = 0u32;
+        // Keepalive: a peer that announced an idle timeout gets a Ping at
+        // half of it, so that it never closes a connection this side keeps
+        // quiet on (PROTOCOL.md section 8). A Ping whatever else was sent
+        // costs a dozen bytes per half-timeout, and no bookkeeping per frame.
+        let keepalive = self
+            .peer_limits
+            .idle_timeout_ms
+            .map(|ms| (Duration::from_millis(u64::from(ms)) / 2).max(Duration::from_millis(1)));
+        let ping_every = keepalive.unwrap_or(Duration::from_secs(3600));
+        let mut pinger = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        pinger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pings = 0u64;
         let shutdown_signal = async move {
             match shutdown.changed().await {
                 Ok(()) => *shutdown.borrow(),
@@ -139,7 +151,10 @@ impl Session {
             }
             tokio::select! {
                 frame = reader.next() => {
-                    frames_since_tick += 1;
+                    // A Pong answers our keepalive: it is not the peer using
+                    // the connection, so it does not keep it from idling.
+                    let pong = matches!(&frame, Some(Ok(Frame { message: Message::Pong(_), .. })));
+                    frames_since_tick += u64::from(!pong);
                     let batch = self.handle_batch(frame, &mut reader, &mut done, &mut draining);
                     if let Err(ending) = batch.await {
                         break ending;
@@ -162,6 +177,11 @@ impl Session {
                 () = &mut grace => {
                     tracing::debug!(left = self.running.len(), "shutdown grace over; cancelling calls");
                     break Ending::Quiet;
+                }
+                _ = pinger.tick(), if keepalive.is_some() => {
+                    pings += 1;
+                    let ping = Message::Ping(Ping { nonce: pings });
+                    let _ = self.outbox.send(Frame::connection(ping)).await;
                 }
                 _ = ticker.tick(), if idle.is_some() => {
                     quiet_ticks = if frames_since_tick == 0 && self.running.is_empty() { quiet_ticks + 1 } else { 0 };
