@@ -738,3 +738,57 @@ async fn the_server_pings_a_listening_peer_within_half_its_idle_timeout() {
     );
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// PROTOCOL.md section 8, graceful shutdown: a request still running when
+/// the grace period ends gets a `503` response before the connection
+/// closes, so its caller knows it was not completed.
+#[tokio::test]
+async fn a_call_still_running_at_the_end_of_the_grace_gets_a_503() {
+    let counters = Arc::new(Counters::default());
+    let server = start(&counters).await;
+    let mut framed = raw_session(server.local_addr()).await;
+    framed
+        .send(Frame::new(
+            1,
+            Message::Call(raw_call("slow", &60_000u64, None)),
+        ))
+        .await
+        .unwrap();
+    framed
+        .send(Frame::new(
+            3,
+            Message::Call(raw_call("add", &(1i64, 2i64), None)),
+        ))
+        .await
+        .unwrap();
+    let (id, response) = next_response(&mut framed).await;
+    assert_eq!((id, response.status), (3, StatusCode::OK));
+    eventually("the slow call to start", || {
+        counters.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let shutting_down = tokio::spawn(async move {
+        server.shutdown(Duration::from_millis(200)).await;
+    });
+    let messages = frames_until_close(&mut framed).await;
+    assert!(
+        matches!(messages.first(), Some(Message::GoAway(_))),
+        "{messages:?}"
+    );
+    let answered: Vec<_> = messages
+        .iter()
+        .filter_map(|message| match message {
+            Message::Response(response) => Some((response.status, response.message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [(
+            StatusCode::UNAVAILABLE,
+            "the server shut down before this request finished".to_owned()
+        )],
+        "{messages:?}"
+    );
+    shutting_down.await.unwrap();
+}

@@ -46,8 +46,11 @@ enum Request {
 enum Ending {
     /// The peer closed the connection or it failed.
     PeerLeft,
-    /// Shutdown or idleness: close quietly.
+    /// Idleness, or shutdown once every call is done: close quietly.
     Quiet,
+    /// Shutdown's grace period ran out with requests still open: each gets
+    /// a `503` response, then the connection closes.
+    GraceOver,
     /// The peer broke the protocol: send it this, then close.
     Fatal(Message),
 }
@@ -176,7 +179,7 @@ impl Session {
                 }
                 () = &mut grace => {
                     tracing::debug!(left = self.running.len(), "shutdown grace over; cancelling calls");
-                    break Ending::Quiet;
+                    break Ending::GraceOver;
                 }
                 _ = pinger.tick(), if keepalive.is_some() => {
                     pings += 1;
@@ -207,13 +210,38 @@ impl Session {
         // retry (those with an idempotency key) go on, while a retry may
         // still claim them.
         let keep_keyed = matches!(ending, Ending::PeerLeft);
+        let grace_over = matches!(ending, Ending::GraceOver);
+        if grace_over {
+            // Calls that finished are sending their own answers.
+            self.reap(&mut done);
+        }
+        let mut unanswered: Vec<u64> = Vec::new();
         for (id, task) in self.running.drain() {
             match self.keyed.remove(&id) {
                 Some(waiters) if keep_keyed => {
                     linger(task, waiters, self.shared.config.dedup_linger);
                 }
-                _ => task.abort(),
+                _ => {
+                    task.abort();
+                    unanswered.push(id);
+                }
             }
+        }
+        if grace_over {
+            // Every stream still open gets an answer before the close: the
+            // peer knows each was not completed, and may send it again.
+            unanswered.extend(self.uploads.keys().copied());
+            unanswered.sort_unstable();
+            for id in unanswered {
+                self.respond_status(
+                    id,
+                    StatusCode::UNAVAILABLE,
+                    "the server shut down before this request finished".into(),
+                    self.arrived,
+                )
+                .await;
+            }
+            self.outbox.uncork();
         }
         if let Ending::Fatal(report) = ending {
             tracing::debug!(?report, "protocol error; closing");
