@@ -45,6 +45,9 @@ const POLL_WAIT: Duration = Duration::from_secs(10);
 /// Cancellations kept for one connection that does not collect them (a
 /// worker of an older version); past them the oldest are dropped.
 const MAX_CANCELLATIONS_KEPT: usize = 1024;
+/// Connections with uncollected cancellations kept at most (those of
+/// workers that left without collecting theirs); past them one is dropped.
+const MAX_CANCELLED_CONNECTIONS: usize = 4096;
 
 /// A job handed to a relayed worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -267,6 +270,12 @@ impl Relay {
         };
         {
             let mut cancelled = lock(&self.cancelled);
+            if cancelled.len() >= MAX_CANCELLED_CONNECTIONS
+                && !cancelled.contains_key(&taken.taker)
+                && let Some(gone) = cancelled.keys().next().cloned()
+            {
+                cancelled.remove(&gone);
+            }
             let ids = cancelled.entry(taken.taker).or_default();
             if ids.len() >= MAX_CANCELLATIONS_KEPT {
                 ids.pop_front();
@@ -756,5 +765,26 @@ mod tests {
         }
         let kept = lock(&relay.cancelled).get("old").map(VecDeque::len);
         assert_eq!(kept, Some(MAX_CANCELLATIONS_KEPT));
+
+        // Connections that never collect theirs are bounded too.
+        let first = MAX_CANCELLATIONS_KEPT as u64 + 10;
+        for id in first..first + MAX_CANCELLED_CONNECTIONS as u64 + 10 {
+            let pending = Pending {
+                task: RelayTask {
+                    id,
+                    job: job(),
+                    timeout_ms: None,
+                },
+                deadline: None,
+            };
+            let taken = Taken {
+                worker: "w".into(),
+                taker: format!("gone-{id}"),
+                pending,
+            };
+            lock(&relay.taken).insert(id, taken);
+            relay.withdraw(id);
+        }
+        assert_eq!(lock(&relay.cancelled).len(), MAX_CANCELLED_CONNECTIONS);
     }
 }
