@@ -743,25 +743,30 @@ mod tests {
         assert!(lock(&relay.cancelled).is_empty());
     }
 
+    /// Job `id` is taken on connection `taker`, then its caller leaves.
+    fn take_then_withdraw(relay: &Relay, id: u64, taker: &str) {
+        let pending = Pending {
+            task: RelayTask {
+                id,
+                job: job(),
+                timeout_ms: None,
+            },
+            deadline: None,
+        };
+        let taken = Taken {
+            worker: "w".into(),
+            taker: taker.into(),
+            pending,
+        };
+        lock(&relay.taken).insert(id, taken);
+        relay.withdraw(id);
+    }
+
     #[test]
     fn cancellations_nobody_collects_are_bounded() {
         let relay = Relay::default();
         for id in 0..(MAX_CANCELLATIONS_KEPT as u64 + 10) {
-            let pending = Pending {
-                task: RelayTask {
-                    id,
-                    job: job(),
-                    timeout_ms: None,
-                },
-                deadline: None,
-            };
-            let taken = Taken {
-                worker: "w".into(),
-                taker: "old".into(),
-                pending,
-            };
-            lock(&relay.taken).insert(id, taken);
-            relay.withdraw(id);
+            take_then_withdraw(&relay, id, "old");
         }
         let kept = lock(&relay.cancelled).get("old").map(VecDeque::len);
         assert_eq!(kept, Some(MAX_CANCELLATIONS_KEPT));
@@ -769,21 +774,7 @@ mod tests {
         // Connections that never collect theirs are bounded too.
         let first = MAX_CANCELLATIONS_KEPT as u64 + 10;
         for id in first..first + MAX_CANCELLED_CONNECTIONS as u64 + 10 {
-            let pending = Pending {
-                task: RelayTask {
-                    id,
-                    job: job(),
-                    timeout_ms: None,
-                },
-                deadline: None,
-            };
-            let taken = Taken {
-                worker: "w".into(),
-                taker: format!("gone-{id}"),
-                pending,
-            };
-            lock(&relay.taken).insert(id, taken);
-            relay.withdraw(id);
+            take_then_withdraw(&relay, id, &format!("gone-{id}"));
         }
         assert_eq!(lock(&relay.cancelled).len(), MAX_CANCELLED_CONNECTIONS);
     }

@@ -190,6 +190,17 @@ impl Function {
     }
 }
 
+/// Decodes a call's arguments as `A`, within the caller's nesting limit; a
+/// `400` naming the function if they do not decode.
+fn decode_args<A: DeserializeOwned>(context: &Context, args: &Bytes) -> Result<A, Outcome> {
+    crate::wire::decode_limited::<A>(args, context.peer.max_decode_depth).map_err(|error| {
+        Outcome::Status(
+            StatusCode::BAD_REQUEST,
+            format!("arguments of {} did not decode: {error}", context.method),
+        )
+    })
+}
+
 /// Wraps a typed async function as a handler: decodes the arguments with
 /// postcard (`400` if they do not decode) and encodes the result or error.
 pub(crate) fn typed<A, R, E, F, Fut>(function: F) -> Handler
@@ -203,16 +214,11 @@ where
     let function = Arc::new(function);
     Arc::new(move |context: Context, args: Bytes| {
         let function = Arc::clone(&function);
-        let decoded = crate::wire::decode_limited::<A>(&args, context.peer.max_decode_depth);
+        let decoded = decode_args::<A>(&context, &args);
         Box::pin(async move {
             let args = match decoded {
                 Ok(args) => args,
-                Err(error) => {
-                    return Outcome::Status(
-                        StatusCode::BAD_REQUEST,
-                        format!("arguments of {} did not decode: {error}", context.method),
-                    );
-                }
+                Err(refusal) => return refusal,
             };
             match function(context, args).await {
                 Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
@@ -235,16 +241,11 @@ where
     let function = Arc::new(function);
     Arc::new(move |context: Context, args: Bytes| {
         let function = Arc::clone(&function);
-        let decoded = crate::wire::decode_limited::<A>(&args, context.peer.max_decode_depth);
+        let decoded = decode_args::<A>(&context, &args);
         Box::pin(async move {
             let args = match decoded {
                 Ok(args) => args,
-                Err(error) => {
-                    return Outcome::Status(
-                        StatusCode::BAD_REQUEST,
-                        format!("arguments of {} did not decode: {error}", context.method),
-                    );
-                }
+                Err(refusal) => return refusal,
             };
             match function(context, args).await {
                 Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
