@@ -634,7 +634,7 @@ async fn a_malformed_hello_is_refused_400_before_its_token_is_looked_at() {
 }
 
 /// The `Welcome` says what kind of peer answered: a plain server, a worker
-/// or a coordinator (PROTOCOL.md section 13's vector is a worker's).
+/// or a coordinator (PROTOCOL.md section 14's vector is a worker's).
 #[tokio::test]
 async fn the_welcome_says_what_kind_of_peer_answered() {
     use rpc_core::{Hello, Limits, PeerRole};

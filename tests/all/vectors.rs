@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::{
-    Call, ChunkEnd, ContentHash, DecodeError, ErrorMessage, Frame, FrameCodec, GoAway, Hello, Kind,
-    Limits, Message, OfferProgram, Payload, PeerRole, Ping, Pong, RequestData, Response, SendData,
-    SendProgram, StatusCode, VersionMismatch, Welcome,
+    Call, ChunkEnd, ContentHash, DESCRIBE_METHOD, DecodeError, ErrorMessage, Frame, FrameCodec,
+    FunctionInfo, GoAway, Hello, Kind, Limits, Message, OfferProgram, Payload, PeerRole, Ping, Pong,
+    RequestData, Response, SendData, SendProgram, StatusCode, VersionMismatch, Welcome,
 };
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
@@ -115,6 +115,22 @@ fn expected(name: &str) -> Frame {
             hash: Some(ContentHash::of(b"chunk one")),
         }),
         "chunk-end-no-digest" => Message::ChunkEnd(ChunkEnd { hash: None }),
+        "describe-call" => Message::Call(Call {
+            method: DESCRIBE_METHOD.into(),
+            timeout_ms: None,
+            idempotency_key: None,
+            schema_hash: None,
+            payload: Payload::empty(),
+        }),
+        "describe-response" => Message::Response(Response {
+            status: StatusCode::OK,
+            server_time_ms: 1_700_000_000_125,
+            elapsed_us: 40,
+            message: String::new(),
+            payload: Payload::from(Bytes::from(
+                postcard::to_allocvec(&described_functions()).expect("encodes"),
+            )),
+        }),
         other => panic!("vector {other:?} has no expected frame in tests/all/vectors.rs"),
     };
     let stream_id = match name {
@@ -124,9 +140,62 @@ fn expected(name: &str) -> Frame {
         "request-data" => 7,
         "offer-program" => 9,
         "send-program" => 11,
+        "describe-call" | "describe-response" => 13,
         _ => 0,
     };
     Frame::new(stream_id, message)
+}
+
+/// What the `describe-response` vector lists: the functions of
+/// [`schema`], as a server registering them would describe them.
+fn described_functions() -> Vec<FunctionInfo> {
+    vec![
+        FunctionInfo {
+            name: "kv::get".into(),
+            schema_hash: Some(schema::KV_GET_SCHEMA_HASH),
+            roles: None,
+            description: "The value stored under `key`, if any.".into(),
+        },
+        FunctionInfo {
+            name: "math.add".into(),
+            schema_hash: Some(schema::add::SCHEMA_HASH),
+            roles: Some(vec!["math".into()]),
+            description: "Adds two numbers.".into(),
+        },
+    ]
+}
+
+/// Functions declared with the macros, whose schema hashes the
+/// `schema_hashes` vectors give.
+mod schema {
+    /// Adds two numbers.
+    #[rpc_core::remote(name = "math.add", roles = ["math"])]
+    pub fn add(a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    /// Types as the compiler spells them in schema hashes.
+    #[rpc_core::remote(name = "spellings")]
+    pub fn spellings(
+        a: std::path::PathBuf,
+        b: (i64, i64),
+        c: Vec<u8>,
+        d: Option<std::collections::HashMap<String, Vec<u8>>>,
+        e: [u8; 4],
+    ) -> i64 {
+        let _ = (a, b, c, d, e);
+        0
+    }
+
+    #[rpc_core::service(name = "kv")]
+    pub trait KeyValue {
+        /// The value stored under `key`, if any.
+        async fn get(&self, key: String) -> Option<String>;
+    }
+
+    /// What the macros computed for `kv::get` (their constant is private to
+    /// this module).
+    pub const KV_GET_SCHEMA_HASH: u64 = __RPC_KEYVALUE_GET_SCHEMA_HASH;
 }
 
 /// The name of a decode error's variant, as the invalid vectors spell it.
@@ -286,6 +355,66 @@ fn protocol_md_shows_every_vector_with_the_same_bytes() {
         extra.is_empty(),
         "PROTOCOL.md shows vectors missing from v1.json: {extra:?}"
     );
+}
+
+/// Each schema hash vector is FNV-1a of its parts, as PROTOCOL.md section 13
+/// defines it, and is what the macros compute for the function it names; and
+/// PROTOCOL.md shows it.
+#[test]
+fn schema_hash_vectors_are_what_the_macros_compute() {
+    let hashes = vectors("schema_hashes");
+    assert!(hashes.len() >= 3);
+    for vector in hashes {
+        let name = field(&vector, "name");
+        let parts: Vec<&str> = vector["parts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("vector {name} lacks parts"))
+            .iter()
+            .map(|part| part.as_str().expect("parts are strings"))
+            .collect();
+        let hex = field(&vector, "hash");
+        let hash = u64::from_str_radix(hex, 16).expect("a hex u64");
+        assert_eq!(
+            rpc_core::__private::schema_hash(&parts),
+            hash,
+            "vector {name}"
+        );
+        let from_macros = match name {
+            "math.add" => Some(schema::add::SCHEMA_HASH),
+            "kv::get" => Some(schema::KV_GET_SCHEMA_HASH),
+            "spellings" => Some(schema::spellings::SCHEMA_HASH),
+            _ => None,
+        };
+        if let Some(from_macros) = from_macros {
+            assert_eq!(from_macros, hash, "the macros hash {name} otherwise");
+        }
+        assert!(
+            PROTOCOL_MD.contains(&format!("`{hex}`")),
+            "PROTOCOL.md does not show the schema hash of {name}"
+        );
+    }
+}
+
+/// A real server lists the functions of [`schema`] exactly as the
+/// `describe-response` vector does: sorted by name, with hashes, roles and
+/// the doc comments as descriptions.
+#[tokio::test]
+async fn a_server_describes_its_functions_as_the_vector_shows() {
+    struct Empty;
+    impl schema::KeyValue for Empty {
+        async fn get(&self, _key: String) -> Option<String> {
+            None
+        }
+    }
+    let server = rpc_core::Server::builder()
+        .remote(schema::add::function())
+        .service(schema::KeyValueServer::new(Empty))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = rpc_core::Client::new(server.local_addr().to_string());
+    assert_eq!(client.describe().await.unwrap(), described_functions());
+    server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
 /// Prints the hex of every expected frame; used to write new vectors.

@@ -384,7 +384,7 @@ pub struct WorkerStatus {
 mod tests {
     use super::*;
 
-    /// The example encodings in PROTOCOL.md, section 15.
+    /// The example encodings in PROTOCOL.md, section 16.
     #[test]
     fn encodings_match_the_protocol_document() {
         let request = RunRequest {
