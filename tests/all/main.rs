@@ -15,6 +15,7 @@ mod macros;
 mod pki;
 mod pool;
 mod properties;
+mod python;
 mod support;
 mod tcp;
 mod tls;

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use bytes::{Bytes, BytesMut};
 use rpc_core::{
     Call, ChunkEnd, ContentHash, DESCRIBE_METHOD, DecodeError, ErrorMessage, Frame, FrameCodec,
-    FunctionInfo, GoAway, Hello, Kind, Limits, Message, OfferProgram, Payload, PeerRole, Ping, Pong,
-    RequestData, Response, SendData, SendProgram, StatusCode, VersionMismatch, Welcome,
+    FunctionInfo, GoAway, Hello, Kind, Limits, Message, OfferProgram, Payload, PeerRole, Ping,
+    Pong, RequestData, Response, SendData, SendProgram, StatusCode, VersionMismatch, Welcome,
 };
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};

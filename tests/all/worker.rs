@@ -18,7 +18,7 @@ const WASI: &str = r#"
 "#;
 
 /// Prints "hello\n" and exits with 10.
-fn hello() -> Module {
+pub(crate) fn hello() -> Module {
     wat(&format!(
         r#"(module {WASI}
           (memory (export "memory") 1)
@@ -49,7 +49,7 @@ pub(crate) fn cat() -> Module {
     ))
 }
 
-fn spin_forever() -> Module {
+pub(crate) fn spin_forever() -> Module {
     wat(r#"(module (func (export "_start") (loop $forever (br $forever))))"#)
 }
 
@@ -98,7 +98,7 @@ fn host_hook(call: bool) -> Module {
 
 /// A typed-call guest written by hand: `echo` returns its input,
 /// `bad_pointer` returns an output outside its memory.
-fn echo_guest() -> Module {
+pub(crate) fn echo_guest() -> Module {
     wat(r#"(module
       (memory (export "memory") 2)
       (global $next (mut i32) (i32.const 1024))
@@ -134,7 +134,7 @@ fn big_module(functions: usize) -> Module {
 }
 
 /// A valid module of at least `len` bytes, almost all of it a data segment.
-fn huge_module(len: usize) -> Module {
+pub(crate) fn huge_module(len: usize) -> Module {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = u8::try_from(n & 0x7f).unwrap();
