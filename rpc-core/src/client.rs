@@ -4,6 +4,7 @@
 mod connection;
 mod in_flight;
 mod reader;
+mod shared;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -478,7 +479,7 @@ impl Client {
     /// Whether a failed attempt is tried again: when the connection failed
     /// under it and either the server never processed it or it is safe to
     /// repeat, within the retry budget.
-    fn may_retry(&self, failed: &connection::Failed, idempotent: bool, retries: u32) -> bool {
+    fn may_retry(&self, failed: &in_flight::Failed, idempotent: bool, retries: u32) -> bool {
         matches!(failed.error, RpcError::Unavailable(_))
             && (failed.unprocessed || idempotent)
             && retries < self.inner.config.max_retries

@@ -2,7 +2,10 @@
 
 use std::io;
 
-use crate::wire::{Kind, StatusCode};
+use crate::wire::{
+    ErrorMessage, Kind, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, Message, StatusCode,
+    VersionMismatch,
+};
 
 /// A received frame broke the protocol.
 ///
@@ -117,6 +120,24 @@ impl DecodeError {
             DecodeError::FrameTooLarge { .. } => StatusCode::RESOURCE_EXHAUSTED,
             DecodeError::Io(_) => StatusCode::UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl DecodeError {
+    /// The frame a peer sends before closing the connection over this
+    /// error: `VersionMismatch` for a version it does not speak, `Error`
+    /// with the status and description otherwise.
+    pub(crate) fn report(&self) -> Message {
+        match self {
+            DecodeError::UnsupportedVersion { .. } => Message::VersionMismatch(VersionMismatch {
+                min_version: MIN_PROTOCOL_VERSION,
+                max_version: MAX_PROTOCOL_VERSION,
+            }),
+            error => Message::Error(ErrorMessage {
+                status: error.status(),
+                message: error.to_string(),
+            }),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::server::{Context, FunctionOptions, registry};
+use crate::server::registry::{self, Context, FunctionOptions};
 
 /// One function a server can host: its wire name, its options and its
 /// handler. `#[remote]` makes one for each function it annotates (`f::function()`),

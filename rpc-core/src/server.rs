@@ -10,6 +10,7 @@ mod programs;
 pub(crate) mod registry;
 mod secure;
 mod session;
+mod shared;
 mod store;
 
 use std::future::Future;
@@ -569,7 +570,7 @@ impl Server {
             source,
         })?;
         let config = self.config;
-        let shared = Arc::new(connection::Shared {
+        let shared = Arc::new(shared::Shared {
             admission: Arc::new(Admission::new(
                 config.max_pending_handshakes,
                 config.handshake_timeout / 10,
@@ -669,7 +670,7 @@ async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpLi
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<connection::Shared>,
+    shared: Arc<shared::Shared>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     tls: Option<secure::Tls>,
 ) {

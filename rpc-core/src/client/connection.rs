@@ -1,9 +1,8 @@
 //! One client connection: the handshake, the table of calls in flight, and
 //! sending requests; its reader task is in [`super::reader`].
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -12,7 +11,8 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 
-use crate::client::in_flight::{InFlight, Registration, Waiter};
+use crate::client::in_flight::{Failed, Registration};
+use crate::client::shared::{Outbox, Shared};
 use crate::client::{ClientConfig, announced_limits};
 use crate::conn::{self, Reply};
 use crate::error::{RemoteError, RpcError};
@@ -20,29 +20,6 @@ use crate::transfer::{ChunkSender, chunk_len_for};
 use crate::wire::{
     Call, Frame, FrameCodec, Hello, Limits, Message, Payload, PeerRole, Ping, StatusCode,
 };
-
-/// Why one attempt at a request failed.
-#[derive(Debug)]
-pub(super) struct Failed {
-    pub(super) error: RpcError,
-    /// The server certainly did not process the request (it was never sent,
-    /// or the server's `GoAway` excluded it), so sending it again is safe
-    /// even if it is not idempotent.
-    pub(super) unprocessed: bool,
-}
-
-impl Failed {
-    pub(super) fn processed(error: RpcError) -> Failed {
-        Failed {
-            error,
-            unprocessed: false,
-        }
-    }
-}
-
-/// Queues frames for the connection's writer, with the registrations of
-/// calls.
-pub(super) type Outbox = conn::Outbox<Registration>;
 
 /// An open connection and its calls in flight.
 #[derive(Debug)]
@@ -56,64 +33,6 @@ pub(super) struct Connection {
     server_limits: Limits,
     /// Requests on this connection not yet answered.
     outstanding: AtomicUsize,
-}
-
-/// What the connection shares with its reader task.
-#[derive(Debug)]
-pub(super) struct Shared {
-    /// False once the connection failed or the server sent `GoAway`: new
-    /// calls go to a new connection.
-    open: AtomicBool,
-    in_flight: Mutex<InFlight>,
-    /// Wakes the reader when the connection is dropped.
-    pub(super) dropped: tokio::sync::Notify,
-    /// Wakes the reader when a call's deadline is earlier than all others.
-    pub(super) deadline_moved: tokio::sync::Notify,
-    /// Pings sent by [`Connection::ping`], by nonce, waiting for their pong.
-    pub(super) pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
-    next_nonce: AtomicU64,
-}
-
-impl Shared {
-    fn take(&self, id: u64) -> Option<Waiter> {
-        self.lock().take(id)
-    }
-
-    /// Adds calls whose opening frames are about to be written.
-    fn register(&self, calls: &mut Vec<Registration>) {
-        let registered = self.lock().register(calls);
-        if registered.deadline_moved {
-            self.deadline_moved.notify_one();
-        }
-        for (waiter, failed) in registered.refused {
-            let _ = waiter.send(Err(failed));
-        }
-    }
-
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Marks the connection unusable and fails the calls in flight with ids
-    /// above `after` (all of them for 0) as unavailable: they never reached a
-    /// server that will answer.
-    pub(super) fn fail_from(&self, after: u64, reason: &str, unprocessed: bool) {
-        self.open.store(false, Ordering::Release);
-        // Pings waiting on a connection that ends are answered "no".
-        self.pings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        let failed = self.lock().close_after(after, reason);
-        for waiter in failed {
-            let _ = waiter.send(Err(Failed {
-                error: RpcError::Unavailable(reason.to_owned()),
-                unprocessed,
-            }));
-        }
-    }
 }
 
 impl Connection {
@@ -219,15 +138,7 @@ impl Connection {
         let codec = framed.codec_mut();
         codec.set_max_frame_len(config.max_frame_len);
         codec.set_peer_max_frame_len(welcome.limits.max_frame_len);
-        let shared = Arc::new(Shared {
-            open: AtomicBool::new(true),
-            in_flight: Mutex::new(InFlight::default()),
-            dropped: tokio::sync::Notify::new(),
-            deadline_moved: tokio::sync::Notify::new(),
-            pings: Mutex::new(HashMap::new()),
-            // Keepalive pings use nonce 0; these start above it.
-            next_nonce: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new());
         let registrar = Arc::clone(&shared);
         let conn::Split { reader, outbox, .. } = conn::split(framed, move |calls| {
             registrar.register(calls);
@@ -255,7 +166,7 @@ impl Connection {
     /// Sends a ping and waits for its pong (or for the connection to end,
     /// which drops the waiter).
     pub(super) async fn ping(&self) -> Result<(), RpcError> {
-        let nonce = self.shared.next_nonce.fetch_add(1, Ordering::Relaxed);
+        let nonce = self.shared.next_nonce();
         let (sender, receiver) = oneshot::channel();
         self.shared
             .pings
@@ -285,7 +196,7 @@ impl Connection {
     }
 
     pub(super) fn is_open(&self) -> bool {
-        self.shared.open.load(Ordering::Acquire)
+        self.shared.is_open()
     }
 
     /// Makes one attempt at a call on this connection. `now` is a recent
@@ -404,8 +315,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // No call can use the connection any more: end its reader, which
         // lets the writer flush and close.
-        self.shared.open.store(false, Ordering::Release);
-        self.shared.dropped.notify_one();
+        self.shared.mark_dropped();
     }
 }
 

@@ -15,8 +15,27 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::connection::Failed;
 use crate::conn::Reply;
+use crate::error::RpcError;
+
+/// Why one attempt at a request failed.
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: RpcError,
+    /// The server certainly did not process the request (it was never sent,
+    /// or the server's `GoAway` excluded it), so sending it again is safe
+    /// even if it is not idempotent.
+    pub(super) unprocessed: bool,
+}
+
+impl Failed {
+    pub(super) fn processed(error: RpcError) -> Failed {
+        Failed {
+            error,
+            unprocessed: false,
+        }
+    }
+}
 
 /// Receives the response of one call, or why it failed.
 pub(super) type Waiter = oneshot::Sender<Result<Reply, Failed>>;
@@ -75,7 +94,7 @@ impl InFlight {
             match &self.closed {
                 Some(closing) if id > closing.after => {
                     let failed = Failed {
-                        error: crate::error::RpcError::Unavailable(closing.reason.clone()),
+                        error: RpcError::Unavailable(closing.reason.clone()),
                         unprocessed: true,
                     };
                     registered.refused.push((waiter, failed));
@@ -224,7 +243,7 @@ mod tests {
         };
         assert!(failed.unprocessed);
         assert!(
-            matches!(&failed.error, crate::RpcError::Unavailable(reason) if reason == "going away")
+            matches!(&failed.error, RpcError::Unavailable(reason) if reason == "going away")
         );
         assert!(in_flight.take(1).is_some());
 

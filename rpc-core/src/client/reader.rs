@@ -10,8 +10,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::FramedRead;
 
-use super::connection::{Failed, Outbox, Shared};
-use super::in_flight::Waiter;
+use super::in_flight::{Failed, Waiter};
+use super::shared::{Outbox, Shared};
 use crate::conn::{self, Reply};
 use crate::error::{DecodeError, RpcError};
 use crate::transfer::ChunkReceiver;

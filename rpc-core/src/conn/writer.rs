@@ -3,6 +3,15 @@
 //! few system calls as it can and without copying large payloads.
 //!
 //! [`Outbox::uncork`]: super::Outbox::uncork
+//!
+//! This file and [`super::outbox`] import each other, the one loop left in
+//! the crate's imports, on purpose: they are the two halves of one lock.
+//! The queue (`outbox`) owns the write state so that whoever uncorks can
+//! write straight from it while holding the lock, and the writer (here)
+//! takes the next batch from the queue under the same lock. Splitting them
+//! into a third file would only move the shared lock there and make both
+//! halves reach into it; keeping the write path in one file and the
+//! queueing in the other keeps each readable.
 
 use std::future::poll_fn;
 use std::pin::{Pin, pin};

@@ -13,37 +13,14 @@ use tokio_util::codec::Framed;
 use crate::conn::{self, Io};
 use crate::error::DecodeError;
 use crate::server::ServerConfig;
-use crate::server::admission::Admission;
-use crate::server::auth::{Tokens, Verdict};
-use crate::server::budget::Budget;
-use crate::server::dedup::Dedup;
-use crate::server::programs::ProgramStore;
-use crate::server::registry::{Access, PeerInfo, Registry};
+use crate::server::auth::Verdict;
+use crate::server::registry::PeerInfo;
 use crate::server::secure::{Certified, Secured};
 use crate::server::session::Session;
-use crate::server::store::BoundedStore;
+use crate::server::shared::Shared;
 use crate::wire::{
-    ErrorMessage, Frame, FrameCodec, Hello, Limits, MAX_PROTOCOL_VERSION, MIN_MAX_FRAME_LEN,
-    MIN_PROTOCOL_VERSION, Message, PeerRole, StatusCode, VersionMismatch, Welcome,
+    ErrorMessage, Frame, FrameCodec, Hello, Limits, MIN_MAX_FRAME_LEN, Message, StatusCode, Welcome,
 };
-
-/// What every connection of a server shares.
-pub(crate) struct Shared {
-    pub(crate) registry: Registry,
-    pub(crate) tokens: Tokens,
-    pub(crate) access: Access,
-    pub(crate) config: ServerConfig,
-    pub(crate) admission: Arc<Admission>,
-    /// Bytes of large request payloads held, over every connection.
-    pub(crate) requests: Arc<Budget>,
-    /// Calls waiting in tasks of their own, over every connection.
-    pub(crate) calls: Arc<Budget>,
-    pub(crate) dedup: Arc<Dedup>,
-    pub(crate) data: BoundedStore<String>,
-    pub(crate) programs: Arc<dyn ProgramStore>,
-    /// What this server says it is in its `Welcome`.
-    pub(crate) role: PeerRole,
-}
 
 /// A connection whose handshake succeeded: its framed transport, who the
 /// peer is, and the connection place it holds.
@@ -112,7 +89,7 @@ pub(crate) async fn handshake(
             message: format!("expected Hello as the first frame, got {}", other.kind()),
         }),
         Err(DecodeError::Io(_)) => return None,
-        Err(error) => report(&error),
+        Err(error) => error.report(),
     };
     tracing::debug!(?refusal, "handshake refused");
     let _ = timeout(
@@ -212,21 +189,6 @@ pub(crate) async fn serve(
     session.run(reader, shutdown, done).await;
     // The session dropped its outbox; the writer flushes and closes.
     let _ = writer.await;
-}
-
-/// The frame that tells a peer why its input was refused: `VersionMismatch`
-/// for a version this server does not speak, an `Error` otherwise.
-pub(crate) fn report(error: &DecodeError) -> Message {
-    match error {
-        DecodeError::UnsupportedVersion { .. } => Message::VersionMismatch(VersionMismatch {
-            min_version: MIN_PROTOCOL_VERSION,
-            max_version: MAX_PROTOCOL_VERSION,
-        }),
-        error => Message::Error(ErrorMessage {
-            status: error.status(),
-            message: error.to_string(),
-        }),
-    }
 }
 
 fn own_limits(config: &ServerConfig) -> Limits {

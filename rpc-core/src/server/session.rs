@@ -17,9 +17,9 @@ use tokio_util::codec::FramedRead;
 use crate::conn::{self, Arrival, Outbox};
 use crate::error::DecodeError;
 use crate::server::budget::Held;
-use crate::server::connection::{self, Shared};
 use crate::server::dedup::{Reply, Waiters};
 use crate::server::registry::PeerInfo;
+use crate::server::shared::Shared;
 use crate::transfer::ChunkReceiver;
 use crate::wire::{
     ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Ping, Pong,
@@ -271,7 +271,7 @@ impl Session {
                     tracing::debug!(%error, "read failed");
                     break Err(Ending::PeerLeft);
                 }
-                Some(Err(error)) => break Err(Ending::Fatal(connection::report(&error))),
+                Some(Err(error)) => break Err(Ending::Fatal(error.report())),
                 Some(Ok(frame)) => frame,
             };
             // Calls that finished meanwhile no longer count against the
