@@ -14,11 +14,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rpc_core::{
-    Call, ChunkReceiver, ChunkSender, ContentHash, Frame, FrameCodec, GoAway, Hello, Limits,
-    Message, OfferProgram, Payload, PeerRole, Ping, RequestData, Response, SendData, SendProgram,
-    StatusCode, Welcome, chunk_len_for,
+use rpc_core::wire::{
+    Call, ChunkReceiver, ChunkSender, Frame, FrameCodec, GoAway, Hello, Limits, Message,
+    OfferProgram, Payload, Ping, RequestData, Response, SendData, SendProgram, Welcome,
+    chunk_len_for,
 };
+use rpc_core::{ContentHash, PeerRole, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
@@ -295,7 +296,7 @@ async fn serve(mut conn: Connection) -> Result<()> {
         let id = frame.stream_id;
         let (status, message, body) = match frame.message {
             Message::Ping(ping) => {
-                conn.send(Frame::connection(Message::Pong(rpc_core::Pong {
+                conn.send(Frame::connection(Message::Pong(rpc_core::wire::Pong {
                     nonce: ping.nonce,
                 })))
                 .await?;

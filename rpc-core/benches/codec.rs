@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rpc_core::{Call, DEFAULT_CHUNK_LEN, Frame, FrameCodec, Message, Payload};
+use rpc_core::wire::{Call, DEFAULT_CHUNK_LEN, Frame, FrameCodec, Message, Payload};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Runs `work` on a fresh input from `setup` repeatedly for about `budget`,

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use rpc_core::{
-    Call, CallOptions, ChunkSender, Client, Context, DEFAULT_MAX_FRAME_LEN, Frame, FunctionOptions,
-    Message, Payload, RemoteError, Server, ServerConfig, chunk_len_for,
+use rpc_core::wire::{
+    Call, ChunkSender, DEFAULT_MAX_FRAME_LEN, Frame, Message, Payload, chunk_len_for,
 };
+use rpc_core::{CallOptions, Client, Context, FunctionOptions, RemoteError, Server, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -418,7 +418,8 @@ async fn split(addr: &str, frames: &[Bytes], args: &Bytes) {
 }
 
 async fn handshake(socket: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec> {
-    use rpc_core::{FrameCodec, Hello, Limits, PeerRole};
+    use rpc_core::PeerRole;
+    use rpc_core::wire::{FrameCodec, Hello, Limits};
     let mut framed = Framed::new(socket, FrameCodec::new());
     let hello = Hello {
         peer_name: "raw".into(),
@@ -431,7 +432,7 @@ async fn handshake(socket: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec>
         .await
         .unwrap();
     let welcome = framed.next().await.unwrap().unwrap();
-    assert_eq!(welcome.kind(), rpc_core::Kind::Welcome);
+    assert_eq!(welcome.kind(), rpc_core::wire::Kind::Welcome);
     raw_framed(framed)
 }
 
@@ -447,7 +448,8 @@ fn set_stream_id(frame: &mut [u8], id: u64) {
 }
 
 async fn spawn_raw_rpc_server(args: &Bytes) -> SocketAddr {
-    use rpc_core::{FrameCodec, Limits, PeerRole, Response, StatusCode, Welcome};
+    use rpc_core::wire::{FrameCodec, Limits, Response, Welcome};
+    use rpc_core::{PeerRole, StatusCode};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let result = Bytes::from(postcard::to_allocvec(args).unwrap());

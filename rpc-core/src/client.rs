@@ -18,11 +18,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::{RemoteError, RpcError};
-use crate::server::registry::{DESCRIBE_METHOD, FunctionInfo};
 use crate::wire::{
     ContentHash, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS, Message,
     OfferProgram, Payload, RequestData, SendData, SendProgram, StatusCode,
 };
+use crate::wire::{DESCRIBE_METHOD, FunctionInfo};
 use connection::Connection;
 
 /// The default for [`ClientConfig::connect_timeout`]: 5 seconds.
@@ -80,7 +80,7 @@ pub struct ClientConfig {
     /// How deeply nested a result may be: one nested deeper (which would
     /// overflow the stack decoding it) fails the call with
     /// [`RpcError::Internal`] instead. The default is
-    /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::DEFAULT_MAX_DECODE_DEPTH), 128.
+    /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::wire::DEFAULT_MAX_DECODE_DEPTH), 128.
     pub max_decode_depth: u32,
     /// Connect with TLS. The default is none: plain TCP, except to
     /// addresses written `tls://host:port`, which fail without it.

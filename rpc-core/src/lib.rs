@@ -26,21 +26,36 @@
 //! }
 //! ```
 //!
+//! # What the crate root holds
+//!
+//! | to | use |
+//! | --- | --- |
+//! | call functions | [`Client`], [`ClientConfig`], [`CallOptions`] |
+//! | serve them | [`Server`] (built, then bound), [`ServerConfig`], [`ServerHandle`] (the running server), [`Context`], [`FunctionOptions`], [`Failure`] |
+//! | declare them | [`remote`], [`service`], [`Request`](macro@Request), [`RemoteFunction`], [`Service`] |
+//! | call many servers as one | [`Pool`], [`PoolConfig`], [`Resolver`], [`DnsResolver`] |
+//! | keep shipped programs | [`ProgramStore`], [`ContentHash`] |
+//! | handle failures | [`RpcError`], [`RemoteError`], [`ServeError`], [`StatusCode`] |
+//! | speak the protocol yourself | the [`wire`] module: frames, codec, messages, limits, chunking, decode and encode errors |
+//!
+//! The `DEFAULT_*` constants are the defaults of the configuration structs,
+//! named in their fields' documentation.
+//!
 //! Underneath is the **wire protocol**: length-prefixed frames, each a
 //! fixed 12-byte header and a [postcard]-encoded body, serving four purposes:
 //!
 //! | purpose | messages |
 //! | --- | --- |
-//! | call a named function | [`Call`] → [`Response`], many in flight per connection, answered in any order |
-//! | send data | [`SendData`] → [`Response`] |
-//! | request data | [`RequestData`] → [`Response`] carrying the value |
-//! | transfer a program | [`OfferProgram`] → `200` (held) or `404` (send it), then [`SendProgram`] → [`Response`] |
+//! | call a named function | [`Call`](wire::Call) → [`Response`](wire::Response), many in flight per connection, answered in any order |
+//! | send data | [`SendData`](wire::SendData) → [`Response`](wire::Response) |
+//! | request data | [`RequestData`](wire::RequestData) → [`Response`](wire::Response) carrying the value |
+//! | transfer a program | [`OfferProgram`](wire::OfferProgram) → `200` (held) or `404` (send it), then [`SendProgram`](wire::SendProgram) → [`Response`](wire::Response) |
 //!
-//! plus the handshake ([`Hello`], [`Welcome`]), keepalive ([`Ping`],
-//! [`Pong`]), graceful shutdown ([`GoAway`]), fatal errors
-//! ([`ErrorMessage`]), cancellation ([`Message::Cancel`]) and chunked
-//! transfer of payloads larger than a frame ([`ChunkSender`],
-//! [`ChunkReceiver`]). `PROTOCOL.md` at the repository root specifies every
+//! plus the handshake ([`Hello`](wire::Hello), [`Welcome`](wire::Welcome)), keepalive ([`Ping`](wire::Ping),
+//! [`Pong`](wire::Pong)), graceful shutdown ([`GoAway`](wire::GoAway)), fatal errors
+//! ([`ErrorMessage`](wire::ErrorMessage)), cancellation ([`Message::Cancel`](wire::Message::Cancel)) and chunked
+//! transfer of payloads larger than a frame ([`ChunkSender`](wire::ChunkSender),
+//! [`ChunkReceiver`](wire::ChunkReceiver)). `PROTOCOL.md` at the repository root specifies every
 //! byte, with test vectors.
 //!
 //! # Example: the protocol by hand
@@ -51,7 +66,8 @@
 //! ```
 //! use bytes::Bytes;
 //! use futures_util::{SinkExt, StreamExt};
-//! use rpc_core::{Call, Frame, FrameCodec, Message, Payload, Response, StatusCode};
+//! use rpc_core::StatusCode;
+//! use rpc_core::wire::{Call, Frame, FrameCodec, Message, Payload, Response};
 //! use tokio_util::codec::Framed;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -105,7 +121,7 @@ mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transfer;
-mod wire;
+pub mod wire;
 
 pub use client::{
     CallOptions, Client, ClientConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
@@ -205,9 +221,7 @@ pub use request::Request;
 /// ```
 pub use rpc_macros::remote;
 
-pub use error::{
-    DecodeError, EncodeError, Failure, RemoteError, RpcError, ServeError, TransferError,
-};
+pub use error::{Failure, RemoteError, RpcError, ServeError};
 /// Makes the methods of a trait callable from other machines, in the spirit
 /// of tarpc's `#[tarpc::service]`.
 ///
@@ -286,16 +300,7 @@ pub use server::{
     Context, DEFAULT_DEDUP_CAPACITY, DEFAULT_DEDUP_LINGER, DEFAULT_DEDUP_MAX_BYTES,
     DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN_BACKLOG,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HANDSHAKES,
-    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RUNNING_CALLS, DEFAULT_MAX_STORE_BYTES, DESCRIBE_METHOD,
-    FunctionInfo, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore, Server,
-    ServerConfig, ServerHandle,
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RUNNING_CALLS, DEFAULT_MAX_STORE_BYTES, FunctionOptions,
+    InsertFuture, ProgramRejected, ProgramStore, Server, ServerConfig, ServerHandle,
 };
-pub use transfer::{ChunkFrames, ChunkReceiver, ChunkSender, DEFAULT_CHUNK_LEN, chunk_len_for};
-pub use wire::{
-    Call, ChunkEnd, ContentHash, DEFAULT_MAX_DECODE_DEPTH, DEFAULT_MAX_FRAME_LEN,
-    DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS, ErrorMessage, Frame, FrameCodec, GoAway,
-    HEADER_LEN, Hello, Kind, LENGTH_PREFIX_LEN, Limits, MAX_NAME_LEN, MAX_PROTOCOL_VERSION,
-    MIN_MAX_FRAME_LEN, MIN_PROTOCOL_VERSION, Message, OfferProgram, PROTOCOL_VERSION,
-    ParseHashError, Payload, PeerRole, Ping, Pong, RequestData, Response, SendData, SendProgram,
-    StatusCode, ValueError, VersionMismatch, Welcome, decode_value,
-};
+pub use wire::{ContentHash, FunctionInfo, PeerRole, StatusCode};

@@ -36,7 +36,7 @@ use auth::Tokens;
 use budget::Budget;
 use dedup::Dedup;
 pub use programs::{InsertFuture, ProgramRejected, ProgramStore};
-pub use registry::{Context, DESCRIBE_METHOD, FunctionInfo, FunctionOptions};
+pub use registry::{Context, FunctionOptions};
 use registry::{Function, Registry};
 use store::BoundedStore;
 
@@ -137,7 +137,7 @@ pub struct ServerConfig {
     /// How deeply nested an argument may be: a value nested deeper (a
     /// recursive type sent a million levels deep, which would overflow the
     /// stack) is answered `400`. The default is
-    /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::DEFAULT_MAX_DECODE_DEPTH), 128.
+    /// [`DEFAULT_MAX_DECODE_DEPTH`](crate::wire::DEFAULT_MAX_DECODE_DEPTH), 128.
     pub max_decode_depth: u32,
     /// How long responses to calls with an idempotency key are remembered
     /// for duplicates. The default is [`DEFAULT_DEDUP_WINDOW`], 5 minutes.

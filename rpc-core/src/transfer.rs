@@ -14,7 +14,7 @@ mod pool;
 
 use bytes::Bytes;
 
-use crate::error::TransferError;
+use crate::wire::TransferError;
 use crate::wire::{ChunkEnd, ContentHash, Frame, HEADER_LEN, Hasher, Message};
 
 /// The default size of one chunk: 256 KiB.
@@ -29,7 +29,7 @@ pub const DEFAULT_CHUNK_LEN: usize = 256 << 10;
 /// frames are smaller.
 ///
 /// ```
-/// use rpc_core::{DEFAULT_CHUNK_LEN, chunk_len_for};
+/// use rpc_core::wire::{DEFAULT_CHUNK_LEN, chunk_len_for};
 ///
 /// assert_eq!(chunk_len_for(1 << 20), DEFAULT_CHUNK_LEN);
 /// assert_eq!(chunk_len_for(16 << 10), (16 << 10) - 12);
@@ -48,7 +48,7 @@ pub fn chunk_len_for(peer_max_frame_len: u32) -> usize {
 /// hash as the chunks go and send the SHA-256 for an end-to-end check.
 ///
 /// Announce the length first, in the message that opens the stream (its
-/// payload is [`Payload::Chunked`](crate::Payload::Chunked)), then send the
+/// payload is [`Payload::Chunked`](crate::wire::Payload::Chunked)), then send the
 /// frames this returns. For a payload already in memory,
 /// [`ChunkSender::frames`] does it all without copying; for one read
 /// piece by piece (a file, a socket), call [`chunk`](Self::chunk) per piece
@@ -56,7 +56,7 @@ pub fn chunk_len_for(peer_max_frame_len: u32) -> usize {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use rpc_core::{ChunkReceiver, ChunkSender, Message};
+/// use rpc_core::wire::{ChunkReceiver, ChunkSender, Message};
 ///
 /// let blob = Bytes::from(vec![7u8; 1000]);
 /// let mut receiver = ChunkReceiver::new(1000, 1 << 20)?;
@@ -70,7 +70,7 @@ pub fn chunk_len_for(peer_max_frame_len: u32) -> usize {
 /// }
 /// let end = end.expect("the last frame is a ChunkEnd");
 /// assert_eq!(receiver.finish(end.hash)?, blob);
-/// # Ok::<(), rpc_core::TransferError>(())
+/// # Ok::<(), rpc_core::wire::TransferError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct ChunkSender {

@@ -5,6 +5,8 @@
 
 mod codec;
 mod depth;
+mod describe;
+mod errors;
 mod frame;
 mod hash;
 mod header;
@@ -14,6 +16,8 @@ mod status;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec, MIN_MAX_FRAME_LEN};
 pub use depth::DEFAULT_MAX_DECODE_DEPTH;
+pub use describe::{DESCRIBE_METHOD, FunctionInfo};
+pub use errors::{DecodeError, EncodeError, TransferError};
 pub use frame::Frame;
 pub(crate) use hash::Hasher;
 pub use hash::{ContentHash, ParseHashError};
@@ -28,6 +32,10 @@ pub use message::{
 };
 pub use payload::Payload;
 pub use status::StatusCode;
+
+pub use crate::transfer::{
+    ChunkFrames, ChunkReceiver, ChunkSender, DEFAULT_CHUNK_LEN, chunk_len_for,
+};
 
 use bytes::Bytes;
 
@@ -78,10 +86,10 @@ pub(crate) fn decode_limited<T: serde::de::DeserializeOwned>(
 ///
 /// ```
 /// let bytes = postcard::to_allocvec(&(7u8, Some("seven"))).unwrap();
-/// let value: (u8, Option<String>) = rpc_core::decode_value(&bytes)?;
+/// let value: (u8, Option<String>) = rpc_core::wire::decode_value(&bytes)?;
 /// assert_eq!(value, (7, Some("seven".to_owned())));
-/// assert!(rpc_core::decode_value::<u8>(&bytes).is_err(), "bytes left over");
-/// # Ok::<(), rpc_core::ValueError>(())
+/// assert!(rpc_core::wire::decode_value::<u8>(&bytes).is_err(), "bytes left over");
+/// # Ok::<(), rpc_core::wire::ValueError>(())
 /// ```
 ///
 /// # Errors

@@ -6,10 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc_core::{
-    CallOptions, Client, ClientConfig, ContentHash, DESCRIBE_METHOD, RemoteError, RpcError,
-    StatusCode,
-};
+use rpc_core::wire::DESCRIBE_METHOD;
+use rpc_core::{CallOptions, Client, ClientConfig, ContentHash, RemoteError, RpcError, StatusCode};
 
 use crate::support::{Counters, MathError, eventually, fixture, start_with};
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use rpc_core::wire::{Frame, FrameCodec, Message, Payload, VersionMismatch};
 use rpc_core::{
-    CallOptions, Client, ClientConfig, Context, Frame, FrameCodec, FunctionOptions, Message,
-    Payload, RpcError, Server, StatusCode, VersionMismatch,
+    CallOptions, Client, ClientConfig, Context, FunctionOptions, RpcError, Server, StatusCode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -395,7 +395,7 @@ async fn announced_uploads_are_capped_per_connection() {
     let upload = |id: u64| {
         Frame::new(
             id,
-            Message::SendData(rpc_core::SendData {
+            Message::SendData(rpc_core::wire::SendData {
                 name: format!("blob{id}"),
                 payload: Payload::Chunked { len: 40 << 20 },
             }),
@@ -491,7 +491,7 @@ async fn a_program_whose_bytes_do_not_match_its_hash_is_refused() {
     let program = Bytes::from(vec![7u8; 100_000]);
     let claimed = rpc_core::ContentHash::of(b"something else");
     // Inline, and chunked (whose ChunkEnd hash does match the bytes).
-    let inline = rpc_core::SendProgram {
+    let inline = rpc_core::wire::SendProgram {
         hash: claimed,
         payload: Payload::from(program.clone()),
     };
@@ -499,7 +499,7 @@ async fn a_program_whose_bytes_do_not_match_its_hash_is_refused() {
         .send(Frame::new(1, Message::SendProgram(inline)))
         .await
         .unwrap();
-    let chunked = rpc_core::SendProgram {
+    let chunked = rpc_core::wire::SendProgram {
         hash: claimed,
         payload: Payload::Chunked {
             len: program.len() as u64,
@@ -509,7 +509,7 @@ async fn a_program_whose_bytes_do_not_match_its_hash_is_refused() {
         .feed(Frame::new(3, Message::SendProgram(chunked)))
         .await
         .unwrap();
-    for frame in rpc_core::ChunkSender::frames(3, program, 16 << 10).with_digest() {
+    for frame in rpc_core::wire::ChunkSender::frames(3, program, 16 << 10).with_digest() {
         framed.feed(frame).await.unwrap();
     }
     framed.flush().await.unwrap();
@@ -637,7 +637,8 @@ async fn a_malformed_hello_is_refused_400_before_its_token_is_looked_at() {
 /// or a coordinator (PROTOCOL.md section 14's vector is a worker's).
 #[tokio::test]
 async fn the_welcome_says_what_kind_of_peer_answered() {
-    use rpc_core::{Hello, Limits, PeerRole};
+    use rpc_core::PeerRole;
+    use rpc_core::wire::{Hello, Limits};
 
     let hello = || Hello {
         peer_name: "who".into(),
@@ -675,7 +676,8 @@ async fn the_welcome_says_what_kind_of_peer_answered() {
 #[tokio::test]
 async fn the_server_pings_a_listening_peer_within_half_its_idle_timeout() {
     use futures_util::StreamExt;
-    use rpc_core::{Hello, Limits, PeerRole, Pong};
+    use rpc_core::PeerRole;
+    use rpc_core::wire::{Hello, Limits, Pong};
 
     let server = Server::builder()
         .config(rpc_core::ServerConfig {

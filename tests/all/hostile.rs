@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use rpc_core::wire::{Call, Frame, FrameCodec, Hello, Limits, Message, Payload};
 use rpc_core::{
-    Call, CallOptions, Client, ClientConfig, Context, Frame, FrameCodec, FunctionOptions, Hello,
-    Limits, Message, Payload, PeerRole, Pool, PoolConfig, RpcError, Server, ServerConfig,
-    StatusCode,
+    CallOptions, Client, ClientConfig, Context, FunctionOptions, PeerRole, Pool, PoolConfig,
+    RpcError, Server, ServerConfig, StatusCode,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -466,7 +466,7 @@ async fn unfinished_uploads_over_many_connections_share_one_budget() {
         after
             .send(Frame::new(
                 3,
-                Message::ChunkEnd(rpc_core::ChunkEnd { hash: None }),
+                Message::ChunkEnd(rpc_core::wire::ChunkEnd { hash: None }),
             ))
             .await
             .unwrap();
@@ -959,7 +959,7 @@ async fn an_argument_nested_a_million_deep_is_refused_not_a_crash() {
         "{error:?}"
     );
     // Within the limit still decodes: 60 levels of Add are 120 deep.
-    let ok: i64 = rpc_core::decode_value(
+    let ok: i64 = rpc_core::wire::decode_value(
         &client
             .call_raw("eval", nested_add(60), CallOptions::new())
             .await

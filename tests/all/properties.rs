@@ -6,11 +6,12 @@ use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use rpc_core::{
-    Call, ChunkEnd, ContentHash, DecodeError, ErrorMessage, Frame, FrameCodec, GoAway, Hello,
-    LENGTH_PREFIX_LEN, Limits, MIN_MAX_FRAME_LEN, Message, OfferProgram, Payload, PeerRole, Ping,
-    Pong, RequestData, Response, SendData, SendProgram, StatusCode, VersionMismatch, Welcome,
+use rpc_core::wire::{
+    Call, ChunkEnd, DecodeError, ErrorMessage, Frame, FrameCodec, GoAway, Hello, LENGTH_PREFIX_LEN,
+    Limits, MIN_MAX_FRAME_LEN, Message, OfferProgram, Payload, Ping, Pong, RequestData, Response,
+    SendData, SendProgram, VersionMismatch, Welcome,
 };
+use rpc_core::{ContentHash, PeerRole, StatusCode};
 use tokio_util::codec::{Decoder, Encoder};
 
 fn name() -> impl Strategy<Value = String> {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::StreamExt;
+use rpc_core::wire::{Call, Frame, FrameCodec, Hello, Limits, Message, Payload, Response};
 use rpc_core::{
-    Call, Client, Context, Frame, FrameCodec, FunctionOptions, Hello, Limits, Message, Payload,
-    PeerRole, RemoteError, Response, Server, ServerConfig, ServerHandle,
+    Client, Context, FunctionOptions, PeerRole, RemoteError, Server, ServerConfig, ServerHandle,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};

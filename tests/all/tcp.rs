@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rpc_core::{
+use rpc_core::StatusCode;
+use rpc_core::wire::{
     ChunkReceiver, ChunkSender, DecodeError, ErrorMessage, Frame, FrameCodec, Message, Payload,
-    Ping, Pong, Response, SendData, StatusCode, chunk_len_for,
+    Ping, Pong, Response, SendData, chunk_len_for,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

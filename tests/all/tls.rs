@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rpc_core::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, rustls};
-use rpc_core::{
-    Client, ClientConfig, Frame, FrameCodec, Hello, Limits, Message, PeerRole, RpcError,
-    ServerHandle,
-};
+use rpc_core::wire::{Frame, FrameCodec, Hello, Limits, Message};
+use rpc_core::{Client, ClientConfig, PeerRole, RpcError, ServerHandle};
 use tokio::io::AsyncWriteExt;
 
 use crate::pki::{Ca, Leaf, scratch_dir, write_atomically};

@@ -6,11 +6,12 @@
 use std::collections::BTreeSet;
 
 use bytes::{Bytes, BytesMut};
-use rpc_core::{
-    Call, ChunkEnd, ContentHash, DESCRIBE_METHOD, DecodeError, ErrorMessage, Frame, FrameCodec,
-    FunctionInfo, GoAway, Hello, Kind, Limits, Message, OfferProgram, Payload, PeerRole, Ping,
-    Pong, RequestData, Response, SendData, SendProgram, StatusCode, VersionMismatch, Welcome,
+use rpc_core::wire::{
+    Call, ChunkEnd, DESCRIBE_METHOD, DecodeError, ErrorMessage, Frame, FrameCodec, GoAway, Hello,
+    Kind, Limits, Message, OfferProgram, Payload, Ping, Pong, RequestData, Response, SendData,
+    SendProgram, VersionMismatch, Welcome,
 };
+use rpc_core::{ContentHash, FunctionInfo, PeerRole, StatusCode};
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
 

@@ -79,7 +79,7 @@ pub enum WorkerError {
     /// The typed call's output did not decode as the expected type: guest
     /// and caller disagree on it.
     #[error("the guest's output did not decode as the expected type: {0}")]
-    Decode(rpc_core::ValueError),
+    Decode(rpc_core::wire::ValueError),
 }
 
 /// The request of a typed call: `input` encoded with postcard.
@@ -96,7 +96,7 @@ pub(crate) fn typed_request<In: Serialize + ?Sized>(
 pub(crate) fn decode_output<Out: DeserializeOwned>(
     output: &CallOutput,
 ) -> Result<Out, WorkerError> {
-    rpc_core::decode_value(&output.output).map_err(WorkerError::Decode)
+    rpc_core::wire::decode_value(&output.output).map_err(WorkerError::Decode)
 }
 
 impl From<RpcError<JobError>> for WorkerError {

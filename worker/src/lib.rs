@@ -82,4 +82,4 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 }
 
 /// The protocol version this worker speaks, from `rpc-core`.
-pub const PROTOCOL_VERSION: u8 = rpc_core::PROTOCOL_VERSION;
+pub const PROTOCOL_VERSION: u8 = rpc_core::wire::PROTOCOL_VERSION;

@@ -453,9 +453,10 @@ fn writer(kib: u32) -> Module {
 /// token.
 async fn raw_session(
     addr: &str,
-) -> tokio_util::codec::Framed<tokio::net::TcpStream, rpc_core::FrameCodec> {
+) -> tokio_util::codec::Framed<tokio::net::TcpStream, rpc_core::wire::FrameCodec> {
     use futures_util::SinkExt;
-    use rpc_core::{Frame, FrameCodec, Hello, Limits, Message, PeerRole};
+    use rpc_core::PeerRole;
+    use rpc_core::wire::{Frame, FrameCodec, Hello, Limits, Message};
     let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut framed = tokio_util::codec::Framed::new(socket, FrameCodec::new());
     let hello = Hello {
@@ -521,7 +522,7 @@ fn measured_worker(addr: &str) -> WorkerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: the figures of the attacks, run by hand"]
 async fn attack_figures() {
-    use rpc_core::{Call, Frame, Message, Payload};
+    use rpc_core::wire::{Call, Frame, Message, Payload};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 

@@ -10,7 +10,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rpc_core::{Frame, FrameCodec};
+use rpc_core::wire::{Frame, FrameCodec};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// The decoder's read-ahead allowance, plus room for a prefix and a header.

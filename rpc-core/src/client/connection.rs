@@ -106,7 +106,7 @@ impl Connection {
                     .unwrap_or_else(|| unavailable("send the handshake to", &error)));
             }
             Ok(Ok(None)) => return Err(unavailable("complete the handshake with", &"closed")),
-            Ok(Ok(Some(Err(crate::error::DecodeError::Io(error))))) => {
+            Ok(Ok(Some(Err(crate::wire::DecodeError::Io(error))))) => {
                 return Err(tls_failure(&error, dial, config, false)
                     .unwrap_or_else(|| unavailable("read the handshake of", &error)));
             }

@@ -242,9 +242,7 @@ mod tests {
             panic!("one refusal expected: {:?}", registered.refused);
         };
         assert!(failed.unprocessed);
-        assert!(
-            matches!(&failed.error, RpcError::Unavailable(reason) if reason == "going away")
-        );
+        assert!(matches!(&failed.error, RpcError::Unavailable(reason) if reason == "going away"));
         assert!(in_flight.take(1).is_some());
 
         // The connection ends: everything left fails, and nothing joins.

@@ -13,8 +13,9 @@ use tokio_util::codec::FramedRead;
 use super::in_flight::{Failed, Waiter};
 use super::shared::{Outbox, Shared};
 use crate::conn::{self, Reply};
-use crate::error::{DecodeError, RpcError};
+use crate::error::RpcError;
 use crate::transfer::ChunkReceiver;
+use crate::wire::DecodeError;
 use crate::wire::{Frame, FrameCodec, Message, Payload, Ping, Response};
 
 /// A response whose payload is arriving in chunks.

@@ -11,13 +11,13 @@ use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 
 use crate::conn::{self, Io};
-use crate::error::DecodeError;
 use crate::server::ServerConfig;
 use crate::server::auth::Verdict;
 use crate::server::registry::PeerInfo;
 use crate::server::secure::{Certified, Secured};
 use crate::server::session::Session;
 use crate::server::shared::Shared;
+use crate::wire::DecodeError;
 use crate::wire::{
     ErrorMessage, Frame, FrameCodec, Hello, Limits, MIN_MAX_FRAME_LEN, Message, StatusCode, Welcome,
 };

@@ -8,15 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{Failure, RemoteError};
-use crate::wire::StatusCode;
-
-/// The name of the built-in function that lists a server's functions.
-pub const DESCRIBE_METHOD: &str = "rpc.describe";
+use crate::wire::{FunctionInfo, StatusCode};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -163,19 +160,6 @@ impl FunctionOptions {
         self.description = text.into();
         self
     }
-}
-
-/// One function a server offers, as listed by [`DESCRIBE_METHOD`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FunctionInfo {
-    /// The name callers use.
-    pub name: String,
-    /// The hash of its name and types, if registered with one.
-    pub schema_hash: Option<u64>,
-    /// The roles allowed to call it; `None` means every caller.
-    pub roles: Option<Vec<String>>,
-    /// What it does.
-    pub description: String,
 }
 
 pub(crate) struct Function {

@@ -15,12 +15,12 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::FramedRead;
 
 use crate::conn::{self, Arrival, Outbox};
-use crate::error::DecodeError;
 use crate::server::budget::Held;
 use crate::server::dedup::{Reply, Waiters};
 use crate::server::registry::PeerInfo;
 use crate::server::shared::Shared;
 use crate::transfer::ChunkReceiver;
+use crate::wire::DecodeError;
 use crate::wire::{
     ContentHash, ErrorMessage, Frame, FrameCodec, GoAway, Limits, Message, Payload, Ping, Pong,
     StatusCode,

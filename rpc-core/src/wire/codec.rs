@@ -11,7 +11,7 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::error::{DecodeError, EncodeError};
+use super::errors::{DecodeError, EncodeError};
 use crate::wire::header::Header;
 use crate::wire::{Frame, HEADER_LEN, LENGTH_PREFIX_LEN, Message};
 
@@ -41,7 +41,7 @@ const MAX_RESERVE_AHEAD: usize = 64 << 10;
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use rpc_core::{Frame, FrameCodec, Message, Ping};
+/// use rpc_core::wire::{Frame, FrameCodec, Message, Ping};
 /// use tokio_util::codec::{Decoder, Encoder};
 ///
 /// let mut codec = FrameCodec::new();
@@ -88,7 +88,7 @@ impl FrameCodec {
 
     /// Sets the largest frame length this side encodes, raised to at least
     /// [`MIN_MAX_FRAME_LEN`]; call it with the peer's announced
-    /// [`Limits::max_frame_len`](crate::Limits::max_frame_len).
+    /// [`Limits::max_frame_len`](crate::wire::Limits::max_frame_len).
     pub fn set_peer_max_frame_len(&mut self, len: u32) -> &mut Self {
         self.peer_max_frame_len = len.max(MIN_MAX_FRAME_LEN);
         self

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::EncodeError;
+use super::errors::EncodeError;
 use crate::wire::header::{Header, stream_fits};
 use crate::wire::{HEADER_LEN, Kind, LENGTH_PREFIX_LEN, MIN_MAX_FRAME_LEN, Message};
 
@@ -15,11 +15,11 @@ use crate::wire::{HEADER_LEN, Kind, LENGTH_PREFIX_LEN, MIN_MAX_FRAME_LEN, Messag
 /// each increasing, so both can open streams without colliding.
 ///
 /// ```
-/// use rpc_core::{Frame, Message, Ping};
+/// use rpc_core::wire::{Frame, Message, Ping};
 ///
 /// let ping = Frame::connection(Message::Ping(Ping { nonce: 7 }));
 /// assert_eq!(ping.stream_id, 0);
-/// assert_eq!(ping.kind(), rpc_core::Kind::Ping);
+/// assert_eq!(ping.kind(), rpc_core::wire::Kind::Ping);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::DecodeError;
+use super::errors::DecodeError;
 
 /// The protocol version this crate speaks, carried in every frame header.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -34,7 +34,7 @@ pub const HEADER_LEN: usize = 12;
 /// all others belong to a stream and travel on a non-zero stream id.
 ///
 /// ```
-/// use rpc_core::Kind;
+/// use rpc_core::wire::Kind;
 ///
 /// assert_eq!(Kind::from_u8(0x10), Some(Kind::Call));
 /// assert!(Kind::Call.is_stream());
@@ -136,13 +136,13 @@ impl Kind {
 
     /// Whether this kind opens a connection (`Hello`, `Welcome`). Such frames
     /// are sent before the limits are known, so they must fit in
-    /// [`MIN_MAX_FRAME_LEN`](crate::MIN_MAX_FRAME_LEN).
+    /// [`MIN_MAX_FRAME_LEN`](crate::wire::MIN_MAX_FRAME_LEN).
     pub const fn is_handshake(self) -> bool {
         matches!(self, Kind::Hello | Kind::Welcome)
     }
 
     /// Whether the body of this kind ends in a payload (see
-    /// [`Payload`](crate::Payload)).
+    /// [`Payload`](crate::wire::Payload)).
     pub const fn has_payload(self) -> bool {
         matches!(
             self,

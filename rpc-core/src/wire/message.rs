@@ -15,7 +15,7 @@ pub use handshake::{
 pub use request::RequestData;
 pub use request::{Call, ChunkEnd, OfferProgram, Response, SendData, SendProgram};
 
-use crate::error::{DecodeError, EncodeError};
+use super::errors::{DecodeError, EncodeError};
 use crate::wire::payload::PayloadTag;
 use crate::wire::{Kind, Payload};
 

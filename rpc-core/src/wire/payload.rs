@@ -16,14 +16,14 @@ use serde::{Deserialize, Serialize};
 ///
 /// An inline payload is everything after its tag, so it costs no length
 /// prefix, and a receiver hands it on as a slice of the frame without copying.
-/// A chunked payload arrives in [`Chunk`](crate::Message::Chunk) frames on the
-/// same stream, closed by a [`ChunkEnd`](crate::Message::ChunkEnd) holding its
-/// SHA-256; [`ChunkSender`](crate::ChunkSender) and
-/// [`ChunkReceiver`](crate::ChunkReceiver) implement both ends.
+/// A chunked payload arrives in [`Chunk`](crate::wire::Message::Chunk) frames on the
+/// same stream, closed by a [`ChunkEnd`](crate::wire::Message::ChunkEnd) holding its
+/// SHA-256; [`ChunkSender`](crate::wire::ChunkSender) and
+/// [`ChunkReceiver`](crate::wire::ChunkReceiver) implement both ends.
 ///
 /// ```
 /// use bytes::Bytes;
-/// use rpc_core::Payload;
+/// use rpc_core::wire::Payload;
 ///
 /// let inline = Payload::from(Bytes::from_static(b"hello"));
 /// assert_eq!(inline.len(), 5);

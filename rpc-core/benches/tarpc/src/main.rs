@@ -14,9 +14,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, SinkExt, StreamExt};
-use rpc_core::{
-    Call, Client, DEFAULT_MAX_FRAME_LEN, Frame, Message, Payload, Server, ServerConfig,
-};
+use rpc_core::{Client, Server, ServerConfig};
+use rpc_core::wire::{Call, DEFAULT_MAX_FRAME_LEN, Frame, Message, Payload};
 use tarpc::server::Channel;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;

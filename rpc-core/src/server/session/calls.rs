@@ -15,7 +15,8 @@ use super::Session;
 use crate::conn::{self, Arrival, Reply};
 use crate::server::budget::Held;
 use crate::server::dedup::{self, Claim, Completion};
-use crate::server::registry::{self, Context, DESCRIBE_METHOD, Handler, Outcome};
+use crate::server::registry::{self, Context, Handler, Outcome};
+use crate::wire::DESCRIBE_METHOD;
 use crate::wire::StatusCode;
 
 /// Arguments up to this size take no bytes from the server's request

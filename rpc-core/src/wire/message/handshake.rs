@@ -32,13 +32,13 @@ pub enum PeerRole {
 /// must stay within them for the rest of the connection.
 ///
 /// ```
-/// use rpc_core::Limits;
+/// use rpc_core::wire::Limits;
 ///
 /// let limits = Limits {
 ///     max_payload_len: 1 << 30,
 ///     ..Limits::default()
 /// };
-/// assert_eq!(limits.max_frame_len, rpc_core::DEFAULT_MAX_FRAME_LEN);
+/// assert_eq!(limits.max_frame_len, rpc_core::wire::DEFAULT_MAX_FRAME_LEN);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -89,13 +89,13 @@ impl Default for Limits {
 /// The first frame of a connection, sent by the peer that opened it.
 ///
 /// The acceptor answers with [`Welcome`], or with an
-/// [`ErrorMessage`](crate::ErrorMessage) (for example `403` for a wrong
+/// [`ErrorMessage`](crate::wire::ErrorMessage) (for example `403` for a wrong
 /// token) and closes, or with a
-/// [`VersionMismatch`](crate::VersionMismatch) and closes.
+/// [`VersionMismatch`](crate::wire::VersionMismatch) and closes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// A name for logs, such as a host name; at most
-    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes, may be empty.
+    /// [`MAX_NAME_LEN`](crate::wire::MAX_NAME_LEN) bytes, may be empty.
     pub peer_name: String,
     /// What the opener is.
     pub role: PeerRole,
@@ -108,7 +108,7 @@ pub struct Hello {
 /// The acceptor's answer to a [`Hello`] it accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
-    /// A name for logs; at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes,
+    /// A name for logs; at most [`MAX_NAME_LEN`](crate::wire::MAX_NAME_LEN) bytes,
     /// may be empty.
     pub peer_name: String,
     /// What the acceptor is.

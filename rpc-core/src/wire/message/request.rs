@@ -10,7 +10,7 @@ use crate::wire::{ContentHash, Payload, StatusCode};
 /// their responses may come back in any order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
-    /// The function's name; 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes.
+    /// The function's name; 1 to [`MAX_NAME_LEN`](crate::wire::MAX_NAME_LEN) bytes.
     pub method: String,
     /// How long, in milliseconds from when the callee receives this frame, the
     /// caller will wait; past it the callee stops working and answers
@@ -56,7 +56,7 @@ pub struct Response {
 /// existing value is replaced); answered by a [`Response`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendData {
-    /// The value's name; 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes.
+    /// The value's name; 1 to [`MAX_NAME_LEN`](crate::wire::MAX_NAME_LEN) bytes.
     pub name: String,
     /// The value.
     #[serde(skip)]
@@ -67,7 +67,7 @@ pub struct SendData {
 /// is the value, or `404` if there is none.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestData {
-    /// The value's name; 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes.
+    /// The value's name; 1 to [`MAX_NAME_LEN`](crate::wire::MAX_NAME_LEN) bytes.
     pub name: String,
 }
 
