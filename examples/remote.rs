@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Every `#[remote]` function of the program, and the key-value service.
-async fn serve(addr: &str) -> Result<rpc_core::ServerHandle, rpc_core::ServeError> {
+async fn serve(addr: &str) -> Result<Server, rpc_core::ServeError> {
     Server::builder()
         .remote_all()
         .service(KeyValueServer::new(Memory::default()))

@@ -29,7 +29,6 @@ use bytes::Bytes;
 use rpc_core::tls::{ClientTls, rustls};
 use rpc_core::{
     CallOptions, Client, ClientConfig, Context, FunctionOptions, RemoteError, Server, ServerConfig,
-    ServerHandle,
 };
 use tokio::sync::Semaphore;
 
@@ -128,7 +127,7 @@ async fn main() {
     secure.shutdown(Duration::from_secs(1)).await;
 }
 
-async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> ServerHandle {
+async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let mut server = Server::builder()
         .config(ServerConfig {
             max_in_flight: 1024,
@@ -147,7 +146,7 @@ async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> ServerHandle {
     server.bind("127.0.0.1:0").await.expect("binds")
 }
 
-fn client(server: &ServerHandle, tls: Option<ClientTls>) -> Client {
+fn client(server: &Server, tls: Option<ClientTls>) -> Client {
     Client::with_config(
         server.local_addr().to_string(),
         ClientConfig {

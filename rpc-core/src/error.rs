@@ -5,7 +5,7 @@ use std::io;
 use crate::wire::StatusCode;
 
 /// Why a function registered with
-/// [`Server::function_with_status`](crate::Server::function_with_status)
+/// [`ServerBuilder::function_with_status`](crate::ServerBuilder::function_with_status)
 /// has no result: its own error, answered `422` with the error encoded as
 /// for any function, or a protocol status with a message, for conditions
 /// that are the server's and not the call's (busy, unavailable), which

@@ -4,7 +4,7 @@
 //! Most users need two types: a [`Server`] that hosts named functions (plus a
 //! data store and a program store), and a [`Client`] that calls them, many
 //! calls at once over one connection, with deadlines, cancellation,
-//! reconnection and retries. See [`Server`] for a complete example.
+//! reconnection and retries. See [`ServerBuilder`] for a complete example.
 //!
 //! Most functions are made remote with a macro rather than registered by
 //! name: [`remote`] on a function, [`service`] on a trait, or
@@ -31,7 +31,7 @@
 //! | to | use |
 //! | --- | --- |
 //! | call functions | [`Client`], [`ClientConfig`], [`CallOptions`] |
-//! | serve them | [`Server`] (built, then bound), [`ServerConfig`], [`ServerHandle`] (the running server), [`Context`], [`FunctionOptions`], [`Failure`] |
+//! | serve them | [`Server::builder`] gives a [`ServerBuilder`] (functions, tokens, [`ServerConfig`]); binding it gives the running [`Server`]; functions see a [`Context`] and may answer a [`Failure`]; [`FunctionOptions`] |
 //! | declare them | [`remote`], [`service`], [`Request`](macro@Request), [`RemoteFunction`], [`Service`] |
 //! | call many servers as one | [`Pool`], [`PoolConfig`], [`Resolver`], [`DnsResolver`] |
 //! | keep shipped programs | [`ProgramStore`], [`ContentHash`] |
@@ -143,13 +143,13 @@ pub use request::Request;
 /// | --- | --- |
 /// | `f::call(&client, args...)` | calls `f` on the server `client` is connected to: `Result<T, RpcError>`, or `Result<T, RpcError<E>>` when `f` returns `Result<T, E>` |
 /// | `f::call_with(&client, options, args...)` | the same, with other [`CallOptions`] (start from `f::options()`) |
-/// | `f::function()` | the function as a [`RemoteFunction`], for [`Server::remote`] |
+/// | `f::function()` | the function as a [`RemoteFunction`], for [`ServerBuilder::remote`] |
 /// | `f::NAME` | the wire name: the function's path, such as `my_crate::math::add` |
 /// | `f::SCHEMA_HASH` | a hash of the name and the argument and result types, as written |
 /// | `f::options()` | the [`CallOptions`] the attribute asks for |
 ///
 /// Every `#[remote]` function in the program is also listed for
-/// [`Server::remote_all`]: annotate a function and serve it in one line.
+/// [`ServerBuilder::remote_all`]: annotate a function and serve it in one line.
 ///
 /// A first argument of type [`Context`] receives the call's context (the
 /// caller's role and name, the deadline); callers do not pass it. The
@@ -231,7 +231,7 @@ pub use error::{Failure, RemoteError, RpcError, ServeError};
 ///   per trait method, returning `Result<T, RpcError>` (or
 ///   `Result<T, RpcError<E>>` for a method returning `Result<T, E>`);
 /// - `CalculatorServer::new(implementation)`: registers an implementation
-///   with [`Server::service`].
+///   with [`ServerBuilder::service`].
 ///
 /// Methods take `&self` (one implementation serves many calls at once) and
 /// may be `async`; implementations write `async fn` as usual, and their
@@ -301,6 +301,6 @@ pub use server::{
     DEFAULT_DEDUP_WINDOW, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN_BACKLOG,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RUNNING_CALLS, DEFAULT_MAX_STORE_BYTES, FunctionOptions,
-    InsertFuture, ProgramRejected, ProgramStore, Server, ServerConfig, ServerHandle,
+    InsertFuture, ProgramRejected, ProgramStore, Server, ServerBuilder, ServerConfig,
 };
 pub use wire::{ContentHash, FunctionInfo, PeerRole, StatusCode};

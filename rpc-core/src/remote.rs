@@ -75,7 +75,7 @@ impl std::fmt::Debug for RemoteFunction {
 
 /// A set of functions served together: what `#[service]` generates a server
 /// type for (`CalculatorServer::new(implementation)`), registered with
-/// [`Server::service`](crate::Server::service).
+/// [`ServerBuilder::service`](crate::ServerBuilder::service).
 pub trait Service {
     /// The service's functions, one per method.
     fn into_functions(self) -> Vec<RemoteFunction>;
@@ -87,7 +87,7 @@ pub trait Service {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Infallible {}
 
-/// One `#[remote]` function, as listed for [`Server::remote_all`](crate::Server::remote_all).
+/// One `#[remote]` function, as listed for [`ServerBuilder::remote_all`](crate::ServerBuilder::remote_all).
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Registration {

@@ -11,7 +11,7 @@ use crate::{CallOptions, Client, RpcError};
 /// A serde type that is a call of a named remote function: its value is the
 /// function's argument, and it names the function, its result and its error
 /// type. Derive it with [`#[derive(Request)]`](macro@Request); serve it
-/// with [`Server::handle`](crate::Server::handle) and call it with
+/// with [`ServerBuilder::handle`](crate::ServerBuilder::handle) and call it with
 /// [`Request::call`].
 ///
 /// This is the third way to describe a remote call, beside [`remote`](crate::remote)

@@ -219,7 +219,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// Builds a server: register functions and tokens, then [`bind`](Self::bind).
+/// A server being built ([`Server::builder`]): register functions and
+/// tokens, then [`bind`](Self::bind) an address or [`serve`](Self::serve) a
+/// listener to get the running [`Server`].
 ///
 /// # Backpressure
 ///
@@ -255,7 +257,7 @@ impl Default for ServerConfig {
 /// # }
 /// ```
 #[derive(Default)]
-pub struct Server {
+pub struct ServerBuilder {
     registry: Registry,
     tokens: Tokens,
     access: registry::Access,
@@ -267,26 +269,26 @@ pub struct Server {
     tls: Option<crate::tls::ServerTls>,
 }
 
-impl std::fmt::Debug for Server {
+impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<&Arc<str>> = self.registry.keys().collect();
         names.sort();
-        f.debug_struct("Server")
+        f.debug_struct("ServerBuilder")
             .field("functions", &names)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-impl Server {
+impl ServerBuilder {
     /// A server with no functions, no tokens (anonymous access) and the
-    /// default [`ServerConfig`].
-    pub fn builder() -> Server {
-        Server::default()
+    /// default [`ServerConfig`]; the same as [`Server::builder`].
+    pub fn new() -> ServerBuilder {
+        ServerBuilder::default()
     }
 
     /// Replaces the configuration.
-    pub fn config(mut self, config: ServerConfig) -> Server {
+    pub fn config(mut self, config: ServerConfig) -> ServerBuilder {
         self.config = config;
         self
     }
@@ -301,7 +303,7 @@ impl Server {
     /// let worker = Server::builder().role(PeerRole::Worker);
     /// # drop(worker);
     /// ```
-    pub fn role(mut self, role: PeerRole) -> Server {
+    pub fn role(mut self, role: PeerRole) -> ServerBuilder {
         self.role = Some(role);
         self
     }
@@ -311,7 +313,7 @@ impl Server {
     /// `Arc<rustls::ServerConfig>`. Plaintext peers are told in one frame
     /// that this server speaks TLS only. Requires the `tls` feature.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: impl Into<crate::tls::ServerTls>) -> Server {
+    pub fn tls(mut self, tls: impl Into<crate::tls::ServerTls>) -> ServerBuilder {
         self.tls = Some(tls.into());
         self
     }
@@ -319,7 +321,7 @@ impl Server {
     /// Keeps shipped programs in `store` instead of the default in-memory
     /// map bounded by [`ServerConfig::max_store_bytes`]. A worker plugs in its
     /// module cache here, which validates each module before accepting it.
-    pub fn programs(mut self, store: impl ProgramStore) -> Server {
+    pub fn programs(mut self, store: impl ProgramStore) -> ServerBuilder {
         self.programs = Some(Arc::new(store));
         self
     }
@@ -327,7 +329,7 @@ impl Server {
     /// Accepts `token`, granting `role` to connections that present it. Once
     /// any token is added, connections without a valid token are refused with
     /// `403 forbidden` at the handshake.
-    pub fn token(mut self, token: impl AsRef<str>, role: impl Into<String>) -> Server {
+    pub fn token(mut self, token: impl AsRef<str>, role: impl Into<String>) -> ServerBuilder {
         self.tokens.add(token.as_ref(), role.into());
         self
     }
@@ -340,7 +342,7 @@ impl Server {
     ///
     /// Granting every role makes a server without tokens open to anyone
     /// who can connect, as a worker on loopback is.
-    pub fn anonymous_roles<I, S>(mut self, roles: I) -> Server
+    pub fn anonymous_roles<I, S>(mut self, roles: I) -> ServerBuilder
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -352,7 +354,7 @@ impl Server {
     /// Only callers with one of `roles` may ship programs (`OfferProgram`,
     /// `SendProgram`); others get `403 forbidden`. The default lets every
     /// caller the handshake admitted ship programs.
-    pub fn program_roles<I, S>(mut self, roles: I) -> Server
+    pub fn program_roles<I, S>(mut self, roles: I) -> ServerBuilder
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -365,7 +367,7 @@ impl Server {
     /// (`SendData`, `RequestData`); others get `403 forbidden`. Pass no
     /// roles to close the store to everyone. The default lets every caller
     /// the handshake admitted use it.
-    pub fn data_roles<I, S>(mut self, roles: I) -> Server
+    pub fn data_roles<I, S>(mut self, roles: I) -> ServerBuilder
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -378,7 +380,7 @@ impl Server {
     /// arguments (a tuple for several) and returns a result or its own error,
     /// both encoded with postcard. A later registration of the same name
     /// replaces the earlier one.
-    pub fn function<A, R, E, F, Fut>(self, name: impl Into<String>, function: F) -> Server
+    pub fn function<A, R, E, F, Fut>(self, name: impl Into<String>, function: F) -> ServerBuilder
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
@@ -398,7 +400,7 @@ impl Server {
         name: impl Into<String>,
         options: FunctionOptions,
         function: F,
-    ) -> Server
+    ) -> ServerBuilder
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
@@ -414,7 +416,7 @@ impl Server {
         self
     }
 
-    /// Registers `function` under `name` as [`Server::function_with`]
+    /// Registers `function` under `name` as [`ServerBuilder::function_with`]
     /// does, for a function that may also answer with a protocol status
     /// ([`Failure::Status`](crate::Failure::Status)) when the condition is
     /// the server's rather than the call's: busy (`429`), unavailable
@@ -446,7 +448,7 @@ impl Server {
         name: impl Into<String>,
         options: FunctionOptions,
         function: F,
-    ) -> Server
+    ) -> ServerBuilder
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
@@ -465,7 +467,7 @@ impl Server {
     /// Registers a function made by `#[remote]` (`add::function()`), by
     /// hand with [`RemoteFunction::new`], or by a service. A later
     /// registration of the same name replaces the earlier one.
-    pub fn remote(mut self, function: RemoteFunction) -> Server {
+    pub fn remote(mut self, function: RemoteFunction) -> ServerBuilder {
         self.registry
             .insert(Arc::from(function.name), function.function);
         self
@@ -473,7 +475,7 @@ impl Server {
 
     /// Serves requests of type `R` (see [`Request`](trait@crate::Request))
     /// with `handler`, under `R::NAME`, with its schema hash and roles.
-    pub fn handle<R, F, Fut>(self, handler: F) -> Server
+    pub fn handle<R, F, Fut>(self, handler: F) -> ServerBuilder
     where
         R: crate::Request,
         F: Fn(Context, R) -> Fut + Send + Sync + 'static,
@@ -491,7 +493,7 @@ impl Server {
     ///
     /// Functions of a library crate count only when the program links that
     /// crate (uses at least one item of it).
-    pub fn remote_all(mut self) -> Server {
+    pub fn remote_all(mut self) -> ServerBuilder {
         for function in crate::remote::registered() {
             self = self.remote(function);
         }
@@ -500,7 +502,7 @@ impl Server {
 
     /// Registers every method of a service (`#[service]`), as
     /// `CalculatorServer::new(implementation)`.
-    pub fn service(mut self, service: impl Service) -> Server {
+    pub fn service(mut self, service: impl Service) -> ServerBuilder {
         for function in service.into_functions() {
             self = self.remote(function);
         }
@@ -532,7 +534,7 @@ impl Server {
         name: impl Into<String>,
         options: FunctionOptions,
         function: F,
-    ) -> Server
+    ) -> ServerBuilder
     where
         F: Fn(Context, bytes::Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<bytes::Bytes, crate::RemoteError>> + Send + 'static,
@@ -546,7 +548,7 @@ impl Server {
     }
 
     /// Listens on `addr` and serves in the background until
-    /// [`ServerHandle::shutdown`].
+    /// [`Server::shutdown`].
     ///
     /// # Errors
     ///
@@ -556,7 +558,7 @@ impl Server {
     pub async fn bind(
         self,
         addr: impl ToSocketAddrs + std::fmt::Display,
-    ) -> Result<ServerHandle, ServeError> {
+    ) -> Result<Server, ServeError> {
         self.config.check()?;
         let shown = addr.to_string();
         let listener = listen(addr, self.config.listen_backlog)
@@ -565,8 +567,34 @@ impl Server {
                 addr: shown.clone(),
                 source,
             })?;
+        self.serve(listener)
+    }
+
+    /// Serves on a listener the caller already has: one bound elsewhere
+    /// (systemd socket activation, a port reserved by a test or a bench),
+    /// or one made from a standard listener with
+    /// [`TcpListener::from_std`]. Must be called within a Tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let server = rpc_core::Server::builder().serve(listener)?;
+    /// assert_eq!(server.local_addr(), addr);
+    /// server.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::InvalidConfig`] if the configuration is out of range,
+    /// [`ServeError::Bind`] if the listener has no local address.
+    pub fn serve(self, listener: TcpListener) -> Result<Server, ServeError> {
+        self.config.check()?;
         let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: shown,
+            addr: "the given listener".into(),
             source,
         })?;
         let config = self.config;
@@ -604,7 +632,7 @@ impl Server {
             accept_loop(listener, shared, watcher, tls)
                 .instrument(tracing::info_span!("server", addr = %local_addr)),
         );
-        Ok(ServerHandle {
+        Ok(Server {
             local_addr,
             shutdown,
             task,
@@ -612,18 +640,27 @@ impl Server {
     }
 }
 
-/// A running server.
+/// A running server, from [`ServerBuilder::bind`] or
+/// [`ServerBuilder::serve`]; [`Server::builder`] starts one.
 ///
-/// Dropping the handle leaves the server running until the runtime stops;
-/// call [`shutdown`](Self::shutdown) to stop it gracefully.
+/// Dropping it leaves the server running until the runtime stops; call
+/// [`shutdown`](Self::shutdown) to stop it gracefully.
 #[derive(Debug)]
-pub struct ServerHandle {
+pub struct Server {
     local_addr: SocketAddr,
     shutdown: watch::Sender<Option<Instant>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl ServerHandle {
+impl Server {
+    /// A server to build: with no functions, no tokens (anonymous access)
+    /// and the default [`ServerConfig`]. Register functions on it, then
+    /// [`bind`](ServerBuilder::bind) or [`serve`](ServerBuilder::serve) it
+    /// to get the running [`Server`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -1,7 +1,7 @@
 //! TLS for clients and servers, with rustls and the `ring` provider
 //! (enabled by the `tls` feature).
 //!
-//! A server is given a [`ServerTls`] with [`Server::tls`](crate::Server::tls);
+//! A server is given a [`ServerTls`] with [`ServerBuilder::tls`](crate::ServerBuilder::tls);
 //! a client a [`ClientTls`] in [`ClientConfig::tls`](crate::ClientConfig::tls).
 //! The protocol is the same inside the TLS stream; the TLS handshake counts
 //! against the server's handshake timeout.

@@ -145,7 +145,7 @@ fn generate(function: &ItemFn, options: &Options, method: &Method) -> TokenStrea
                 #call(#client, self::NAME, &#args_tuple, #call_options_var).await
             }
 
-            /// The function, ready for `Server::remote`.
+            /// The function, ready for `ServerBuilder::remote`.
             #vis fn function() -> #krate::RemoteFunction {
                 #krate::RemoteFunction::new::<#args_type, #ok, #err, _, _>(
                     self::NAME,

@@ -271,7 +271,7 @@ fn generate(service: &ItemTrait, prefix: &Option<LitStr>, remotes: &[Remote<'_>]
         "A typed client of the [`{trait_text}`] service, made by `#[service]`: one async method per remote method."
     );
     let server_doc = format!(
-        "Serves an implementation of [`{trait_text}`]: register it with `Server::service({trait_text}Server::new(implementation))`."
+        "Serves an implementation of [`{trait_text}`]: register it with `ServerBuilder::service({trait_text}ServerBuilder::new(implementation))`."
     );
     quote! {
         #(#consts)*

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rpc_core::{Client, ClientConfig, PoolConfig, ServerHandle};
+use rpc_core::{Client, ClientConfig, PoolConfig, Server};
 use worker::{
     Command, CoordinatorResolver, Module, Registration, Sandbox, SandboxConfig, WorkerClient,
     WorkerPool, coordinator_server, join, worker_server,
@@ -12,7 +12,7 @@ use worker::{
 const TTL: Duration = Duration::from_millis(600);
 const BEAT: Duration = Duration::from_millis(100);
 
-async fn start_worker(ip: &str, coordinator: &str) -> (ServerHandle, tokio::task::JoinHandle<()>) {
+async fn start_worker(ip: &str, coordinator: &str) -> (Server, tokio::task::JoinHandle<()>) {
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 1,
         ..SandboxConfig::default()

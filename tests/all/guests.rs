@@ -37,7 +37,7 @@ fn guests() -> &'static PathBuf {
     })
 }
 
-async fn worker() -> (rpc_core::ServerHandle, WorkerClient) {
+async fn worker() -> (rpc_core::Server, WorkerClient) {
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 2,
         ..SandboxConfig::default()

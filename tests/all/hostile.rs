@@ -49,7 +49,7 @@ fn one_slot(limits: worker::Limits) -> Sandbox {
 }
 
 /// `sandbox` served on a free loopback port, and an anonymous client of it.
-async fn serve(sandbox: &Sandbox) -> (rpc_core::ServerHandle, WorkerClient) {
+async fn serve(sandbox: &Sandbox) -> (Server, WorkerClient) {
     let server = worker_server(sandbox.clone())
         .bind("127.0.0.1:0")
         .await

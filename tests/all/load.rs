@@ -73,7 +73,7 @@ fn wat(text: &str) -> Module {
 struct TestWorker {
     sandbox: Sandbox,
     client: WorkerClient,
-    _handle: rpc_core::ServerHandle,
+    _handle: rpc_core::Server,
 }
 
 async fn start(concurrency: u32) -> TestWorker {

@@ -106,7 +106,7 @@ mod v2 {
     }
 }
 
-fn client_of(server: &rpc_core::ServerHandle) -> Client {
+fn client_of(server: &Server) -> Client {
     Client::new(server.local_addr().to_string())
 }
 

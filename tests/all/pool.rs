@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rpc_core::{ClientConfig, Pool, PoolConfig, RpcError, Server, ServerHandle};
+use rpc_core::{ClientConfig, Pool, PoolConfig, RpcError, Server};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -17,7 +17,7 @@ async fn server_on(
     name: &'static str,
     delay: Duration,
     served: Arc<AtomicU64>,
-) -> ServerHandle {
+) -> Server {
     Server::builder()
         .function("work", move |job: u64| {
             let served = Arc::clone(&served);

@@ -35,7 +35,7 @@ fn python3() -> Option<PathBuf> {
 /// A server like an application's: two functions for the role `client`, and
 /// the data store for the same role. It closes connections idle for
 /// [`IDLE_TIMEOUT`], which the Python client must survive.
-async fn application_server() -> rpc_core::ServerHandle {
+async fn application_server() -> Server {
     Server::builder()
         .config(ServerConfig {
             idle_timeout: Some(IDLE_TIMEOUT),

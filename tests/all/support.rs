@@ -9,10 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::StreamExt;
+use rpc_core::ServerBuilder;
 use rpc_core::wire::{Call, Frame, FrameCodec, Hello, Limits, Message, Payload, Response};
-use rpc_core::{
-    Client, Context, FunctionOptions, PeerRole, RemoteError, Server, ServerConfig, ServerHandle,
-};
+use rpc_core::{Client, Context, FunctionOptions, PeerRole, RemoteError, Server, ServerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,7 +48,7 @@ impl Drop for CountDrop {
 /// A server with `add`, `greet`, `divide` (which can fail with `MathError`),
 /// `echo` (bytes), `slow` (sleeps the given milliseconds), `whoami`, and
 /// `admin_only` (role `admin`), and `reverse` (raw bytes, fails on none).
-pub fn test_server(counters: &Arc<Counters>) -> Server {
+pub fn test_server(counters: &Arc<Counters>) -> ServerBuilder {
     let slow_counters = Arc::clone(counters);
     Server::builder()
         .config(ServerConfig {
@@ -104,12 +103,12 @@ pub fn test_server(counters: &Arc<Counters>) -> Server {
 }
 
 /// Starts the test server on a free loopback port.
-pub async fn start(counters: &Arc<Counters>) -> ServerHandle {
+pub async fn start(counters: &Arc<Counters>) -> Server {
     test_server(counters).bind("127.0.0.1:0").await.unwrap()
 }
 
 /// Starts the test server with `config` on a free loopback port.
-pub async fn start_with(counters: &Arc<Counters>, config: ServerConfig) -> ServerHandle {
+pub async fn start_with(counters: &Arc<Counters>, config: ServerConfig) -> Server {
     test_server(counters)
         .config(config)
         .bind("127.0.0.1:0")
@@ -118,7 +117,7 @@ pub async fn start_with(counters: &Arc<Counters>, config: ServerConfig) -> Serve
 }
 
 /// The test server on a free port, its counters, and a client of it.
-pub async fn fixture() -> (Arc<Counters>, ServerHandle, Client) {
+pub async fn fixture() -> (Arc<Counters>, Server, Client) {
     let counters = Arc::new(Counters::default());
     let server = start(&counters).await;
     let client = Client::new(server.local_addr().to_string());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rpc_core::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, rustls};
 use rpc_core::wire::{Frame, FrameCodec, Hello, Limits, Message};
-use rpc_core::{Client, ClientConfig, PeerRole, RpcError, ServerHandle};
+use rpc_core::{Client, ClientConfig, PeerRole, RpcError, Server};
 use tokio::io::AsyncWriteExt;
 
 use crate::pki::{Ca, Leaf, scratch_dir, write_atomically};
@@ -42,7 +42,7 @@ fn client(addr: &str, tls: Option<ClientTls>) -> Client {
 }
 
 /// The test server with TLS `tls`, on a free loopback port.
-async fn tls_server(tls: impl Into<ServerTls>) -> ServerHandle {
+async fn tls_server(tls: impl Into<ServerTls>) -> Server {
     let counters = Arc::new(Counters::default());
     test_server(&counters)
         .tls(tls)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rpc_core::{Client, RpcError, ServerHandle};
+use rpc_core::{Client, RpcError, Server};
 use worker::{
     CallRequest, Command, JobError, JobLimits, Limits, Module, ModuleOrigin, Resource, Sandbox,
     SandboxConfig, WorkerClient, WorkerError, worker_server,
@@ -181,7 +181,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 struct TestWorker {
     sandbox: Sandbox,
-    handle: ServerHandle,
+    handle: Server,
     client: WorkerClient,
 }
 

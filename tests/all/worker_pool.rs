@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rpc_core::{ClientConfig, PoolConfig, ServerHandle};
+use rpc_core::{ClientConfig, PoolConfig, Server};
 use worker::{Command, Progress, Sandbox, SandboxConfig, WorkerPool, worker_server};
 
 // `cat` copies stdin to stdout: each job's output says which job it was.
 use crate::worker::cat;
 
-async fn start_worker(addr: &str) -> (Sandbox, ServerHandle) {
+async fn start_worker(addr: &str) -> (Sandbox, Server) {
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 2,
         ..SandboxConfig::default()

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use rpc_core::{Client, ServerHandle};
+use rpc_core::{Client, Server};
 use worker::{
     Command, Module, Progress, Sandbox, SandboxConfig, WorkerClient, WorkerPool,
     coordinator_server, worker_server,
@@ -48,7 +48,7 @@ fn trivial() -> Module {
     Module::new(wat::parse_str(r#"(module (func (export "_start")))"#).unwrap())
 }
 
-async fn workers(count: usize) -> Vec<ServerHandle> {
+async fn workers(count: usize) -> Vec<Server> {
     let mut handles = Vec::new();
     for _ in 0..count {
         let sandbox = Sandbox::new(SandboxConfig {

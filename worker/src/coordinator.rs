@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rpc_core::ServerBuilder;
 use rpc_core::{
     Client, ContentHash, Context, FunctionOptions, Infallible, PeerRole, ResolveFuture, Resolver,
     RpcError, Server,
@@ -115,7 +116,7 @@ impl Directory {
 /// It is also the relay for workers that accept no connections
 /// ([`relay_worker`](crate::relay_worker)): clients send their jobs to the
 /// coordinator as if it were a worker, and it hands them over.
-pub fn coordinator_server(ttl: Duration) -> Server {
+pub fn coordinator_server(ttl: Duration) -> ServerBuilder {
     let directory = Arc::new(Directory {
         ttl,
         workers: Mutex::new(HashMap::new()),

@@ -252,7 +252,7 @@ impl Sandbox {
     }
 
     /// The store a server ships modules into: validates each before keeping
-    /// it. Plug it in with [`rpc_core::Server::programs`].
+    /// it. Plug it in with [`rpc_core::ServerBuilder::programs`].
     pub fn program_store(&self) -> impl ProgramStore + use<> {
         Programs(Arc::clone(&self.inner.cache))
     }

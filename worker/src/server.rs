@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 
+use rpc_core::ServerBuilder;
 use rpc_core::tls::ServerTls;
 use rpc_core::{
     Context, Failure, FunctionOptions, Infallible, PeerRole, ServeError, Server, ServerConfig,
-    ServerHandle, StatusCode,
+    StatusCode,
 };
 
 use crate::job::{CALL_METHOD, CallRequest, JobError, RUN_METHOD, RunRequest, STATUS_METHOD};
@@ -34,11 +35,11 @@ use crate::sandbox::Sandbox;
 /// # Ok(())
 /// # }
 /// ```
-pub fn worker_server(sandbox: Sandbox) -> Server {
+pub fn worker_server(sandbox: Sandbox) -> ServerBuilder {
     worker_server_with(sandbox, ServerConfig::default())
 }
 
-fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> Server {
+fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> ServerBuilder {
     config.max_payload_len = config.max_payload_len.max(sandbox.limits().module_bytes);
     let run = sandbox.clone();
     let call = sandbox.clone();
@@ -114,7 +115,7 @@ pub async fn serve(
     config: ServerConfig,
     tokens: &[(String, String)],
     tls: Option<ServerTls>,
-) -> Result<ServerHandle, ServeError> {
+) -> Result<Server, ServeError> {
     let mut server = worker_server_with(sandbox, config);
     for (token, role) in tokens {
         server = server.token(token, role.clone());

@@ -21,7 +21,7 @@ pub type InsertFuture = Pin<Box<dyn Future<Output = Result<(), ProgramRejected>>
 /// the announced SHA-256, and only then hands them to
 /// [`insert`](ProgramStore::insert), which may validate them further (a
 /// worker checks that they are a module it can run) off the connection's
-/// task. Plug one in with [`Server::programs`](crate::Server::programs).
+/// task. Plug one in with [`ServerBuilder::programs`](crate::ServerBuilder::programs).
 ///
 /// ```
 /// use std::collections::HashSet;

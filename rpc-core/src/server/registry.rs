@@ -135,7 +135,7 @@ impl FunctionOptions {
 
     /// Only callers whose token granted one of `roles` may call the function
     /// (or, on a server without tokens, anonymous callers if
-    /// [`Server::anonymous_roles`](crate::Server::anonymous_roles) grants
+    /// [`ServerBuilder::anonymous_roles`](crate::ServerBuilder::anonymous_roles) grants
     /// one); others get `403 forbidden` and the handler never runs. The
     /// default lets every caller in, anonymous ones included.
     pub fn roles<I, S>(mut self, roles: I) -> FunctionOptions

@@ -17,7 +17,7 @@ use super::subject::subject_of;
 /// and how client certificates map to roles.
 ///
 /// Clones share the configuration: keep one to [`reload`](Self::reload)
-/// after giving another to [`Server::tls`](crate::Server::tls).
+/// after giving another to [`ServerBuilder::tls`](crate::ServerBuilder::tls).
 ///
 /// # Client certificates and roles
 ///

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rpc_core::ServerBuilder;
 use rpc_core::{
     ContentHash, Context, Failure, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore,
-    Server,
 };
 use tokio::sync::{Notify, oneshot};
 
@@ -327,9 +327,9 @@ impl ProgramStore for RelayModules {
 /// (`worker.run`, `worker.call`, shipping modules to it), relayed workers
 /// poll it.
 pub(crate) fn add_relay(
-    server: Server,
+    server: ServerBuilder,
     live: impl Fn() -> HashSet<String> + Send + Sync + 'static,
-) -> Server {
+) -> ServerBuilder {
     let live = Arc::new(live);
     let relay = Arc::new(Relay::default());
     let (run, call, poll, done, module, cancelled) = (
