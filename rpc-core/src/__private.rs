@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::remote::{Registration, schema_hash};
+pub use crate::remote::{ListedFunction, schema_hash};
 pub use inventory;
 pub use std::boxed::Box;
 pub use std::future::Future;

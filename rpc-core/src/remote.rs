@@ -90,17 +90,17 @@ pub enum Infallible {}
 /// One `#[remote]` function, as listed for [`ServerBuilder::remote_all`](crate::ServerBuilder::remote_all).
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct Registration {
+pub struct ListedFunction {
     /// Makes the function.
     pub function: fn() -> RemoteFunction,
 }
 
-inventory::collect!(Registration);
+inventory::collect!(ListedFunction);
 
 /// Every `#[remote]` function linked into this program, in no particular
 /// order.
 pub(crate) fn registered() -> impl Iterator<Item = RemoteFunction> {
-    inventory::iter::<Registration>
+    inventory::iter::<ListedFunction>
         .into_iter()
         .map(|registration| (registration.function)())
 }

@@ -598,7 +598,7 @@ impl ServerBuilder {
             source,
         })?;
         let config = self.config;
-        let shared = Arc::new(shared::Shared {
+        let shared = Arc::new(shared::ServerState {
             admission: Arc::new(Admission::new(
                 config.max_pending_handshakes,
                 config.handshake_timeout / 10,
@@ -707,7 +707,7 @@ async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpLi
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<shared::Shared>,
+    shared: Arc<shared::ServerState>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     tls: Option<secure::Tls>,
 ) {

@@ -10,7 +10,7 @@
 //! stream 5:  <- Response { status: 200 }
 //! ```
 
-mod pool;
+mod buffers;
 
 use bytes::Bytes;
 
@@ -194,7 +194,7 @@ impl Iterator for ChunkFrames {
 pub struct ChunkReceiver {
     announced: u64,
     received: u64,
-    buffer: Option<pool::Buffer>,
+    buffer: Option<buffers::Buffer>,
 }
 
 impl ChunkReceiver {
@@ -246,7 +246,7 @@ impl ChunkReceiver {
             // `new` checked that the announced length fits.
             let announced = usize::try_from(self.announced).unwrap_or(usize::MAX);
             self.buffer
-                .get_or_insert_with(|| pool::buffer(announced, chunk.len()))
+                .get_or_insert_with(|| buffers::buffer(announced, chunk.len()))
                 .extend_from_slice(&chunk);
         }
         Ok(())
@@ -267,7 +267,7 @@ impl ChunkReceiver {
                 announced: self.announced,
             });
         }
-        let payload = self.buffer.map(pool::Buffer::freeze).unwrap_or_default();
+        let payload = self.buffer.map(buffers::Buffer::freeze).unwrap_or_default();
         if let Some(expected) = hash {
             let actual = ContentHash::of(&payload);
             if actual != expected {

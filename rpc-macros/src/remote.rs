@@ -90,7 +90,7 @@ fn generate(function: &ItemFn, options: &Options, method: &Method) -> TokenStrea
     let registration = quote! {
         #(#cfgs)*
         #krate::__private::inventory::submit! {
-            #krate::__private::Registration { function: #ident::function }
+            #krate::__private::ListedFunction { function: #ident::function }
         }
     };
     let unused = format_ident!("unused_imports");

@@ -397,7 +397,7 @@ impl Sandbox {
             });
         }
         let starts_inline = compiled.starts_inline;
-        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let cancel = StopGuestOnDrop(Arc::new(AtomicBool::new(false)));
         let env = Env {
             engine: self.inner.engine.clone(),
             linker: Arc::clone(&self.inner.linker),
@@ -483,9 +483,9 @@ where
 }
 
 /// Sets the flag when dropped: a job whose caller went away stops.
-struct CancelOnDrop(Arc<AtomicBool>);
+struct StopGuestOnDrop(Arc<AtomicBool>);
 
-impl Drop for CancelOnDrop {
+impl Drop for StopGuestOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }

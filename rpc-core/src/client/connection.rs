@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 
-use crate::client::in_flight::{Failed, Registration};
-use crate::client::shared::{Outbox, Shared};
+use crate::client::in_flight::{Failed, PendingCall};
+use crate::client::shared::{ConnectionState, Outbox};
 use crate::client::{ClientConfig, announced_limits};
 use crate::conn::{self, Reply};
 use crate::error::{RemoteError, RpcError};
@@ -25,7 +25,7 @@ use crate::wire::{
 #[derive(Debug)]
 pub(super) struct Connection {
     outbox: Outbox,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionState>,
     /// The next stream id to open: odd, increasing. Taken under the
     /// outbox's lock, so ids reach the wire in order.
     next_id: AtomicU64,
@@ -138,7 +138,7 @@ impl Connection {
         let codec = framed.codec_mut();
         codec.set_max_frame_len(config.max_frame_len);
         codec.set_peer_max_frame_len(welcome.limits.max_frame_len);
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(ConnectionState::new());
         let registrar = Arc::clone(&shared);
         let conn::Split { reader, outbox, .. } = conn::split(framed, move |calls| {
             registrar.register(calls);
@@ -271,7 +271,7 @@ impl Connection {
         let (_outstanding, alone) = Outstanding::enter(&self.outstanding);
         let open = move || {
             let id = self.next_id.fetch_add(2, Ordering::Relaxed);
-            let registration = Registration {
+            let registration = PendingCall {
                 id,
                 waiter,
                 deadline,
@@ -286,7 +286,7 @@ impl Connection {
             self.outbox.send_registered(open)
         };
         let id = sent.await.map_err(|_| closed())?;
-        let mut guard = CancelOnDrop {
+        let mut guard = CancelStreamOnDrop {
             id,
             answer: Some(answer),
             shared: &self.shared,
@@ -408,15 +408,15 @@ impl Drop for Outstanding<'_> {
 
 /// Waits for a call's answer, and cancels the call on the server if its
 /// future is dropped before the answer came.
-struct CancelOnDrop<'a> {
+struct CancelStreamOnDrop<'a> {
     id: u64,
     /// `None` once the answer came or the call was forgotten.
     answer: Option<oneshot::Receiver<Result<Reply, Failed>>>,
-    shared: &'a Shared,
+    shared: &'a ConnectionState,
     outbox: &'a Outbox,
 }
 
-impl CancelOnDrop<'_> {
+impl CancelStreamOnDrop<'_> {
     /// Waits for the call's answer; `Err` if the connection dropped the
     /// call without one.
     async fn answer(&mut self) -> Result<Result<Reply, Failed>, oneshot::error::RecvError> {
@@ -437,7 +437,7 @@ impl CancelOnDrop<'_> {
     }
 }
 
-impl Drop for CancelOnDrop<'_> {
+impl Drop for CancelStreamOnDrop<'_> {
     fn drop(&mut self) {
         let Some(answer) = self.answer.take() else {
             return;

@@ -4,7 +4,7 @@
 //! Deadlines are kept in order here and enforced by the connection's reader
 //! with a single timer, rather than by a timer per call.
 //!
-//! Calls join the table through their [`Registration`], which travels with
+//! Calls join the table through their [`PendingCall`], which travels with
 //! the call's opening frame and is handed over by the connection's writer,
 //! a batch at a time, just before the frame is written.
 
@@ -43,7 +43,7 @@ pub(super) type Waiter = oneshot::Sender<Result<Reply, Failed>>;
 /// A call joining the table: its stream id, who waits for its response,
 /// and its deadline.
 #[derive(Debug)]
-pub(super) struct Registration {
+pub(super) struct PendingCall {
     pub(super) id: u64,
     pub(super) waiter: Waiter,
     pub(super) deadline: Option<Instant>,
@@ -80,9 +80,9 @@ impl InFlight {
     /// caller already gave up is left out; one on a connection that has
     /// stopped taking calls is refused, as unprocessed: the server ended or
     /// announced in its `GoAway` that it ignores such calls.
-    pub(super) fn register(&mut self, registrations: &mut Vec<Registration>) -> Registered {
+    pub(super) fn register(&mut self, registrations: &mut Vec<PendingCall>) -> Registered {
         let mut registered = Registered::default();
-        for Registration {
+        for PendingCall {
             id,
             waiter,
             deadline,
@@ -206,12 +206,12 @@ mod tests {
         let (kept, _kept_answer) = oneshot::channel();
         let (abandoned, _) = oneshot::channel();
         let mut batch = vec![
-            Registration {
+            PendingCall {
                 id: 1,
                 waiter: kept,
                 deadline: None,
             },
-            Registration {
+            PendingCall {
                 id: 3,
                 waiter: abandoned,
                 deadline: None,
@@ -226,12 +226,12 @@ mod tests {
         let (early, _early_answer) = oneshot::channel();
         let (late, _late_answer) = oneshot::channel();
         let mut batch = vec![
-            Registration {
+            PendingCall {
                 id: 5,
                 waiter: late,
                 deadline: None,
             },
-            Registration {
+            PendingCall {
                 id: 1,
                 waiter: early,
                 deadline: None,
@@ -248,7 +248,7 @@ mod tests {
         // The connection ends: everything left fails, and nothing joins.
         assert_eq!(in_flight.close_after(0, "closed").len(), 0);
         let (next, _next_answer) = oneshot::channel();
-        let mut batch = vec![Registration {
+        let mut batch = vec![PendingCall {
             id: 7,
             waiter: next,
             deadline: None,

@@ -11,7 +11,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::FramedRead;
 
 use super::in_flight::{Failed, Waiter};
-use super::shared::{Outbox, Shared};
+use super::shared::{ConnectionState, Outbox};
 use crate::conn::{self, Reply};
 use crate::error::RpcError;
 use crate::transfer::ChunkReceiver;
@@ -28,7 +28,7 @@ struct Download {
 /// alive with pings.
 pub(super) async fn read_loop(
     mut reader: FramedRead<conn::ReadHalf, FrameCodec>,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionState>,
     outbox: Outbox,
     keepalive: Option<Duration>,
     max_payload_len: u64,
@@ -125,7 +125,7 @@ pub(super) async fn read_loop(
 
 /// What a connection's reader keeps between frames.
 struct ReaderState {
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionState>,
     outbox: Outbox,
     /// Responses whose payload is arriving in chunks.
     downloads: HashMap<u64, Download>,
@@ -246,7 +246,7 @@ impl Answers {
     }
 
     /// Hands every ready answer to its caller, if it still waits.
-    fn deliver(&mut self, shared: &Shared) {
+    fn deliver(&mut self, shared: &ConnectionState) {
         if self.ready.is_empty() {
             return;
         }

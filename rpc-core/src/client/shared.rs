@@ -9,17 +9,17 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::in_flight::{Failed, InFlight, Registration, Waiter};
+use super::in_flight::{Failed, InFlight, PendingCall, Waiter};
 use crate::conn;
 use crate::error::RpcError;
 
 /// Queues frames for the connection's writer, with the registrations of
 /// calls.
-pub(super) type Outbox = conn::Outbox<Registration>;
+pub(super) type Outbox = conn::Outbox<PendingCall>;
 
 /// What the connection shares with its reader task.
 #[derive(Debug)]
-pub(super) struct Shared {
+pub(super) struct ConnectionState {
     /// False once the connection failed or the server sent `GoAway`: new
     /// calls go to a new connection.
     open: AtomicBool,
@@ -33,9 +33,9 @@ pub(super) struct Shared {
     next_nonce: AtomicU64,
 }
 
-impl Shared {
-    pub(super) fn new() -> Shared {
-        Shared {
+impl ConnectionState {
+    pub(super) fn new() -> ConnectionState {
+        ConnectionState {
             open: AtomicBool::new(true),
             in_flight: Mutex::new(InFlight::default()),
             dropped: tokio::sync::Notify::new(),
@@ -68,7 +68,7 @@ impl Shared {
     }
 
     /// Adds calls whose opening frames are about to be written.
-    pub(super) fn register(&self, calls: &mut Vec<Registration>) {
+    pub(super) fn register(&self, calls: &mut Vec<PendingCall>) {
         let registered = self.lock().register(calls);
         if registered.deadline_moved {
             self.deadline_moved.notify_one();

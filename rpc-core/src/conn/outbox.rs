@@ -42,12 +42,12 @@ pub(crate) struct Closed;
 /// what is queued and closes the connection's write side.
 #[derive(Debug)]
 pub(crate) struct Outbox<P = ()> {
-    shared: Arc<Shared<P>>,
+    shared: Arc<OutboxState<P>>,
 }
 
 /// What the senders and the writer share.
 #[derive(Debug)]
-pub(crate) struct Shared<P = ()> {
+pub(crate) struct OutboxState<P = ()> {
     queue: Mutex<Queue<P>>,
     /// The write side; locked while a batch is written (never across an
     /// await), with the queue's lock taken inside it, never around it.
@@ -88,30 +88,30 @@ impl<P> Default for Queue<P> {
 }
 
 /// The future of a send: already done, or waiting for room in the queue.
-pub(crate) enum Send<'a, R> {
+pub(crate) enum Sending<'a, R> {
     Done(Option<Result<R, Closed>>),
-    Waiting(Pin<Box<dyn Future<Output = Result<R, Closed>> + std::marker::Send + 'a>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<R, Closed>> + Send + 'a>>),
 }
 
 // Nothing in a `Send` is pinned in place: the waiting future is boxed.
-impl<R> Unpin for Send<'_, R> {}
+impl<R> Unpin for Sending<'_, R> {}
 
-impl<R> Future for Send<'_, R> {
+impl<R> Future for Sending<'_, R> {
     type Output = Result<R, Closed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Send::Done(sent) => Poll::Ready(sent.take().unwrap_or(Err(Closed))),
-            Send::Waiting(waiting) => waiting.as_mut().poll(cx),
+            Sending::Done(sent) => Poll::Ready(sent.take().unwrap_or(Err(Closed))),
+            Sending::Waiting(waiting) => waiting.as_mut().poll(cx),
         }
     }
 }
 
-impl<R> std::fmt::Debug for Send<'_, R> {
+impl<R> std::fmt::Debug for Sending<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Send::Done(_) => "Send::Done",
-            Send::Waiting(_) => "Send::Waiting",
+            Sending::Done(_) => "Sending::Done",
+            Sending::Waiting(_) => "Sending::Waiting",
         })
     }
 }
@@ -143,8 +143,8 @@ impl<P> Outbox<P> {
         peer_max_frame_len: u32,
         io: Sink,
         register: Register<P>,
-    ) -> (Outbox<P>, Arc<Shared<P>>) {
-        let shared = Arc::new(Shared {
+    ) -> (Outbox<P>, Arc<OutboxState<P>>) {
+        let shared = Arc::new(OutboxState {
             queue: Mutex::new(Queue::default()),
             write: Mutex::new(WriteState::new(io, register)),
             wake_writer: Notify::new(),
@@ -167,9 +167,9 @@ impl<P> Outbox<P> {
     /// # Errors
     ///
     /// [`Closed`] if the writer is gone.
-    pub(crate) fn send(&self, frame: Frame) -> Send<'_, ()>
+    pub(crate) fn send(&self, frame: Frame) -> Sending<'_, ()>
     where
-        P: std::marker::Send,
+        P: Send,
     {
         self.send_registered(move || (frame, None, ()))
     }
@@ -189,11 +189,11 @@ impl<P> Outbox<P> {
     /// returned future is first polled; the future then only hands back the
     /// result. Only a send that must wait for room carries a (boxed) future
     /// that waits: every send's future stays a few words long.
-    pub(crate) fn send_registered<'a, R, M>(&'a self, make: M) -> Send<'a, R>
+    pub(crate) fn send_registered<'a, R, M>(&'a self, make: M) -> Sending<'a, R>
     where
-        M: FnOnce() -> (Frame, Option<P>, R) + std::marker::Send + 'a,
-        R: std::marker::Send + 'a,
-        P: std::marker::Send,
+        M: FnOnce() -> (Frame, Option<P>, R) + Send + 'a,
+        R: Send + 'a,
+        P: Send,
     {
         self.send_registered_by(Writes::Writer, make)
     }
@@ -203,24 +203,24 @@ impl<P> Outbox<P> {
     /// the calling task when the socket takes it at once, which saves waking
     /// the writer task, instead of waiting for the frames of other tasks to
     /// join it.
-    pub(crate) fn send_registered_alone<'a, R, M>(&'a self, make: M) -> Send<'a, R>
+    pub(crate) fn send_registered_alone<'a, R, M>(&'a self, make: M) -> Sending<'a, R>
     where
-        M: FnOnce() -> (Frame, Option<P>, R) + std::marker::Send + 'a,
-        R: std::marker::Send + 'a,
-        P: std::marker::Send,
+        M: FnOnce() -> (Frame, Option<P>, R) + Send + 'a,
+        R: Send + 'a,
+        P: Send,
     {
         self.send_registered_by(Writes::Caller, make)
     }
 
-    fn send_registered_by<'a, R, M>(&'a self, writes: Writes, make: M) -> Send<'a, R>
+    fn send_registered_by<'a, R, M>(&'a self, writes: Writes, make: M) -> Sending<'a, R>
     where
-        M: FnOnce() -> (Frame, Option<P>, R) + std::marker::Send + 'a,
-        R: std::marker::Send + 'a,
-        P: std::marker::Send,
+        M: FnOnce() -> (Frame, Option<P>, R) + Send + 'a,
+        R: Send + 'a,
+        P: Send,
     {
         match self.try_send_registered(writes, make) {
-            Ok(sent) => Send::Done(Some(sent)),
-            Err(make) => Send::Waiting(Box::pin(self.send_when_room(make))),
+            Ok(sent) => Sending::Done(Some(sent)),
+            Err(make) => Sending::Waiting(Box::pin(self.send_when_room(make))),
         }
     }
 
@@ -350,7 +350,7 @@ impl<P> Drop for Outbox<P> {
     }
 }
 
-impl<P> Shared<P> {
+impl<P> OutboxState<P> {
     fn lock(&self) -> MutexGuard<'_, Queue<P>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }

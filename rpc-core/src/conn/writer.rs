@@ -21,7 +21,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::AsyncWrite;
 
 use super::batch::Batch;
-use super::outbox::{Next, Shared};
+use super::outbox::{Next, OutboxState};
 
 /// The write side of a connection.
 pub(crate) type Sink = Box<dyn AsyncWrite + Send + Unpin>;
@@ -81,7 +81,7 @@ impl<P> WriteState<P> {
     /// the next call makes progress.
     pub(super) fn poll_drain(
         &mut self,
-        queue: &Shared<P>,
+        queue: &OutboxState<P>,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<Drained>> {
         let drained = self.poll_drain_inner(queue, cx);
@@ -91,7 +91,7 @@ impl<P> WriteState<P> {
 
     fn poll_drain_inner(
         &mut self,
-        queue: &Shared<P>,
+        queue: &OutboxState<P>,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<Drained>> {
         loop {
@@ -122,7 +122,7 @@ impl<P> WriteState<P> {
 /// While the connection is corked (its reader is handling a batch of
 /// frames) what is queued is held back, so that the responses to requests
 /// that arrived together leave together, unless a full batch is queued.
-pub(super) async fn run<P>(outbox: Arc<Shared<P>>) {
+pub(super) async fn run<P>(outbox: Arc<OutboxState<P>>) {
     loop {
         let wake = pin!(outbox.wake_writer.notified());
         let drained = poll_fn(|cx| outbox.lock_write().poll_drain(&outbox, cx)).await;
@@ -169,7 +169,7 @@ mod tests {
     }
 
     /// An outbox writing to `io`, without registrations, and its queue.
-    fn outbox(io: impl AsyncWrite + Send + Unpin + 'static) -> (Outbox, Arc<Shared>) {
+    fn outbox(io: impl AsyncWrite + Send + Unpin + 'static) -> (Outbox, Arc<OutboxState>) {
         Outbox::new(DEFAULT_MAX_FRAME_LEN, Box::new(io), Box::new(|_| {}))
     }
 

@@ -16,7 +16,7 @@ use crate::server::auth::Verdict;
 use crate::server::registry::PeerInfo;
 use crate::server::secure::{Certified, Secured};
 use crate::server::session::Session;
-use crate::server::shared::Shared;
+use crate::server::shared::ServerState;
 use crate::wire::DecodeError;
 use crate::wire::{
     ErrorMessage, Frame, FrameCodec, Hello, Limits, MIN_MAX_FRAME_LEN, Message, StatusCode, Welcome,
@@ -38,7 +38,7 @@ pub(crate) struct Opened {
 pub(crate) async fn handshake(
     secured: Secured,
     addr: Option<SocketAddr>,
-    shared: &Shared,
+    shared: &ServerState,
 ) -> Option<Opened> {
     let Secured { io, certified } = secured;
     // Until the peer has authenticated, no frame larger than a handshake
@@ -106,7 +106,7 @@ fn admit(
     hello: &Hello,
     addr: Option<SocketAddr>,
     certified: Option<&Certified>,
-    shared: &Shared,
+    shared: &ServerState,
 ) -> Result<(Arc<PeerInfo>, OwnedSemaphorePermit), Message> {
     let verdict = shared.tokens.check(hello.token.as_deref());
     let (role, granted, principal) = match (verdict, certified) {
@@ -171,7 +171,7 @@ fn certificate_grant(certified: Option<&Certified>) -> (Option<String>, Arc<[Str
 /// shuts down.
 pub(crate) async fn serve(
     opened: Opened,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     shutdown: watch::Receiver<Option<Instant>>,
 ) {
     let Opened {

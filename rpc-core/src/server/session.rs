@@ -18,7 +18,7 @@ use crate::conn::{self, Arrival, Outbox};
 use crate::server::budget::Held;
 use crate::server::dedup::{Reply, Waiters};
 use crate::server::registry::PeerInfo;
-use crate::server::shared::Shared;
+use crate::server::shared::ServerState;
 use crate::transfer::ChunkReceiver;
 use crate::wire::DecodeError;
 use crate::wire::{
@@ -28,14 +28,14 @@ use crate::wire::{
 
 /// A request whose payload is still arriving in chunks.
 struct Upload {
-    request: Request,
+    request: AwaitingPayload,
     receiver: ChunkReceiver,
     /// The announced bytes, taken from the server's request budget.
     held: Held,
 }
 
 /// A request that carries a payload, waiting for it.
-enum Request {
+enum AwaitingPayload {
     /// A call that may run, without its arguments.
     Call(calls::Admitted),
     SendData(String),
@@ -60,7 +60,7 @@ enum Ending {
 type Violation = (StatusCode, String);
 
 pub(crate) struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     peer: Arc<PeerInfo>,
     peer_limits: Limits,
     outbox: Outbox,
@@ -85,7 +85,7 @@ pub(crate) struct Session {
 impl Session {
     /// A session, and the receiver its [`run`](Self::run) loop needs.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<ServerState>,
         peer: Arc<PeerInfo>,
         peer_limits: Limits,
         outbox: Outbox,
@@ -425,7 +425,7 @@ impl Session {
                         return;
                     }
                 };
-                (Request::Call(admitted), payload)
+                (AwaitingPayload::Call(admitted), payload)
             }
             Message::SendData(_) | Message::RequestData(_)
                 if !self.peer.may(self.shared.access.data.as_deref()) =>
@@ -443,7 +443,7 @@ impl Session {
                     .await;
                 return;
             }
-            Message::SendData(send) => (Request::SendData(send.name), send.payload),
+            Message::SendData(send) => (AwaitingPayload::SendData(send.name), send.payload),
             Message::SendProgram(send) => {
                 // Refuse a program the store would not take before buffering
                 // any of it.
@@ -453,7 +453,7 @@ impl Session {
                         .await;
                     return;
                 }
-                (Request::SendProgram(send.hash), send.payload)
+                (AwaitingPayload::SendProgram(send.hash), send.payload)
             }
             Message::RequestData(request) => {
                 match self.shared.data.get(&request.name) {
@@ -552,14 +552,14 @@ impl Session {
     async fn dispatch(
         &mut self,
         id: u64,
-        request: Request,
+        request: AwaitingPayload,
         payload: Bytes,
         hashed: Option<ContentHash>,
         held: Option<Held>,
     ) {
         match request {
-            Request::Call(admitted) => self.start_call(id, admitted, payload, held).await,
-            Request::SendData(name) => {
+            AwaitingPayload::Call(admitted) => self.start_call(id, admitted, payload, held).await,
+            AwaitingPayload::SendData(name) => {
                 let received_at = Arrival::now();
                 let (status, message) = match self.shared.data.insert(name, payload) {
                     Ok(()) => (StatusCode::OK, String::new()),
@@ -573,7 +573,7 @@ impl Session {
                 };
                 self.respond_status(id, status, message, received_at).await;
             }
-            Request::SendProgram(hash) => {
+            AwaitingPayload::SendProgram(hash) => {
                 let received_at = Arrival::now();
                 let actual = hashed.unwrap_or_else(|| ContentHash::of(&payload));
                 if actual != hash {

@@ -16,7 +16,7 @@ use crate::server::store::BoundedStore;
 use crate::wire::PeerRole;
 
 /// What every connection of a server shares.
-pub(crate) struct Shared {
+pub(crate) struct ServerState {
     pub(crate) registry: Registry,
     pub(crate) tokens: Tokens,
     pub(crate) access: Access,

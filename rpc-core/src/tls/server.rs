@@ -54,12 +54,12 @@ use super::subject::subject_of;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ServerTls {
-    shared: Arc<Shared>,
+    shared: Arc<Reloadable>,
     default_roles: Arc<[String]>,
 }
 
 #[derive(Debug)]
-struct Shared {
+struct Reloadable {
     /// What the next connection is accepted with.
     current: RwLock<Arc<rustls::ServerConfig>>,
     /// Where the configuration was read from, if from files.
@@ -101,7 +101,7 @@ impl ServerTls {
     /// [`replace`](Self::replace)d.
     pub fn new(config: Arc<rustls::ServerConfig>) -> ServerTls {
         ServerTls {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Reloadable {
                 current: RwLock::new(config),
                 files: None,
                 stamp: Mutex::new(None),
@@ -120,7 +120,7 @@ impl ServerTls {
         let stamp = files.stamp();
         let config = files.load()?;
         Ok(ServerTls {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Reloadable {
                 current: RwLock::new(config),
                 files: Some(files),
                 stamp: Mutex::new(Some(stamp)),

@@ -26,7 +26,7 @@ const SMALL_ARGUMENTS: usize = 64 << 10;
 
 /// The function a call may run: its handler (`None` for the built-in
 /// introspection call) and its name, shared with the registry.
-pub(super) struct Function {
+pub(super) struct Callee {
     pub(super) handler: Option<Handler>,
     pub(super) method: Arc<str>,
 }
@@ -34,7 +34,7 @@ pub(super) struct Function {
 /// A call that may run, with what of its message it still needs: the
 /// rest (its method's name) is dropped once the function is found.
 pub(super) struct Admitted {
-    pub(super) function: Function,
+    pub(super) function: Callee,
     pub(super) timeout_ms: Option<u64>,
     pub(super) idempotency_key: Option<[u8; 16]>,
     pub(super) received_at: Arrival,
@@ -47,9 +47,9 @@ impl Session {
         &self,
         method: &str,
         schema_hash: Option<u64>,
-    ) -> Result<Function, (StatusCode, String)> {
+    ) -> Result<Callee, (StatusCode, String)> {
         if method == DESCRIBE_METHOD {
-            return Ok(Function {
+            return Ok(Callee {
                 handler: None,
                 method: Arc::from(DESCRIBE_METHOD),
             });
@@ -76,7 +76,7 @@ impl Session {
                 ),
             ));
         }
-        Ok(Function {
+        Ok(Callee {
             handler: Some(Arc::clone(&function.handler)),
             method: Arc::clone(name),
         })
