@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use rpc_core::{Client, ClientConfig, PoolConfig, Server};
+use worker::wire::Registration;
 use worker::{
-    Command, CoordinatorResolver, Module, Registration, Sandbox, SandboxConfig, WorkerClient,
-    WorkerPool, coordinator_server, join, worker_server,
+    Command, CoordinatorResolver, Module, Sandbox, SandboxConfig, WorkerClient, WorkerPool,
+    coordinator_server, join, worker_server,
 };
 
 const TTL: Duration = Duration::from_millis(600);

@@ -20,10 +20,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::{Encoder, Framed};
+use worker::wire::{
+    REGISTER_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, Registration,
+    RelayDone, RelayOutcome, RelayTask, STATUS_METHOD, WORKERS_METHOD, WorkerEntry,
+};
 use worker::{
-    Command, JobError, Module, REGISTER_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD,
-    RELAY_POLL_METHOD, Registration, RelayDone, RelayOutcome, RelayTask, STATUS_METHOD, Sandbox,
-    SandboxConfig, WORKERS_METHOD, WorkerClient, WorkerEntry, WorkerError, WorkerStatus,
+    Command, JobError, Module, Sandbox, SandboxConfig, WorkerClient, WorkerError, WorkerStatus,
     coordinator_server, worker_server,
 };
 
@@ -985,7 +987,7 @@ async fn a_table_grown_past_its_limit_is_named() {
           (if (i32.eq (table.grow (ref.null func) (i32.const 5000)) (i32.const -1))
             (then unreachable))))"#);
     let hash = sandbox.add_module(grows.bytes().clone()).await.unwrap();
-    let request = worker::RunRequest {
+    let request = worker::wire::RunRequest {
         module: hash,
         command: Command::new(),
     };
@@ -1011,7 +1013,7 @@ async fn a_table_grown_past_its_limit_is_named() {
         "{refused}"
     );
     let hash = sandbox.add_module(trivial().bytes().clone()).await.unwrap();
-    let request = worker::RunRequest {
+    let request = worker::wire::RunRequest {
         module: hash,
         command: Command::new(),
     };

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rpc_core::{Client, RpcError, Server};
+use worker::wire::CallRequest;
 use worker::{
-    CallRequest, Command, JobError, JobLimits, Limits, Module, ModuleOrigin, Resource, Sandbox,
-    SandboxConfig, WorkerClient, WorkerError, worker_server,
+    Command, JobError, JobLimits, Limits, Module, ModuleOrigin, Resource, Sandbox, SandboxConfig,
+    WorkerClient, WorkerError, worker_server,
 };
 
 const WASI: &str = r#"
@@ -552,7 +553,7 @@ async fn jobs_see_only_what_they_are_given() {
         (call $exit (i32.load (i32.const 0)))))"#);
     let sandbox = Sandbox::new(small_worker()).unwrap();
     let hash = sandbox.add_module(module.bytes().clone()).await.unwrap();
-    let request = |command| worker::RunRequest {
+    let request = |command| worker::wire::RunRequest {
         module: hash,
         command,
     };

@@ -50,9 +50,8 @@ use std::time::{Duration, Instant};
 
 use rpc_core::{Client, Server};
 use tokio::sync::Semaphore;
-use worker::{
-    Command, Module, ModuleOrigin, RunRequest, Sandbox, SandboxConfig, WorkerClient, worker_server,
-};
+use worker::wire::RunRequest;
+use worker::{Command, Module, ModuleOrigin, Sandbox, SandboxConfig, WorkerClient, worker_server};
 
 const SEQUENTIAL: usize = 2_000;
 const PIPELINED: usize = 20_000;
@@ -109,7 +108,7 @@ async fn main() {
     let (floor_rate, job_rate) = paired_rates(PIPELINED, |_| floor_call(), |_| job()).await;
     // Between the two: the worker's answer, with no job behind it.
     let answers = Server::builder()
-        .function(worker::RUN_METHOD, |_: RunRequest| async move {
+        .function(worker::wire::RUN_METHOD, |_: RunRequest| async move {
             Ok::<_, worker::JobError>(worker::RunOutput {
                 exit_code: 0,
                 stdout: Default::default(),

@@ -9,6 +9,7 @@ use rpc_core::{CallOptions, Client, ContentHash, RpcError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::error::WorkerError;
 use crate::job::{
     CALL_METHOD, CallOutput, CallRequest, Command, JobError, RUN_METHOD, RunOutput, RunRequest,
     STATUS_METHOD, WorkerStatus,
@@ -63,25 +64,6 @@ impl Module {
     }
 }
 
-/// Why a job run through a [`WorkerClient`] has no result.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The job ran (or tried to) and failed: a limit, a trap, a bad module.
-    #[error(transparent)]
-    Job(JobError),
-    /// The call did not get through: the worker is unreachable, refused the
-    /// token, the deadline passed on the way, ...
-    #[error(transparent)]
-    Rpc(RpcError),
-    /// The typed call's input could not be encoded.
-    #[error("the input could not be encoded: {0}")]
-    Encode(postcard::Error),
-    /// The typed call's output did not decode as the expected type: guest
-    /// and caller disagree on it.
-    #[error("the guest's output did not decode as the expected type: {0}")]
-    Decode(rpc_core::wire::ValueError),
-}
-
 /// The request of a typed call: `input` encoded with postcard.
 pub(crate) fn typed_request<In: Serialize + ?Sized>(
     module: &Module,
@@ -97,17 +79,6 @@ pub(crate) fn decode_output<Out: DeserializeOwned>(
     output: &CallOutput,
 ) -> Result<Out, WorkerError> {
     rpc_core::wire::decode_value(&output.output).map_err(WorkerError::Decode)
-}
-
-impl From<RpcError<JobError>> for WorkerError {
-    fn from(error: RpcError<JobError>) -> WorkerError {
-        match error {
-            RpcError::Application(job) => WorkerError::Job(job),
-            other => WorkerError::Rpc(
-                other.map_application(|job: JobError| RpcError::Internal(job.to_string())),
-            ),
-        }
-    }
 }
 
 /// Runs jobs on one worker over an [`rpc_core::Client`] (which reconnects

@@ -11,6 +11,14 @@
 //!   runs jobs, from another process or machine.
 //! - [`WorkerPool`]: the same over many workers, with failover and fan-out
 //!   ([`WorkerPool::map`]).
+//! - [`coordinator_server`], [`join`], [`CoordinatorResolver`],
+//!   [`relay_worker`]: many machines, found through a coordinator, with
+//!   relays for workers that accept no connections.
+//! - Jobs and their results: [`Command`], [`RunOutput`], [`CallOutput`],
+//!   [`Receipt`], [`JobError`]; limits: [`Limits`], [`JobLimits`]; errors:
+//!   [`WorkerError`], [`SandboxError`].
+//! - [`wire`]: the functions' names and argument types, for peers written
+//!   by hand; [`roles`]: the access roles the worker checks.
 //!
 //! # Two kinds of job
 //!
@@ -37,9 +45,9 @@
 //! everyone else. Dropping a job's future (a client's cancel) stops the
 //! guest within a few milliseconds.
 
-mod cache;
 mod client;
 mod coordinator;
+mod error;
 mod job;
 mod limits;
 mod pool;
@@ -48,12 +56,14 @@ pub mod roles;
 mod sandbox;
 mod server;
 mod warnings;
+pub mod wire;
 
-pub use client::{Module, WorkerClient, WorkerError};
+pub use client::{Module, WorkerClient};
 pub use coordinator::{
     CoordinatorResolver, DEFAULT_TTL, REGISTER_METHOD, Registration, WORKERS_METHOD, WorkerEntry,
     coordinator_server, join,
 };
+pub use error::{SandboxError, WorkerError};
 pub use job::{
     CALL_METHOD, CallOutput, CallRequest, Command, JobError, ModuleOrigin, RUN_METHOD, Receipt,
     Resource, RunOutput, RunRequest, STATUS_METHOD, WorkerStatus,
@@ -64,13 +74,8 @@ pub use limits::{
     DEFAULT_TABLE_ELEMENTS, DEFAULT_WALL_TIME, JobLimits, Limits,
 };
 pub use pool::{Progress, ProgressCount, WorkerPool, worker_pool_config};
-pub use relay::{
-    RELAY_CANCELLED_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone,
-    RelayOutcome, RelayTask, RelayedJob, relay_worker,
-};
-pub use sandbox::{
-    DEFAULT_MAX_QUEUED_JOBS, Sandbox, SandboxConfig, SandboxError, default_concurrency,
-};
+pub use relay::relay_worker;
+pub use sandbox::{DEFAULT_MAX_QUEUED_JOBS, Sandbox, SandboxConfig, default_concurrency};
 pub use server::{serve, worker_server};
 
 /// Locks `mutex`, going on past a panic in another holder: every value
@@ -80,6 +85,3 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-
-/// The protocol version this worker speaks, from `rpc-core`.
-pub const PROTOCOL_VERSION: u8 = rpc_core::wire::PROTOCOL_VERSION;

@@ -6,36 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use rpc_core::{Pool, PoolConfig, RpcError, ServerFailure};
+use rpc_core::{Pool, PoolConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::client::{Module, WorkerClient, WorkerError, decode_output, typed_request};
-use crate::job::{CallOutput, Command, JobError, RunOutput};
-
-impl ServerFailure for WorkerError {
-    /// The worker failed, not the job: it is unreachable or went away, or
-    /// it is too busy to take the job (`429`, or [`JobError::Busy`] from a
-    /// worker of an older version).
-    fn is_server_failure(&self) -> bool {
-        match self {
-            WorkerError::Rpc(RpcError::ResourceExhausted(_)) => true,
-            WorkerError::Rpc(error) => error.is_server_failure(),
-            WorkerError::Job(JobError::Busy(_)) => true,
-            _ => false,
-        }
-    }
-
-    fn is_lasting(&self) -> bool {
-        matches!(self, WorkerError::Rpc(error) if error.is_lasting())
-    }
-}
-
-impl From<RpcError> for WorkerError {
-    fn from(error: RpcError) -> WorkerError {
-        WorkerError::Rpc(error)
-    }
-}
+use crate::client::{Module, WorkerClient, decode_output, typed_request};
+use crate::error::WorkerError;
+use crate::job::{CallOutput, Command, RunOutput};
 
 /// Runs jobs on whichever of several workers is expected to answer first,
 /// and on another when a worker dies, hangs or leaves mid-job (jobs are

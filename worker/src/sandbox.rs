@@ -8,12 +8,13 @@
 //! threads. A job still running after its first slice moves to a blocking
 //! thread of its own, so a long guest never holds up the runtime's threads.
 
-pub(crate) mod engine;
+mod cache;
+mod engine;
 mod exec;
 mod output;
 mod poll;
 mod slots;
-pub(crate) mod state;
+mod state;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,9 +28,10 @@ use bytes::Bytes;
 use rpc_core::{ContentHash, InsertFuture, ProgramRejected, ProgramStore};
 use wasmtime::{Engine, Linker};
 
-use crate::cache::ModuleCache;
+use crate::error::SandboxError;
 use crate::job::{CallOutput, CallRequest, Command, JobError, RunOutput, RunRequest, WorkerStatus};
 use crate::limits::Limits;
+use cache::ModuleCache;
 use engine::EpochTicker;
 use exec::{CommandInputs, Env, Interrupt};
 use slots::{Slot, Slots};
@@ -79,30 +81,6 @@ impl Default for SandboxConfig {
 /// The number of cores, or 1 if unknown.
 pub fn default_concurrency() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-}
-
-/// A sandbox could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    /// Wasmtime refused the configuration.
-    #[error("the wasm engine could not start: {0}")]
-    Engine(String),
-    /// The cache directory could not be opened or created.
-    #[error(
-        "the module cache at {path} could not be opened: {source}; check its permissions or pick another --cache-dir"
-    )]
-    Cache {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The epoch thread could not be started.
-    #[error("could not start the sandbox's clock thread: {0}")]
-    Threads(std::io::Error),
-    /// The configuration is not usable.
-    #[error("invalid sandbox configuration: {0}")]
-    Config(String),
 }
 
 /// Compiles, caches and runs WebAssembly modules under hard limits. Cheap

@@ -622,7 +622,7 @@ async fn attack_figures() {
     for _ in 0..16 {
         let mut framed = raw_session(&addr).await;
         let call = Call {
-            method: worker::RUN_METHOD.into(),
+            method: worker::wire::RUN_METHOD.into(),
             timeout_ms: None,
             idempotency_key: None,
             schema_hash: None,
@@ -659,14 +659,14 @@ async fn attack_figures() {
     let before = rss_and_threads(&process).0;
     let big_output = writer(16 * 1024 - 64);
     worker.upload(&big_output).await.unwrap();
-    let request = worker::RunRequest {
+    let request = worker::wire::RunRequest {
         module: big_output.hash(),
         command: Command::new(),
     };
     for _ in 0..40 {
         let output: Result<worker::RunOutput, rpc_core::RpcError<worker::JobError>> = client
             .call_with(
-                worker::RUN_METHOD,
+                worker::wire::RUN_METHOD,
                 &request,
                 rpc_core::CallOptions::new().idempotent(),
             )
@@ -755,7 +755,7 @@ async fn attack_figures() {
     // (no cancel sent).
     let spin = figure_wat(r#"(module (func (export "_start") (loop $l (br $l))))"#);
     worker.upload(&spin).await.unwrap();
-    let request = worker::RunRequest {
+    let request = worker::wire::RunRequest {
         module: spin.hash(),
         command: Command::new(),
     };
@@ -763,7 +763,7 @@ async fn attack_figures() {
     for key in 0..40u8 {
         let mut framed = raw_session(&addr).await;
         let call = Call {
-            method: worker::RUN_METHOD.into(),
+            method: worker::wire::RUN_METHOD.into(),
             timeout_ms: Some(120_000),
             idempotency_key: Some([key; 16]),
             schema_hash: None,

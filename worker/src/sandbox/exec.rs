@@ -19,9 +19,9 @@ use super::output::BoundedOutput;
 use super::poll::JobClock;
 pub(crate) use super::state::Interrupt;
 use super::state::{JobState, Limiter, Stopped};
-use crate::cache::{Compiled, link_error};
 use crate::job::{CallOutput, JobError, ModuleOrigin, Receipt, Resource, RunOutput};
 use crate::limits::Limits;
+use crate::sandbox::cache::{Compiled, link_error};
 
 /// How much of a failed job's stderr comes back with the error.
 const STDERR_TAIL: usize = 4096;
