@@ -12,6 +12,8 @@ mod secure;
 mod session;
 mod shared;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -597,8 +599,24 @@ impl ServerBuilder {
             addr: "the given listener".into(),
             source,
         })?;
+        let (shared, tls) = self.into_state();
+        let (shutdown, watcher) = watch::channel(None);
+        let task = tokio::spawn(
+            accept_loop(listener, shared, watcher, tls)
+                .instrument(tracing::info_span!("server", addr = %local_addr)),
+        );
+        Ok(Server {
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// What every connection will share, and the TLS configuration, made
+    /// from the builder's parts.
+    fn into_state(self) -> (Arc<shared::ServerState>, Option<secure::Tls>) {
         let config = self.config;
-        let shared = Arc::new(shared::ServerState {
+        let state = Arc::new(shared::ServerState {
             admission: Arc::new(Admission::new(
                 config.max_pending_handshakes,
                 config.handshake_timeout / 10,
@@ -623,20 +641,11 @@ impl ServerBuilder {
             role: self.role.unwrap_or(PeerRole::Server),
             config,
         });
-        let (shutdown, watcher) = watch::channel(None);
         #[cfg(feature = "tls")]
         let tls = self.tls;
         #[cfg(not(feature = "tls"))]
         let tls = None;
-        let task = tokio::spawn(
-            accept_loop(listener, shared, watcher, tls)
-                .instrument(tracing::info_span!("server", addr = %local_addr)),
-        );
-        Ok(Server {
-            local_addr,
-            shutdown,
-            task,
-        })
+        (state, tls)
     }
 }
 
