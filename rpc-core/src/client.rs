@@ -5,6 +5,8 @@ mod connection;
 mod in_flight;
 mod reader;
 mod shared;
+#[cfg(test)]
+mod tests;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -81,6 +81,20 @@ impl Connection {
         };
         let _ = socket.set_nodelay(true);
         let io: Box<dyn conn::Io> = secure(socket, dial, config).await?;
+        Connection::handshake(io, addr, dial, config).await
+    }
+
+    /// Performs the handshake over `io`, already connected (and secured)
+    /// to `addr`, and starts the connection's reader.
+    pub(super) async fn handshake(
+        io: Box<dyn conn::Io>,
+        addr: &str,
+        dial: &str,
+        config: &ClientConfig,
+    ) -> Result<Connection, RpcError> {
+        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
+            RpcError::Unavailable(format!("could not {what} {dial}: {error}"))
+        };
         // Until the server has answered the handshake, no frame larger than
         // a handshake frame is buffered.
         let mut codec = FrameCodec::new();
