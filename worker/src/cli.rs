@@ -1,6 +1,7 @@
 //! Parsing the command line and dispatching to one file per subcommand.
 
 mod coordinator;
+mod error;
 mod map;
 mod options;
 mod run;
@@ -12,18 +13,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use worker::{JobError, Module, RunOutput};
+use worker::{Module, RunOutput};
 
-/// Exit code when a job ran past its deadline (as `timeout(1)`).
-pub(crate) const EXIT_DEADLINE: u8 = 124;
-/// Exit code when a job failed in the sandbox: a limit, a trap, a bad module.
-pub(crate) const EXIT_JOB_FAILED: u8 = 125;
-/// Exit code when the worker could not be reached or refused the request.
-pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
-/// Exit code for a failure of this program itself.
-pub(crate) const EXIT_INTERNAL: u8 = 70;
-/// Exit code for bad arguments or unreadable files.
-pub(crate) const EXIT_USAGE: u8 = 64;
+use error::CliError;
 
 /// Runs WebAssembly programs in a sandbox, here or on remote workers.
 ///
@@ -59,14 +51,19 @@ enum Command {
     Coordinator(coordinator::CoordinatorArgs),
 }
 
+pub(crate) use error::EXIT_INTERNAL;
+
+/// Runs the subcommand; a failure is printed here, once, with its exit
+/// code.
 pub(crate) async fn main(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Serve(args) => serve::serve(args).await,
-        Command::Run(args) => run::run(args).await,
-        Command::Submit(args) => submit::submit(args).await,
-        Command::Map(args) => map::map(args).await,
-        Command::Coordinator(args) => coordinator::coordinator(args).await,
-    }
+    let result = match cli.command {
+        Command::Serve(args) => args.execute().await,
+        Command::Run(args) => args.execute().await,
+        Command::Submit(args) => args.execute().await,
+        Command::Map(args) => args.execute().await,
+        Command::Coordinator(args) => args.execute().await,
+    };
+    result.unwrap_or_else(|error| error.report())
 }
 
 /// Logs to stderr at warn, info or debug level.
@@ -106,29 +103,7 @@ pub(crate) fn finish(output: &RunOutput) -> ExitCode {
 }
 
 /// Reads a module (binary or WAT), or says why not.
-pub(crate) fn read_module(path: &std::path::Path) -> Option<Module> {
-    match Module::from_file(path) {
-        Ok(module) => Some(module),
-        Err(error) => {
-            eprintln!("worker: cannot read {}: {error}", path.display());
-            None
-        }
-    }
-}
-
-/// Prints why a job failed and picks the exit code.
-pub(crate) fn job_failed(error: &JobError) -> ExitCode {
-    if let JobError::OutputLimit { stdout, .. } = error {
-        // What the program printed up to the limit is still its output.
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(stdout).and_then(|()| out.flush());
-    }
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(error.stderr());
-    let _ = writeln!(stderr, "worker: {error}");
-    match error {
-        JobError::DeadlineExceeded { .. } => ExitCode::from(EXIT_DEADLINE),
-        JobError::Internal(_) => ExitCode::from(EXIT_INTERNAL),
-        _ => ExitCode::from(EXIT_JOB_FAILED),
-    }
+pub(crate) fn read_module(path: &std::path::Path) -> Result<Module, CliError> {
+    Module::from_file(path)
+        .map_err(|error| CliError::Usage(format!("cannot read {}: {error}", path.display())))
 }

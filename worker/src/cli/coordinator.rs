@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::error::CliError;
 use super::tls::{ServeTlsArgs, keep_reloading, warn_if_plaintext};
-use super::{EXIT_UNAVAILABLE, EXIT_USAGE};
 
 #[derive(Debug, Args)]
 pub(crate) struct CoordinatorArgs {
@@ -35,10 +35,16 @@ pub(crate) struct CoordinatorArgs {
     tls: ServeTlsArgs,
 }
 
-pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
+impl CoordinatorArgs {
+    /// Serves the directory until SIGINT or SIGTERM.
+    pub(crate) async fn execute(self) -> Result<ExitCode, CliError> {
+        coordinator(self).await
+    }
+}
+
+async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode, CliError> {
     if !(args.ttl.is_finite() && args.ttl > 0.0) {
-        eprintln!("worker: --ttl must be positive");
-        return ExitCode::from(EXIT_USAGE);
+        return Err(CliError::Usage("--ttl must be positive".into()));
     }
     let mut server = worker::coordinator_server(Duration::from_secs_f64(args.ttl));
     for token in &args.tokens {
@@ -49,20 +55,14 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
     }
     let tls = match args.tls.server_tls() {
         Ok(tls) => tls,
-        Err(message) => {
-            eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(message) => return Err(CliError::Usage(message)),
     };
     if let Some(tls) = &tls {
         server = server.tls(tls.clone());
     }
     let handle = match server.bind(args.listen).await {
         Ok(handle) => handle,
-        Err(error) => {
-            eprintln!("worker: {error}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
+        Err(error) => return Err(CliError::Unavailable(error.to_string())),
     };
     let scheme = if tls.is_some() { "tls://" } else { "" };
     println!("coordinator listening on {scheme}{}", handle.local_addr());
@@ -85,5 +85,5 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> ExitCode {
     }
     super::serve::shutdown_signal().await;
     handle.shutdown(Duration::from_secs(5)).await;
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

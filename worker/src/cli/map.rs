@@ -13,9 +13,8 @@ use clap::Args;
 use futures_util::StreamExt;
 use worker::{Progress, ProgressCount};
 
+use super::error::{CliError, EXIT_JOB_FAILED};
 use super::options::{JobArgs, TargetArgs, read_stdin};
-use super::{EXIT_JOB_FAILED, EXIT_USAGE};
-use crate::cli::submit::report;
 
 #[derive(Debug, Args)]
 pub(crate) struct MapArgs {
@@ -36,18 +35,18 @@ pub(crate) struct MapArgs {
     job: JobArgs,
 }
 
-pub(crate) async fn map(args: MapArgs) -> ExitCode {
-    let (pool, module) = match args.target.open(&args.file).await {
-        Ok(opened) => opened,
-        Err(code) => return code,
-    };
-    let inputs = match inputs(&args).await {
-        Ok(inputs) => inputs,
-        Err(message) => {
-            eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+impl MapArgs {
+    /// Runs the module over every input across the pool. Failed inputs are
+    /// reported as they come; the exit code says whether any failed
+    /// (125) or exited non-zero (1).
+    pub(crate) async fn execute(self) -> Result<ExitCode, CliError> {
+        map(self).await
+    }
+}
+
+async fn map(args: MapArgs) -> Result<ExitCode, CliError> {
+    let inputs = inputs(&args).await.map_err(CliError::Usage)?;
+    let (pool, module) = args.target.open(&args.file).await?;
     let total = inputs.len() as u64;
     let base = args.job.command_without_stdin();
     let commands = inputs.into_iter().map(|input| base.clone().stdin(input));
@@ -76,8 +75,11 @@ pub(crate) async fn map(args: MapArgs) -> ExitCode {
                     }
                     Err(error) => {
                         failed = true;
-                        eprint!("worker: input {index}: ");
-                        let _ = report(&workers, &error);
+                        let error = CliError::from_worker(&workers, error);
+                        if let CliError::Job(job) = &error {
+                            let _ = std::io::stderr().write_all(job.stderr());
+                        }
+                        eprintln!("worker: input {index}: {error}");
                     }
                 }
                 index += 1;
@@ -91,13 +93,13 @@ pub(crate) async fn map(args: MapArgs) -> ExitCode {
     }
     let count = progress.count();
     eprintln!("worker: {} jobs, {} failed", count.done, count.failed);
-    if failed {
+    Ok(if failed {
         ExitCode::from(EXIT_JOB_FAILED)
     } else if nonzero {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
+    })
 }
 
 /// The inputs: one per file, or one per line of the files or of stdin.

@@ -8,6 +8,8 @@ use worker::{Command, Limits};
 
 use super::tls::ConnectTlsArgs;
 
+use super::error::CliError;
+
 /// The sandbox's limits. Defaults are finite and safe for untrusted code.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct LimitArgs {
@@ -143,26 +145,22 @@ impl TargetArgs {
         }
     }
 
-    /// The pool and the module at `file`, or, having said why not, the exit
-    /// code.
+    /// The pool and the module at `file`. The module is read first: a
+    /// file that cannot be read is found before any worker is asked.
     pub(crate) async fn open(
         &self,
         file: &std::path::Path,
-    ) -> Result<(worker::WorkerPool, worker::Module), std::process::ExitCode> {
-        let pool = self.pool().await.map_err(|message| {
-            eprintln!("worker: {message}");
-            std::process::ExitCode::from(super::EXIT_UNAVAILABLE)
-        })?;
-        let module = super::read_module(file)
-            .ok_or_else(|| std::process::ExitCode::from(super::EXIT_USAGE))?;
+    ) -> Result<(worker::WorkerPool, worker::Module), CliError> {
+        let module = super::read_module(file)?;
+        let pool = self.pool().await?;
         Ok((pool, module))
     }
 
     /// The pool: the --to workers, or the coordinator's (asked once now,
     /// then followed).
-    pub(crate) async fn pool(&self) -> Result<worker::WorkerPool, String> {
+    pub(crate) async fn pool(&self) -> Result<worker::WorkerPool, CliError> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err("--timeout must be positive".into());
+            return Err(CliError::Usage("--timeout must be positive".into()));
         }
         let timeout = Duration::from_secs_f64(self.timeout);
         let addrs: Vec<&str> = self
@@ -177,7 +175,7 @@ impl TargetArgs {
             token: self.token.clone(),
             timeout: Some(timeout),
             max_payload_len: 1 << 30,
-            tls: self.tls.client_tls(&addrs)?,
+            tls: self.tls.client_tls(&addrs).map_err(CliError::Usage)?,
             insecure_plaintext: self.tls.insecure_plaintext,
             ..rpc_core::ClientConfig::default()
         };
@@ -198,15 +196,15 @@ impl TargetArgs {
         let workers = rpc_core::Resolver::resolve(&resolver)
             .await
             .map_err(|error| {
-                format!(
+                CliError::Unavailable(format!(
                     "cannot ask the coordinator at {coordinator}: {error}; check that it runs \
                  (worker coordinator) and that this address reaches it"
-                )
+                ))
             })?;
         if workers.is_empty() {
-            return Err(format!(
+            return Err(CliError::Unavailable(format!(
                 "the coordinator at {coordinator} knows no live worker"
-            ));
+            )));
         }
         let pool = worker::WorkerPool::with_config(workers, config);
         pool.pool().follow(resolver, Duration::from_secs(2));
@@ -321,5 +319,19 @@ mod tests {
         assert!(parse_size("99999999999999G").is_err());
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_env("=x").is_err());
+    }
+
+    /// The command line spells its defaults as sizes people read ("1G");
+    /// they must be the library's, so that `worker serve` and an embedded
+    /// `Sandbox` enforce the same limits.
+    #[test]
+    fn the_default_limits_are_the_librarys() {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        let parsed = <Only as clap::Parser>::try_parse_from(["worker"]).expect("no arguments");
+        assert_eq!(parsed.limits.limits(), Ok(Limits::default()));
     }
 }

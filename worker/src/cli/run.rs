@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 use worker::{RunRequest, Sandbox, SandboxConfig};
 
+use super::error::CliError;
 use super::options::{CacheArgs, GrantArgs, JobArgs, LimitArgs};
-use super::{EXIT_INTERNAL, EXIT_USAGE, finish, job_failed, read_module};
+use super::{finish, read_module};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -25,48 +26,38 @@ pub(crate) struct RunArgs {
     grants: GrantArgs,
 }
 
-pub(crate) async fn run(args: RunArgs) -> ExitCode {
-    let limits = match args.limits.limits() {
-        Ok(limits) => limits,
-        Err(message) => {
-            eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let Some(module) = read_module(&args.file) else {
-        return ExitCode::from(EXIT_USAGE);
-    };
-    let command = match args.job.command().await {
-        Ok(command) => args
+impl RunArgs {
+    /// Runs the module here; the program's exit code, or why it has none.
+    pub(crate) async fn execute(self) -> Result<ExitCode, CliError> {
+        let limits = self.limits.limits().map_err(CliError::Usage)?;
+        let module = read_module(&self.file)?;
+        let command = self
+            .job
+            .command()
+            .await
+            .map_err(|error| CliError::Usage(format!("cannot read stdin: {error}")))?;
+        let command = self
             .grants
             .dirs
             .iter()
-            .fold(command, |command, (name, _)| command.dir(name)),
-        Err(error) => {
-            eprintln!("worker: cannot read stdin: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let config = SandboxConfig {
-        limits,
-        concurrency: 1,
-        cache_dir: args.cache.dir(),
-        dirs: args.grants.dirs,
-        ..SandboxConfig::default()
-    };
-    let sandbox = match Sandbox::new(config) {
-        Ok(sandbox) => sandbox,
-        Err(error) => {
-            eprintln!("worker: {error}");
-            return ExitCode::from(EXIT_INTERNAL);
-        }
-    };
-    let module = match sandbox.add_module(module.bytes().clone()).await {
-        Ok(module) => module,
-        Err(error) => return job_failed(&error),
-    };
-    match sandbox.run(RunRequest { module, command }, None).await {
-        Ok(output) => finish(&output),
-        Err(error) => job_failed(&error),
+            .fold(command, |command, (name, _)| command.dir(name));
+        let config = SandboxConfig {
+            limits,
+            concurrency: 1,
+            cache_dir: self.cache.dir(),
+            dirs: self.grants.dirs,
+            ..SandboxConfig::default()
+        };
+        let sandbox =
+            Sandbox::new(config).map_err(|error| CliError::Internal(error.to_string()))?;
+        let module = sandbox
+            .add_module(module.bytes().clone())
+            .await
+            .map_err(CliError::Job)?;
+        let output = sandbox
+            .run(RunRequest { module, command }, None)
+            .await
+            .map_err(CliError::Job)?;
+        Ok(finish(&output))
     }
 }

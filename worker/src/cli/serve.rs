@@ -9,9 +9,9 @@ use clap::Args;
 use rpc_core::ServerConfig;
 use worker::{Sandbox, SandboxConfig};
 
+use super::error::CliError;
 use super::options::{CacheArgs, GrantArgs, LimitArgs, parse_size};
 use super::tls::{OutboundTlsArgs, ServeTlsArgs, keep_reloading, warn_if_plaintext};
-use super::{EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -87,13 +87,18 @@ pub(crate) struct ServeArgs {
     outbound: OutboundTlsArgs,
 }
 
-pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
+impl ServeArgs {
+    /// Serves jobs (or takes them through a coordinator) until SIGINT or
+    /// SIGTERM, then drains.
+    pub(crate) async fn execute(self) -> Result<ExitCode, CliError> {
+        serve(self).await
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let limits = match args.limits.limits() {
         Ok(limits) => limits,
-        Err(message) => {
-            eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(message) => return Err(CliError::Usage(message)),
     };
     let tokens: Vec<(String, String)> = args
         .tokens
@@ -115,10 +120,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     let concurrency = config.concurrency;
     let sandbox = match Sandbox::new(config) {
         Ok(sandbox) => sandbox,
-        Err(error) => {
-            eprintln!("worker: {error}");
-            return ExitCode::from(EXIT_INTERNAL);
-        }
+        Err(error) => return Err(CliError::Internal(error.to_string())),
     };
     if let Some(coordinator) = &args.relay_via {
         let name = args
@@ -127,10 +129,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             .unwrap_or_else(|| format!("relayed-{}", std::process::id()));
         let tls = match args.outbound.client_tls(coordinator, args.tls.identity()) {
             Ok(tls) => tls,
-            Err(message) => {
-                eprintln!("worker: {message}");
-                return ExitCode::from(EXIT_USAGE);
-            }
+            Err(message) => return Err(CliError::Usage(message)),
         };
         let client = rpc_core::Client::with_config(
             coordinator.clone(),
@@ -152,14 +151,11 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         for task in tasks {
             task.abort();
         }
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let tls = match args.tls.server_tls() {
         Ok(tls) => tls,
-        Err(message) => {
-            eprintln!("worker: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(message) => return Err(CliError::Usage(message)),
     };
     let server_config = ServerConfig {
         max_connections: args.max_connections,
@@ -167,6 +163,24 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         max_request_bytes: args.max_request_bytes,
         ..ServerConfig::default()
     };
+    // Checked before binding: a worker that joins must be reachable at the
+    // address it advertises.
+    if args.join.is_some() {
+        let advertised = args.advertise.clone();
+        let unreachable = match &advertised {
+            Some(addr) => {
+                let host = addr.trim_start_matches("tls://");
+                host.starts_with("0.0.0.0") || host.starts_with("[::]")
+            }
+            None => args.listen.ip().is_unspecified(),
+        };
+        if unreachable {
+            let shown = advertised.unwrap_or_else(|| args.listen.to_string());
+            return Err(CliError::Usage(format!(
+                "with --join, give --advertise HOST:PORT: clients cannot reach {shown}"
+            )));
+        }
+    }
     let served = worker::serve(
         sandbox.clone(),
         args.listen,
@@ -177,10 +191,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     .await;
     let handle = match served {
         Ok(handle) => handle,
-        Err(error) => {
-            eprintln!("worker: {error}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
+        Err(error) => return Err(CliError::Unavailable(error.to_string())),
     };
     let cache = cache_dir.map_or("memory only".to_owned(), |dir| dir.display().to_string());
     let scheme = if tls.is_some() { "tls://" } else { "" };
@@ -217,20 +228,10 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
                 (Some(_), None) => format!("tls://{advertise}"),
                 _ => advertise,
             };
-            let host = advertise.trim_start_matches("tls://");
-            if host.starts_with("0.0.0.0") || host.starts_with("[::]") {
-                eprintln!(
-                    "worker: with --join, give --advertise HOST:PORT: clients cannot reach {advertise}"
-                );
-                return ExitCode::from(EXIT_USAGE);
-            }
             let name = args.name.clone().unwrap_or_else(|| advertise.clone());
             let outbound = match args.outbound.client_tls(coordinator, args.tls.identity()) {
                 Ok(tls) => tls,
-                Err(message) => {
-                    eprintln!("worker: {message}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
+                Err(message) => return Err(CliError::Usage(message)),
             };
             let client = rpc_core::Client::with_config(
                 coordinator.clone(),
@@ -263,7 +264,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     }
     println!("worker shutting down (in-flight jobs get {} s)", args.grace);
     handle.shutdown(Duration::from_secs(args.grace)).await;
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How often a worker re-registers with its coordinator.
@@ -282,4 +283,33 @@ pub(crate) async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults spelled as sizes on the command line are the
+    /// library's.
+    #[test]
+    fn the_serving_defaults_are_the_librarys() {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parsed = <Only as clap::Parser>::try_parse_from(["worker"]).expect("no arguments");
+        assert_eq!(
+            parsed.serve.memory_cache,
+            SandboxConfig::default().memory_cache_bytes
+        );
+        assert_eq!(
+            parsed.serve.max_request_bytes,
+            ServerConfig::default().max_request_bytes
+        );
+        assert_eq!(
+            parsed.serve.max_connections,
+            ServerConfig::default().max_connections
+        );
+    }
 }

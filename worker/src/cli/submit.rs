@@ -8,13 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use rpc_core::RpcError;
-use worker::WorkerError;
 
+use super::error::CliError;
+use super::finish;
 use super::options::{JobArgs, TargetArgs};
-use super::{
-    EXIT_DEADLINE, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, finish, job_failed,
-};
 
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
@@ -30,55 +27,24 @@ pub(crate) struct SubmitArgs {
     job: JobArgs,
 }
 
-pub(crate) async fn submit(args: SubmitArgs) -> ExitCode {
-    let (pool, module) = match args.target.open(&args.file).await {
-        Ok(opened) => opened,
-        Err(code) => return code,
-    };
-    let command = match args.job.command().await {
-        Ok(command) => args
+impl SubmitArgs {
+    /// Runs the job on the workers; the program's exit code, or why the job
+    /// has no result.
+    pub(crate) async fn execute(self) -> Result<ExitCode, CliError> {
+        let (pool, module) = self.target.open(&self.file).await?;
+        let command = self
+            .job
+            .command()
+            .await
+            .map_err(|error| CliError::Usage(format!("cannot read stdin: {error}")))?;
+        let command = self
             .dirs
             .iter()
-            .fold(command, |command, name| command.dir(name)),
-        Err(error) => {
-            eprintln!("worker: cannot read stdin: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let workers = args.target.describe();
-    match pool.run(&module, command).await {
-        Ok(output) => finish(&output),
-        Err(error) => report(&workers, &error),
-    }
-}
-
-/// Prints why a job has no result and picks the exit code.
-pub(crate) fn report(workers: &str, error: &WorkerError) -> ExitCode {
-    match error {
-        WorkerError::Job(error) => job_failed(error),
-        WorkerError::Rpc(RpcError::DeadlineExceeded) => {
-            eprintln!("worker: deadline exceeded");
-            ExitCode::from(EXIT_DEADLINE)
-        }
-        WorkerError::Rpc(RpcError::ResourceExhausted(reason))
-            if reason.starts_with("worker busy") =>
-        {
-            // Every worker tried was too busy: the workers' condition.
-            eprintln!("worker: {workers}: {reason}");
-            ExitCode::from(EXIT_UNAVAILABLE)
-        }
-        WorkerError::Rpc(error @ (RpcError::BadRequest(_) | RpcError::ResourceExhausted(_))) => {
-            // The worker refused the module (invalid, too large) or the job.
-            eprintln!("worker: {workers}: {error}");
-            ExitCode::from(EXIT_JOB_FAILED)
-        }
-        WorkerError::Rpc(error) => {
-            eprintln!("worker: {workers}: {error}");
-            ExitCode::from(EXIT_UNAVAILABLE)
-        }
-        error => {
-            eprintln!("worker: {error}");
-            ExitCode::from(EXIT_INTERNAL)
+            .fold(command, |command, name| command.dir(name));
+        let workers = self.target.describe();
+        match pool.run(&module, command).await {
+            Ok(output) => Ok(finish(&output)),
+            Err(error) => Err(CliError::from_worker(&workers, error)),
         }
     }
 }
