@@ -162,7 +162,13 @@ pub use request::Request;
 /// | `name = "math.add"` | the wire name, instead of the function's path |
 /// | `idempotent` | calls are safe to retry: the client retries them after a lost connection, and the server runs a retried call once |
 /// | `timeout_ms = 500` | the default deadline of a call (callers may pass another) |
-/// | `roles = ["admin"]` | only callers whose token grants one of these roles may call; others get `403 forbidden` |
+/// | `roles = ["admin"]` | only callers whose token grants one of these roles may call; others get `403 forbidden`. A constant holding the list (`roles = ADMIN_ROLES`, a `[&str; N]` or `&[&str]`) keeps one list for many functions |
+///
+/// A function that returns `Result<T, Failure<E>>` answers its own error
+/// `E` as any other (`422`, [`RpcError::Application`] for the caller), and
+/// may also answer a protocol status of its own with
+/// [`Failure::Status`]: `429` when it is too busy, `503` when it cannot
+/// serve now, which callers and pools treat as the server's condition.
 ///
 /// # Compatibility
 ///
@@ -229,7 +235,9 @@ pub use error::{Failure, RemoteError, RpcError, ServeError};
 ///
 /// - `CalculatorClient::new(client)`: a typed client with one `async` method
 ///   per trait method, returning `Result<T, RpcError>` (or
-///   `Result<T, RpcError<E>>` for a method returning `Result<T, E>`);
+///   `Result<T, RpcError<E>>` for a method returning `Result<T, E>`), and
+///   beside each `method` a `method_with(options, ...)` taking other
+///   [`CallOptions`] (a deadline, say; the schema hash stays the method's);
 /// - `CalculatorServer::new(implementation)`: registers an implementation
 ///   with [`ServerBuilder::service`].
 ///

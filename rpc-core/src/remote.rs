@@ -53,6 +53,31 @@ impl RemoteFunction {
         }
     }
 
+    /// Like [`new`](Self::new), for a function that may also answer a
+    /// protocol status of its own ([`Failure::Status`](crate::Failure)):
+    /// busy, unavailable. `#[remote]` and `#[service]` use it for functions
+    /// that return `Result<T, Failure<E>>`.
+    pub fn with_status<A, R, E, F, Fut>(
+        name: impl Into<String>,
+        options: FunctionOptions,
+        function: F,
+    ) -> RemoteFunction
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+        E: Serialize + 'static,
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, crate::Failure<E>>> + Send + 'static,
+    {
+        RemoteFunction {
+            name: name.into(),
+            function: registry::Function {
+                handler: registry::typed_with_status(function),
+                options,
+            },
+        }
+    }
+
     /// The name callers use.
     pub fn name(&self) -> &str {
         &self.name

@@ -17,12 +17,29 @@ pub(crate) struct Options {
     pub(crate) idempotent: bool,
     /// `timeout_ms = N`: the default deadline of a call.
     pub(crate) timeout_ms: Option<LitInt>,
-    /// `roles = ["a", "b"]`: only these roles may call.
-    pub(crate) roles: Option<Vec<LitStr>>,
+    /// `roles = ["a", "b"]` or `roles = path::TO_ROLES`: only these roles
+    /// may call.
+    pub(crate) roles: Option<Roles>,
 }
 
-const KNOWN: &str =
-    "expected `name = \"...\"`, `idempotent`, `timeout_ms = N` or `roles = [\"...\"]`";
+/// The roles allowed to call: listed, or named by a constant (a
+/// `&[&str]` or `[&str; N]`) that the crate keeps in one place.
+pub(crate) enum Roles {
+    Listed(Vec<LitStr>),
+    Named(syn::ExprPath),
+}
+
+impl Roles {
+    /// The roles as a `&'static [&'static str]` expression.
+    pub(crate) fn as_slice(&self) -> TokenStream {
+        match self {
+            Roles::Listed(roles) => quote!(&[#(#roles),*]),
+            Roles::Named(path) => quote!(&#path),
+        }
+    }
+}
+
+const KNOWN: &str = "expected `name = \"...\"`, `idempotent`, `timeout_ms = N` or `roles = [\"...\"]` (or `roles = CONSTANT`)";
 
 impl Options {
     /// Parses `tokens`, recording every malformed, unknown or repeated option.
@@ -77,7 +94,7 @@ impl Options {
                 Some(roles) => set(&mut self.roles, roles, &meta, errors),
                 None => errors.at(
                     &pair.value,
-                    "expected a list of strings: `roles = [\"admin\"]`",
+                    "expected a list of strings, `roles = [\"admin\"]`, or a constant holding one, `roles = ADMIN_ROLES`",
                 ),
             },
             ("idempotent" | "name" | "timeout_ms" | "roles", _) => {
@@ -95,10 +112,10 @@ impl Options {
         schema_hash: &TokenStream,
         description: &str,
     ) -> TokenStream {
-        let roles = self
-            .roles
-            .as_ref()
-            .map(|roles| quote!(.roles([#(#roles),*])));
+        let roles = self.roles.as_ref().map(|roles| {
+            let roles = roles.as_slice();
+            quote!(.roles(::core::iter::Iterator::copied(<[&str]>::iter(#roles))))
+        });
         quote! {
             #krate::FunctionOptions::new()
                 .schema_hash(#schema_hash)
@@ -141,11 +158,16 @@ fn string(expr: &Expr) -> Option<LitStr> {
     }
 }
 
-fn roles(expr: &Expr) -> Option<Vec<LitStr>> {
-    let Expr::Array(ExprArray { elems, .. }) = expr else {
-        return None;
-    };
-    elems.iter().map(string).collect()
+fn roles(expr: &Expr) -> Option<Roles> {
+    match expr {
+        Expr::Array(ExprArray { elems, .. }) => elems
+            .iter()
+            .map(string)
+            .collect::<Option<_>>()
+            .map(Roles::Listed),
+        Expr::Path(path) => Some(Roles::Named(path.clone())),
+        _ => None,
+    }
 }
 
 /// Joins an item's doc comments into one description.

@@ -58,6 +58,7 @@ fn generate(function: &ItemFn, options: &Options, method: &Method) -> TokenStrea
     let arg_names = method.arg_names();
     let ok = &method.ok;
     let err = method.err_type(&krate);
+    let constructor = method.constructor(&krate);
     let client = hidden("client");
     let call_options_var = hidden("options");
     let context = hidden("context");
@@ -147,7 +148,7 @@ fn generate(function: &ItemFn, options: &Options, method: &Method) -> TokenStrea
 
             /// The function, ready for `ServerBuilder::remote`.
             #vis fn function() -> #krate::RemoteFunction {
-                #krate::RemoteFunction::new::<#args_type, #ok, #err, _, _>(
+                #constructor::<#args_type, #ok, #err, _, _>(
                     self::NAME,
                     #function_options,
                     |#context: #krate::Context, #args_tuple: #args_type| async move {

@@ -97,7 +97,10 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
     let call_options =
         options.call_options(&krate, &quote!(<Self as #krate::Request>::SCHEMA_HASH));
     let roles = match &options.roles {
-        Some(roles) => quote!(#krate::__private::Some(&[#(#roles),*])),
+        Some(roles) => {
+            let roles = roles.as_slice();
+            quote!(#krate::__private::Some(#roles))
+        }
         None => quote!(#krate::__private::None),
     };
     quote! {

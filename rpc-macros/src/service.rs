@@ -205,12 +205,17 @@ fn generate(service: &ItemTrait, prefix: &Option<LitStr>, remotes: &[Remote<'_>]
         let arg_names = method.arg_names();
         let ok = &method.ok;
         let err = method.err_type(&krate);
+        let constructor = method.constructor(&krate);
         let docs = remote
             .item
             .attrs
             .iter()
             .filter(|attr| attr.path().is_ident("doc"));
         let call_options = remote.options.call_options(&krate, &quote!(#hash_const));
+        let ident_with = format_ident!("{}_with", ident_text);
+        let with_doc = format!(
+            "[`{ident_text}`](Self::{ident_text}) with other `CallOptions` (a deadline, idempotency) than the method's own; the schema hash is always the method's."
+        );
         let (result, call) = if method.err.is_some() {
             (
                 quote!(#krate::__private::Result<#ok, #krate::RpcError<#err>>),
@@ -234,6 +239,18 @@ fn generate(service: &ItemTrait, prefix: &Option<LitStr>, remotes: &[Remote<'_>]
             #vis async fn #ident(&self, #params) -> #result {
                 #call(&self.#inner, #name_const, &#args_tuple, #call_options).await
             }
+
+            #(#cfgs)*
+            #[doc = #with_doc]
+            ///
+            /// # Errors
+            ///
+            /// An `RpcError` saying why the call failed, or holding the
+            /// method's own error.
+            #[allow(clippy::too_many_arguments)]
+            #vis async fn #ident_with(&self, options: #krate::CallOptions, #params) -> #result {
+                #call(&self.#inner, #name_const, &#args_tuple, options.schema_hash(#hash_const)).await
+            }
         });
 
         let description = doc_text(&remote.item.attrs);
@@ -253,7 +270,7 @@ fn generate(service: &ItemTrait, prefix: &Option<LitStr>, remotes: &[Remote<'_>]
             #(#cfgs)*
             {
                 let #implementation = ::core::clone::Clone::clone(&self.#implementation);
-                functions.push(#krate::RemoteFunction::new::<#args_type, #ok, #err, _, _>(
+                functions.push(#constructor::<#args_type, #ok, #err, _, _>(
                     #name_const,
                     #function_options,
                     move |#context: #krate::Context, #args_tuple: #args_type| {

@@ -28,8 +28,12 @@ pub(crate) struct Method {
     pub(crate) args: Vec<(Ident, Type)>,
     /// What a successful call returns.
     pub(crate) ok: Type,
-    /// The function's own error, when it returns `Result<T, E>`.
+    /// The function's own error, when it returns `Result<T, E>` (or
+    /// `Result<T, Failure<E>>`).
     pub(crate) err: Option<Type>,
+    /// It returns `Result<T, Failure<E>>`: it may answer a protocol status
+    /// of its own (busy, unavailable) as well as its error `E`.
+    pub(crate) answers_status: bool,
 }
 
 impl Method {
@@ -135,12 +139,20 @@ impl Method {
                 split_result(ty)
             }
         };
+        let (err, answers_status) = match err {
+            Some(err) => match failure_inner(&err) {
+                Some(inner) => (Some(inner), true),
+                None => (Some(err), false),
+            },
+            None => (None, false),
+        };
         ok.then_some(Method {
             is_async: sig.asyncness.is_some(),
             takes_context,
             args,
             ok: ok_type,
             err,
+            answers_status,
         })
     }
 
@@ -166,6 +178,16 @@ impl Method {
     pub(crate) fn arg_names(&self) -> TokenStream {
         let names = self.args.iter().map(|(name, _)| name);
         quote!(#(#names),*)
+    }
+
+    /// The constructor of the function's `RemoteFunction`: one that lets it
+    /// answer statuses for `Failure<E>`, the plain one otherwise.
+    pub(crate) fn constructor(&self, krate: &TokenStream) -> TokenStream {
+        if self.answers_status {
+            quote!(#krate::RemoteFunction::with_status)
+        } else {
+            quote!(#krate::RemoteFunction::new)
+        }
     }
 
     /// The function's error type, or `rpc_core::Infallible`.
@@ -242,6 +264,22 @@ fn split_result(ty: &Type) -> (Type, Option<Type>) {
         return (ok.clone(), Some(err.clone()));
     }
     (ty.clone(), None)
+}
+
+/// `E` of an error type `Failure<E>` (by its last path segment, so
+/// `rpc_core::Failure<E>` too).
+fn failure_inner(ty: &Type) -> Option<Type> {
+    if let Type::Path(path) = ty
+        && path.qself.is_none()
+        && let Some(last) = path.path.segments.last()
+        && last.ident == "Failure"
+        && let PathArguments::AngleBracketed(generics) = &last.arguments
+        && generics.args.len() == 1
+        && let Some(GenericArgument::Type(inner)) = generics.args.first()
+    {
+        return Some(inner.clone());
+    }
+    None
 }
 
 /// What in a type cannot travel between machines, with why.

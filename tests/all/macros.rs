@@ -535,3 +535,70 @@ async fn request_types_are_served_by_handlers_and_sent_by_clients() {
     assert!(matches!(error, RpcError::Incompatible(_)), "{error:?}");
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Roles kept in one constant, as a crate with many functions would.
+const TAKERS: [&str; 2] = ["taker", "admin"];
+
+#[service(name = "counter")]
+trait Counter {
+    /// Takes `n` items: its own error for an odd count, the server's
+    /// condition (429) for more than it holds.
+    #[rpc(roles = TAKERS)]
+    async fn take(&self, n: u32) -> Result<u32, rpc_core::Failure<String>>;
+}
+
+struct TenItems;
+
+impl Counter for TenItems {
+    async fn take(&self, n: u32) -> Result<u32, rpc_core::Failure<String>> {
+        if n > 10 {
+            return Err(rpc_core::Failure::Status(
+                rpc_core::StatusCode::RESOURCE_EXHAUSTED,
+                format!("only 10 on the shelf, not {n}"),
+            ));
+        }
+        if n % 2 == 1 {
+            Err("odd counts are not sold".to_owned())?;
+        }
+        Ok(10 - n)
+    }
+}
+
+#[tokio::test]
+async fn a_service_method_answers_its_own_error_or_a_status_and_takes_roles_from_a_constant() {
+    let server = Server::builder()
+        .token("taker-token", "taker")
+        .token("other-token", "viewer")
+        .service(CounterServer::new(TenItems))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let with_token = |token: &str| {
+        CounterClient::new(Client::with_config(
+            server.local_addr().to_string(),
+            ClientConfig {
+                token: Some(token.into()),
+                ..ClientConfig::default()
+            },
+        ))
+    };
+    let stock = with_token("taker-token");
+    assert_eq!(stock.take(4).await.unwrap(), 6);
+    let error = stock.take(3).await.unwrap_err();
+    assert!(
+        matches!(&error, RpcError::Application(message) if message == "odd counts are not sold"),
+        "{error:?}"
+    );
+    let error = stock.take(11).await.unwrap_err();
+    assert!(
+        matches!(&error, RpcError::ResourceExhausted(message) if message.contains("only 10")),
+        "{error:?}"
+    );
+    // Per-call options keep the method's schema hash.
+    let options = rpc_core::CallOptions::new().timeout(Duration::from_secs(5));
+    assert_eq!(stock.take_with(options, 2).await.unwrap(), 8);
+    // A role outside the constant may not call.
+    let error = with_token("other-token").take(2).await.unwrap_err();
+    assert!(matches!(error, RpcError::Forbidden(_)), "{error:?}");
+    server.shutdown(Duration::from_secs(1)).await;
+}

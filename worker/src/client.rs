@@ -10,10 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::WorkerError;
-use crate::job::{
-    CALL_METHOD, CallOutput, CallRequest, Command, JobError, RUN_METHOD, RunOutput, RunRequest,
-    STATUS_METHOD, WorkerStatus,
-};
+use crate::functions::{JobsClient, StatusClient};
+use crate::job::{CallOutput, CallRequest, Command, JobError, RunOutput, RunRequest, WorkerStatus};
 
 /// A module ready to ship: its bytes and their SHA-256, computed once.
 #[derive(Clone, Debug)]
@@ -103,7 +101,7 @@ pub(crate) fn decode_output<Out: DeserializeOwned>(
 /// ```
 #[derive(Clone, Debug)]
 pub struct WorkerClient {
-    client: Client,
+    jobs: JobsClient,
     options: CallOptions,
 }
 
@@ -111,7 +109,7 @@ impl WorkerClient {
     /// Uses `client` to reach the worker.
     pub fn new(client: Client) -> WorkerClient {
         WorkerClient {
-            client,
+            jobs: JobsClient::new(client),
             options: CallOptions::new(),
         }
     }
@@ -125,7 +123,7 @@ impl WorkerClient {
 
     /// The underlying client.
     pub fn client(&self) -> &Client {
-        &self.client
+        self.jobs.client()
     }
 
     /// Makes sure the worker holds `module`: offers its hash and sends the
@@ -136,7 +134,7 @@ impl WorkerClient {
     /// [`WorkerError::Rpc`] if the worker refused the module (the message
     /// says why: not valid wasm, too large) or could not be reached.
     pub async fn upload(&self, module: &Module) -> Result<bool, WorkerError> {
-        self.client
+        self.client()
             .send_program_as(module.hash, module.bytes.clone())
             .await
             .map_err(WorkerError::Rpc)
@@ -154,11 +152,7 @@ impl WorkerClient {
             command,
         };
         self.shipping(module, || {
-            self.client.call_with::<_, RunOutput, JobError>(
-                RUN_METHOD,
-                &request,
-                self.options.clone(),
-            )
+            self.jobs.run_with(self.options.clone(), request.clone())
         })
         .await
     }
@@ -199,11 +193,7 @@ impl WorkerClient {
     ) -> Result<CallOutput, WorkerError> {
         request.module = module.hash;
         self.shipping(module, || {
-            self.client.call_with::<_, CallOutput, JobError>(
-                CALL_METHOD,
-                &request,
-                self.options.clone(),
-            )
+            self.jobs.call_with(self.options.clone(), request.clone())
         })
         .await
     }
@@ -214,7 +204,7 @@ impl WorkerClient {
     ///
     /// [`RpcError`] if the worker could not be asked.
     pub async fn status(&self) -> Result<WorkerStatus, RpcError> {
-        self.client.call(STATUS_METHOD, &()).await
+        StatusClient::new(self.client().clone()).status().await
     }
 
     /// Sends the job; ships the module and sends it again if the worker

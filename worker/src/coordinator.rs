@@ -7,21 +7,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::ServerBuilder;
 use rpc_core::{
-    Client, ContentHash, Context, FunctionOptions, Infallible, PeerRole, ResolveFuture, Resolver,
-    RpcError, Server,
+    Client, ContentHash, PeerRole, ResolveFuture, Resolver, RpcError, Server, ServerBuilder,
 };
 
+use crate::functions::{Directory, DirectoryClient, DirectoryServer};
 use crate::warnings::WarnOnChange;
 use crate::{lock, roles};
 use serde::{Deserialize, Serialize};
 
-/// The function workers call to register and to heartbeat:
-/// [`Registration`] in, the time to live in milliseconds out.
+/// The wire name of [`Directory::register`], for peers written by hand:
+/// workers call it to register and to heartbeat, [`Registration`] in, the
+/// time to live in milliseconds out.
 pub const REGISTER_METHOD: &str = "coordinator.register";
-/// The function clients call for the live workers: `()` in,
-/// `Vec<WorkerEntry>` out.
+/// The wire name of [`Directory::workers`]: `()` in, `Vec<WorkerEntry>`
+/// out.
 pub const WORKERS_METHOD: &str = "coordinator.workers";
 
 /// The default time a registration stays valid without a heartbeat: 6 s.
@@ -54,12 +54,12 @@ pub struct WorkerEntry {
 }
 
 #[derive(Debug)]
-struct Directory {
+struct Roster {
     ttl: Duration,
     workers: Mutex<HashMap<String, (Registration, Instant)>>,
 }
 
-impl Directory {
+impl Roster {
     fn register(&self, registration: Registration) -> u64 {
         let mut workers = lock(&self.workers);
         workers.insert(registration.name.clone(), (registration, Instant::now()));
@@ -117,35 +117,28 @@ impl Directory {
 /// ([`relay_worker`](crate::relay_worker)): clients send their jobs to the
 /// coordinator as if it were a worker, and it hands them over.
 pub fn coordinator_server(ttl: Duration) -> ServerBuilder {
-    let directory = Arc::new(Directory {
+    let roster = Arc::new(Roster {
         ttl,
         workers: Mutex::new(HashMap::new()),
     });
-    let registry = Arc::clone(&directory);
-    let names = Arc::clone(&directory);
+    let names = Arc::clone(&roster);
     let live = move || names.live_names();
     let server = Server::builder()
         .role(PeerRole::Coordinator)
         .anonymous_roles(roles::ALL)
-        .data_roles(roles::NONE);
+        .data_roles(roles::NONE)
+        .service(DirectoryServer::from_arc(roster));
     crate::relay::add_relay(server, live)
-        .function_with(
-            REGISTER_METHOD,
-            FunctionOptions::new()
-                .roles(roles::IS_WORKER)
-                .description("Registers a worker, or renews its registration"),
-            move |_: Context, registration: Registration| {
-                let ttl_ms = registry.register(registration);
-                std::future::ready(Ok::<_, Infallible>(ttl_ms))
-            },
-        )
-        .function_with(
-            WORKERS_METHOD,
-            FunctionOptions::new()
-                .roles(roles::RUNS_JOBS)
-                .description("Lists the live workers"),
-            move |_: Context, (): ()| std::future::ready(Ok::<_, Infallible>(directory.live())),
-        )
+}
+
+impl Directory for Roster {
+    async fn register(&self, registration: Registration) -> u64 {
+        Roster::register(self, registration)
+    }
+
+    async fn workers(&self) -> Vec<WorkerEntry> {
+        self.live()
+    }
 }
 
 /// Registers with the coordinator at `client`'s address every `interval`
@@ -157,17 +150,16 @@ pub fn join(
     interval: Duration,
     registration: impl Fn() -> Registration + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    let directory = DirectoryClient::new(client);
     tokio::spawn(async move {
+        let client = directory.client();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut registered = false;
         let mut warnings = WarnOnChange::default();
         loop {
             ticker.tick().await;
-            match client
-                .call::<_, u64>(REGISTER_METHOD, &registration())
-                .await
-            {
+            match directory.register(registration()).await {
                 Ok(_) if !registered => {
                     tracing::info!(coordinator = client.addr(), "registered");
                     registered = true;
@@ -193,13 +185,15 @@ pub fn join(
 /// they come and go.
 #[derive(Debug, Clone)]
 pub struct CoordinatorResolver {
-    client: Client,
+    directory: DirectoryClient,
 }
 
 impl CoordinatorResolver {
     /// Asks the coordinator `client` connects to.
     pub fn new(client: Client) -> CoordinatorResolver {
-        CoordinatorResolver { client }
+        CoordinatorResolver {
+            directory: DirectoryClient::new(client),
+        }
     }
 
     /// The live workers' addresses now, or none if the coordinator cannot
@@ -214,7 +208,7 @@ impl CoordinatorResolver {
     ///
     /// [`RpcError`] if the coordinator cannot be asked.
     pub async fn workers(&self) -> Result<Vec<WorkerEntry>, RpcError> {
-        self.client.call(WORKERS_METHOD, &()).await
+        self.directory.workers().await
     }
 }
 

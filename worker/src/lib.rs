@@ -48,6 +48,7 @@
 mod client;
 mod coordinator;
 mod error;
+mod functions;
 mod job;
 mod limits;
 mod pool;

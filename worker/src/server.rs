@@ -5,18 +5,18 @@ use std::net::SocketAddr;
 
 use rpc_core::ServerBuilder;
 use rpc_core::tls::ServerTls;
-use rpc_core::{
-    Context, Failure, FunctionOptions, Infallible, PeerRole, ServeError, Server, ServerConfig,
-    StatusCode,
-};
+use std::sync::Arc;
 
-use crate::job::{CALL_METHOD, CallRequest, JobError, RUN_METHOD, RunRequest, STATUS_METHOD};
+use rpc_core::{Context, Failure, PeerRole, ServeError, Server, ServerConfig, StatusCode};
+
+use crate::functions::{Jobs, JobsServer, Status, StatusServer};
+use crate::job::{CallOutput, CallRequest, JobError, RunOutput, RunRequest, WorkerStatus};
 use crate::roles;
 use crate::sandbox::Sandbox;
 
-/// A server that runs jobs in `sandbox`: it hosts [`RUN_METHOD`],
-/// [`CALL_METHOD`] (for the [client and admin roles](crate::roles)) and
-/// [`STATUS_METHOD`] (admin only), and keeps modules shipped by clients in
+/// A server that runs jobs in `sandbox`: it serves [`Jobs`] (`worker.run`
+/// and `worker.call`, for the [client and admin roles](crate::roles)) and
+/// [`Status`] (`worker.status`, admin only), and keeps modules shipped by clients in
 /// the sandbox's cache (validated before they are accepted). Add tokens or
 /// a configuration, then bind it; without tokens, anyone who can connect
 /// may do everything. The payload limit is raised to the sandbox's module
@@ -41,9 +41,7 @@ pub fn worker_server(sandbox: Sandbox) -> ServerBuilder {
 
 fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> ServerBuilder {
     config.max_payload_len = config.max_payload_len.max(sandbox.limits().module_bytes);
-    let run = sandbox.clone();
-    let call = sandbox.clone();
-    let status = sandbox.clone();
+    let functions = Arc::new(SandboxFunctions(sandbox.clone()));
     Server::builder()
         .config(config)
         .role(PeerRole::Worker)
@@ -51,39 +49,37 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> ServerBuild
         .data_roles(roles::NONE)
         .programs(sandbox.program_store())
         .program_roles(roles::RUNS_JOBS)
-        .function_with_status(
-            RUN_METHOD,
-            FunctionOptions::new()
-                .roles(roles::RUNS_JOBS)
-                .description("Runs a shipped module as a WASI command"),
-            move |context: Context, request: RunRequest| {
-                let sandbox = run.clone();
-                async move {
-                    let deadline = context.deadline().map(|deadline| deadline.into_std());
-                    sandbox.run(request, deadline).await.map_err(answer)
-                }
-            },
-        )
-        .function_with_status(
-            CALL_METHOD,
-            FunctionOptions::new()
-                .roles(roles::RUNS_JOBS)
-                .description("Calls a typed export of a shipped module"),
-            move |context: Context, request: CallRequest| {
-                let sandbox = call.clone();
-                async move {
-                    let deadline = context.deadline().map(|deadline| deadline.into_std());
-                    sandbox.call(request, deadline).await.map_err(answer)
-                }
-            },
-        )
-        .function_with(
-            STATUS_METHOD,
-            FunctionOptions::new()
-                .roles(roles::READS_STATUS)
-                .description("The worker's load and caches"),
-            move |_: Context, (): ()| std::future::ready(Ok::<_, Infallible>(status.status())),
-        )
+        .service(JobsServer::from_arc(Arc::clone(&functions)))
+        .service(StatusServer::from_arc(functions))
+}
+
+/// The worker's functions, served by its sandbox.
+struct SandboxFunctions(Sandbox);
+
+impl Jobs for SandboxFunctions {
+    async fn run(
+        &self,
+        context: Context,
+        request: RunRequest,
+    ) -> Result<RunOutput, Failure<JobError>> {
+        let deadline = context.deadline().map(|deadline| deadline.into_std());
+        self.0.run(request, deadline).await.map_err(answer)
+    }
+
+    async fn call(
+        &self,
+        context: Context,
+        request: CallRequest,
+    ) -> Result<CallOutput, Failure<JobError>> {
+        let deadline = context.deadline().map(|deadline| deadline.into_std());
+        self.0.call(request, deadline).await.map_err(answer)
+    }
+}
+
+impl Status for SandboxFunctions {
+    async fn status(&self) -> WorkerStatus {
+        self.0.status()
+    }
 }
 
 /// How a job error is answered: a worker too busy to take the job (its

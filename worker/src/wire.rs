@@ -6,6 +6,10 @@
 //! the specification in another language.
 
 pub use crate::coordinator::{REGISTER_METHOD, Registration, WORKERS_METHOD, WorkerEntry};
+pub use crate::functions::{
+    Directory, DirectoryClient, DirectoryServer, Jobs, JobsClient, JobsServer, Relaying,
+    RelayingClient, RelayingServer, Status, StatusClient, StatusServer,
+};
 pub use crate::job::{CALL_METHOD, CallRequest, RUN_METHOD, RunRequest, STATUS_METHOD};
 pub use crate::relay::{
     RELAY_CANCELLED_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone,

@@ -7,20 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc_core::ServerBuilder;
 use rpc_core::{
-    ContentHash, Context, Failure, FunctionOptions, InsertFuture, ProgramRejected, ProgramStore,
+    ContentHash, Context, Failure, InsertFuture, ProgramRejected, ProgramStore, ServerBuilder,
 };
 use tokio::sync::{Notify, oneshot};
 
-use crate::job::{CALL_METHOD, CallRequest, JobError, RUN_METHOD, RunRequest};
+use crate::functions::{Jobs, JobsServer, Relaying, RelayingServer};
+use crate::job::{CallOutput, CallRequest, JobError, RunOutput, RunRequest};
 use crate::server::answer;
 use crate::{lock, roles};
 
-use super::{
-    RELAY_CANCELLED_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone,
-    RelayOutcome, RelayTask, RelayedJob,
-};
+use super::{RelayDone, RelayOutcome, RelayTask, RelayedJob};
 
 /// How long a poll waits for a job before answering "none".
 const POLL_WAIT: Duration = Duration::from_secs(10);
@@ -324,128 +321,103 @@ impl ProgramStore for RelayModules {
 }
 
 /// Adds the relay to a coordinator's server: clients call it as a worker
-/// (`worker.run`, `worker.call`, shipping modules to it), relayed workers
-/// poll it.
+/// ([`Jobs`], shipping modules to it), relayed workers through
+/// [`Relaying`].
 pub(crate) fn add_relay(
     server: ServerBuilder,
     live: impl Fn() -> HashSet<String> + Send + Sync + 'static,
 ) -> ServerBuilder {
-    let live = Arc::new(live);
-    let relay = Arc::new(Relay::default());
-    let (run, call, poll, done, module, cancelled) = (
-        Arc::clone(&relay),
-        Arc::clone(&relay),
-        Arc::clone(&relay),
-        Arc::clone(&relay),
-        Arc::clone(&relay),
-        Arc::clone(&relay),
-    );
+    let hub = Arc::new(Hub {
+        relay: Arc::new(Relay::default()),
+        live: Box::new(live),
+    });
     server
-        .programs(relay.modules.clone())
+        .programs(hub.relay.modules.clone())
         .program_roles(roles::RUNS_JOBS)
-        .function_with_status(
-            RUN_METHOD,
-            FunctionOptions::new()
-                .roles(roles::RUNS_JOBS)
-                .description("Runs a WASI command on a relayed worker"),
-            move |context: Context, request: RunRequest| {
-                let relay = Arc::clone(&run);
-                async move {
-                    let (worker, outcome) = relay
-                        .relay(request.module, RelayedJob::Run(request), context.deadline())
-                        .await
-                        .map_err(answer)?;
-                    let RelayOutcome::Run(result) = outcome else {
-                        return Err(Failure::Error(mismatched()));
-                    };
-                    result.map_err(answer).map(|mut output| {
-                        output.receipt.relayed_to = Some(worker);
-                        output
-                    })
-                }
-            },
-        )
-        .function_with_status(
-            CALL_METHOD,
-            FunctionOptions::new()
-                .roles(roles::RUNS_JOBS)
-                .description("Calls a typed export on a relayed worker"),
-            move |context: Context, request: CallRequest| {
-                let relay = Arc::clone(&call);
-                async move {
-                    let (worker, outcome) = relay
-                        .relay(
-                            request.module,
-                            RelayedJob::Call(request),
-                            context.deadline(),
-                        )
-                        .await
-                        .map_err(answer)?;
-                    let RelayOutcome::Call(result) = outcome else {
-                        return Err(Failure::Error(mismatched()));
-                    };
-                    result.map_err(answer).map(|mut output| {
-                        output.receipt.relayed_to = Some(worker);
-                        output
-                    })
-                }
-            },
-        )
-        .function_with(
-            RELAY_POLL_METHOD,
-            FunctionOptions::new()
-                .roles(roles::IS_WORKER)
-                .description("Hands a relayed worker its next job (long polling)"),
-            move |context: Context, worker: String| {
-                let relay = Arc::clone(&poll);
-                let live = Arc::clone(&live);
-                async move {
-                    // Only the connection that takes a job may answer it.
-                    let taker = taker(&context);
-                    Ok::<_, rpc_core::Infallible>(relay.poll(&worker, &taker, &*live).await)
-                }
-            },
-        )
-        .function_with(
-            RELAY_DONE_METHOD,
-            FunctionOptions::new()
-                .roles(roles::IS_WORKER)
-                .description("Takes a relayed worker's result for a job it took"),
-            move |context: Context, result: RelayDone| {
-                let id = result.id;
-                let accepted = done.done(&taker(&context), result);
-                std::future::ready(if accepted {
-                    Ok(())
-                } else {
-                    Err(JobError::Forbidden(format!(
-                        "job {id} was not taken on this connection, or no one waits for it"
-                    )))
-                })
-            },
-        )
-        .function_with(
-            RELAY_CANCELLED_METHOD,
-            FunctionOptions::new().roles(roles::IS_WORKER).description(
-                "Tells a relayed worker which of its jobs no one waits for (long polling)",
-            ),
-            move |context: Context, _worker: String| {
-                let relay = Arc::clone(&cancelled);
-                async move {
-                    let taker = taker(&context);
-                    Ok::<_, rpc_core::Infallible>(relay.cancelled(&taker).await)
-                }
-            },
-        )
-        .function_with(
-            RELAY_MODULE_METHOD,
-            FunctionOptions::new()
-                .roles(roles::IS_WORKER)
-                .description("Hands a relayed worker a module clients shipped"),
-            move |_: Context, hash: ContentHash| {
-                let found = module.modules.get(&hash);
-                std::future::ready(found.ok_or(JobError::ModuleNotFound(hash)))
-            },
-        )
+        .service(JobsServer::from_arc(Arc::clone(&hub)))
+        .service(RelayingServer::from_arc(hub))
+}
+
+/// The relay and who is live in the directory, behind the functions.
+struct Hub {
+    relay: Arc<Relay>,
+    /// The names of the workers registered now.
+    live: Box<dyn Fn() -> HashSet<String> + Send + Sync>,
+}
+
+impl Jobs for Hub {
+    async fn run(
+        &self,
+        context: Context,
+        request: RunRequest,
+    ) -> Result<RunOutput, Failure<JobError>> {
+        let (worker, outcome) = self
+            .relay
+            .relay(request.module, RelayedJob::Run(request), context.deadline())
+            .await
+            .map_err(answer)?;
+        let RelayOutcome::Run(result) = outcome else {
+            return Err(Failure::Error(mismatched()));
+        };
+        result.map_err(answer).map(|mut output| {
+            output.receipt.relayed_to = Some(worker);
+            output
+        })
+    }
+
+    async fn call(
+        &self,
+        context: Context,
+        request: CallRequest,
+    ) -> Result<CallOutput, Failure<JobError>> {
+        let (worker, outcome) = self
+            .relay
+            .relay(
+                request.module,
+                RelayedJob::Call(request),
+                context.deadline(),
+            )
+            .await
+            .map_err(answer)?;
+        let RelayOutcome::Call(result) = outcome else {
+            return Err(Failure::Error(mismatched()));
+        };
+        result.map_err(answer).map(|mut output| {
+            output.receipt.relayed_to = Some(worker);
+            output
+        })
+    }
+}
+
+impl Relaying for Hub {
+    async fn poll(&self, context: Context, worker: String) -> Option<RelayTask> {
+        // Only the connection that takes a job may answer it.
+        self.relay
+            .poll(&worker, &taker(&context), &*self.live)
+            .await
+    }
+
+    async fn done(&self, context: Context, result: RelayDone) -> Result<(), JobError> {
+        let id = result.id;
+        if self.relay.done(&taker(&context), result) {
+            Ok(())
+        } else {
+            Err(JobError::Forbidden(format!(
+                "job {id} was not taken on this connection, or no one waits for it"
+            )))
+        }
+    }
+
+    async fn cancelled(&self, context: Context, _worker: String) -> Vec<u64> {
+        self.relay.cancelled(&taker(&context)).await
+    }
+
+    async fn module(&self, hash: ContentHash) -> Result<Bytes, JobError> {
+        self.relay
+            .modules
+            .get(&hash)
+            .ok_or(JobError::ModuleNotFound(hash))
+    }
 }
 
 #[cfg(test)]

@@ -6,20 +6,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rpc_core::{Client, RpcError};
 use tokio::sync::oneshot;
 
 use crate::coordinator::{Registration, join};
+use crate::functions::RelayingClient;
 use crate::job::JobError;
 use crate::lock;
 use crate::sandbox::Sandbox;
 use crate::warnings::WarnOnChange;
 
-use super::{
-    RELAY_CANCELLED_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone,
-    RelayOutcome, RelayTask, RelayedJob,
-};
+use super::{RelayDone, RelayOutcome, RelayedJob};
 
 /// Runs `sandbox` as a relayed worker of the coordinator `coordinator`
 /// connects to: registers (with the coordinator's own address, where
@@ -47,23 +44,22 @@ pub fn relay_worker(
             modules: registering.ready_modules(),
         }
     }));
+    let relaying = RelayingClient::new(coordinator);
     let running = Running::default();
     tasks.push(tokio::spawn(watch_cancellations(
-        coordinator.clone(),
+        relaying.clone(),
         name.clone(),
         running.clone(),
     )));
     for _ in 0..slots {
         let sandbox = sandbox.clone();
-        let coordinator = coordinator.clone();
+        let relaying = relaying.clone();
         let name = name.clone();
         let running = running.clone();
         tasks.push(tokio::spawn(async move {
             let mut warnings = WarnOnChange::default();
             loop {
-                let polled = coordinator
-                    .call::<_, Option<RelayTask>>(RELAY_POLL_METHOD, &name)
-                    .await;
+                let polled = relaying.poll(name.clone()).await;
                 if polled.is_ok() {
                     warnings.recovered();
                 }
@@ -75,7 +71,7 @@ pub fn relay_worker(
                         let cancelled = running.start(task.id);
                         // Dropping the job's future stops its guest.
                         let outcome = tokio::select! {
-                            outcome = run_relayed(&sandbox, &coordinator, task.job, deadline) => outcome,
+                            outcome = run_relayed(&sandbox, &relaying, task.job, deadline) => outcome,
                             _ = cancelled => {
                                 tracing::debug!(job = task.id, "its caller stopped waiting; stopped");
                                 continue;
@@ -87,9 +83,7 @@ pub fn relay_worker(
                             worker: name.clone(),
                             outcome,
                         };
-                        if let Err(error) =
-                            coordinator.call::<_, ()>(RELAY_DONE_METHOD, &done).await
-                        {
+                        if let Err(error) = relaying.done(done).await {
                             tracing::warn!(%error, "could not return a relayed result");
                         }
                     }
@@ -131,13 +125,10 @@ impl Running {
 
 /// Asks the coordinator, again and again, which jobs taken here no one
 /// waits for any more, and stops them.
-async fn watch_cancellations(coordinator: Client, name: String, running: Running) {
+async fn watch_cancellations(relaying: RelayingClient, name: String, running: Running) {
     let mut warnings = WarnOnChange::default();
     loop {
-        match coordinator
-            .call::<_, Vec<u64>>(RELAY_CANCELLED_METHOD, &name)
-            .await
-        {
+        match relaying.cancelled(name.clone()).await {
             Ok(ids) => {
                 warnings.recovered();
                 for id in ids {
@@ -164,7 +155,7 @@ async fn watch_cancellations(coordinator: Client, name: String, running: Running
 
 async fn run_relayed(
     sandbox: &Sandbox,
-    coordinator: &Client,
+    relaying: &RelayingClient,
     job: RelayedJob,
     deadline: Option<Instant>,
 ) -> RelayOutcome {
@@ -173,9 +164,7 @@ async fn run_relayed(
         RelayedJob::Call(request) => request.module,
     };
     if !sandbox.has_module(&module) {
-        let fetched: Result<Bytes, RpcError<JobError>> = coordinator
-            .call_with(RELAY_MODULE_METHOD, &module, rpc_core::CallOptions::new())
-            .await;
+        let fetched = relaying.module(module).await;
         let added = match fetched {
             Ok(bytes) => sandbox.add_module(bytes).await.map(|_| ()),
             Err(RpcError::Application(error)) => Err(error),
