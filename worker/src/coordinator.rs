@@ -7,51 +7,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::{
-    Client, ContentHash, PeerRole, ResolveFuture, Resolver, RpcError, Server, ServerBuilder,
-};
+use rpc_core::{Client, PeerRole, ResolveFuture, Resolver, RpcError, Server, ServerBuilder};
 
+use crate::directory::{Registration, WorkerEntry};
 use crate::functions::{Directory, DirectoryClient, DirectoryServer};
 use crate::warnings::WarnOnChange;
 use crate::{lock, roles};
-use serde::{Deserialize, Serialize};
-
-/// The wire name of [`Directory::register`], for peers written by hand:
-/// workers call it to register and to heartbeat, [`Registration`] in, the
-/// time to live in milliseconds out.
-pub const REGISTER_METHOD: &str = "coordinator.register";
-/// The wire name of [`Directory::workers`]: `()` in, `Vec<WorkerEntry>`
-/// out.
-pub const WORKERS_METHOD: &str = "coordinator.workers";
 
 /// The default time a registration stays valid without a heartbeat: 6 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(6);
-
-/// What a worker tells the coordinator about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
-    /// A name unique among the workers (a new registration under the same
-    /// name replaces the old one).
-    pub name: String,
-    /// Where clients reach it (`host:port`).
-    pub addr: String,
-    /// Jobs it runs at once.
-    pub capacity: u32,
-    /// Jobs running now.
-    pub running: u32,
-    /// Modules it holds, so clients can prefer workers that need no
-    /// shipping.
-    pub modules: Vec<ContentHash>,
-}
-
-/// A live worker, as the coordinator lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerEntry {
-    /// What the worker registered.
-    pub registration: Registration,
-    /// Milliseconds since its last heartbeat.
-    pub last_seen_ms: u64,
-}
 
 #[derive(Debug)]
 struct Roster {

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use rpc_core::{ContentHash, Context, Failure, service};
 
-use crate::coordinator::{Registration, WorkerEntry};
+use crate::directory::{Registration, WorkerEntry};
 use crate::job::{CallOutput, CallRequest, JobError, RunOutput, RunRequest, WorkerStatus};
 use crate::relay::{RelayDone, RelayTask};
 
@@ -95,11 +95,11 @@ mod tests {
             (__RPC_STATUS_STATUS_NAME, crate::job::STATUS_METHOD),
             (
                 __RPC_DIRECTORY_REGISTER_NAME,
-                crate::coordinator::REGISTER_METHOD,
+                crate::directory::REGISTER_METHOD,
             ),
             (
                 __RPC_DIRECTORY_WORKERS_NAME,
-                crate::coordinator::WORKERS_METHOD,
+                crate::directory::WORKERS_METHOD,
             ),
             (__RPC_RELAYING_POLL_NAME, crate::relay::RELAY_POLL_METHOD),
             (__RPC_RELAYING_DONE_NAME, crate::relay::RELAY_DONE_METHOD),

@@ -47,6 +47,7 @@
 
 mod client;
 mod coordinator;
+mod directory;
 mod error;
 mod functions;
 mod job;
@@ -60,14 +61,11 @@ mod warnings;
 pub mod wire;
 
 pub use client::{Module, WorkerClient};
-pub use coordinator::{
-    CoordinatorResolver, DEFAULT_TTL, REGISTER_METHOD, Registration, WORKERS_METHOD, WorkerEntry,
-    coordinator_server, join,
-};
+pub use coordinator::{CoordinatorResolver, DEFAULT_TTL, coordinator_server, join};
 pub use error::{SandboxError, WorkerError};
 pub use job::{
-    CALL_METHOD, CallOutput, CallRequest, Command, JobError, ModuleOrigin, RUN_METHOD, Receipt,
-    Resource, RunOutput, RunRequest, STATUS_METHOD, WorkerStatus,
+    CallOutput, CallRequest, Command, JobError, ModuleOrigin, Receipt, Resource, RunOutput,
+    RunRequest, WorkerStatus,
 };
 pub use limits::{
     DEFAULT_COMPILE_TIMEOUT, DEFAULT_FUEL, DEFAULT_MAX_CODE_BYTES, DEFAULT_MAX_FUNCTIONS,

@@ -5,7 +5,7 @@
 //! them for you; they are here for peers written by hand, in Rust or from
 //! the specification in another language.
 
-pub use crate::coordinator::{REGISTER_METHOD, Registration, WORKERS_METHOD, WorkerEntry};
+pub use crate::directory::{REGISTER_METHOD, Registration, WORKERS_METHOD, WorkerEntry};
 pub use crate::functions::{
     Directory, DirectoryClient, DirectoryServer, Jobs, JobsClient, JobsServer, Relaying,
     RelayingClient, RelayingServer, Status, StatusClient, StatusServer,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use worker::{RunRequest, Sandbox, SandboxConfig};
+use worker::wire::RunRequest;
+use worker::{Sandbox, SandboxConfig};
 
 use super::error::CliError;
 use super::options::{CacheArgs, GrantArgs, JobArgs, LimitArgs};

@@ -247,7 +247,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             let sandbox = sandbox.clone();
             Some(worker::join(client, HEARTBEAT, move || {
                 let status = sandbox.status();
-                worker::Registration {
+                worker::wire::Registration {
                     name: name.clone(),
                     addr: advertise.clone(),
                     capacity: status.concurrency,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use rpc_core::{Client, RpcError};
 use tokio::sync::oneshot;
 
-use crate::coordinator::{Registration, join};
+use crate::coordinator::join;
+use crate::directory::Registration;
 use crate::functions::RelayingClient;
 use crate::job::JobError;
 use crate::lock;
