@@ -176,3 +176,101 @@ pub struct MemberStatus {
     /// Requests it has been given, in all.
     pub picks: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn member() -> Member {
+        Member::new("127.0.0.1:1".into(), Client::new("127.0.0.1:1"))
+    }
+
+    #[tokio::test]
+    async fn an_unmeasured_member_costs_little_and_its_cost_grows_with_its_queue() {
+        let member = member();
+        assert_eq!(member.cost(), 1.0, "tried before any measured one");
+        member.start();
+        member.finish(Duration::from_micros(100), true);
+        assert_eq!(member.cost(), 100.0);
+        member.start();
+        member.start();
+        assert_eq!(
+            member.cost(),
+            300.0,
+            "latency times the queue it would join"
+        );
+        assert_eq!(member.status().outstanding, 2);
+        assert_eq!(member.status().picks, 3);
+    }
+
+    #[tokio::test]
+    async fn round_trips_are_a_moving_average_and_failures_do_not_count() {
+        let member = member();
+        member.start();
+        member.finish(Duration::from_micros(1000), true);
+        member.start();
+        member.finish(Duration::from_micros(2000), true);
+        // 1000 * 0.7 + 2000 * 0.3
+        assert_eq!(member.status().rtt, Duration::from_micros(1300));
+        member.start();
+        member.finish(Duration::from_secs(60), false);
+        assert_eq!(member.status().rtt, Duration::from_micros(1300));
+    }
+
+    #[tokio::test]
+    async fn ejection_backs_off_doubling_up_to_the_maximum() {
+        let member = member();
+        let backoff = |member: &Member| {
+            member
+                .ejected_until()
+                .expect("ejected")
+                .saturating_duration_since(Instant::now())
+        };
+        member.eject(SECOND, 3 * SECOND);
+        assert!(backoff(&member) <= SECOND && backoff(&member) > SECOND / 2);
+        member.eject(SECOND, 3 * SECOND);
+        assert!(backoff(&member) > SECOND && backoff(&member) <= 2 * SECOND);
+        for _ in 0..40 {
+            member.eject(SECOND, 3 * SECOND);
+        }
+        assert!(backoff(&member) <= 3 * SECOND, "capped, without overflow");
+        assert!(!member.status().healthy);
+    }
+
+    #[tokio::test]
+    async fn after_its_backoff_one_request_probes_it_and_the_others_keep_away() {
+        let member = member();
+        member.eject(Duration::from_millis(1), SECOND);
+        let now = Instant::now();
+        assert!(!member.available(now), "out during the backoff");
+        assert!(!member.admit(now));
+        let later = now + SECOND;
+        assert!(member.available(later));
+        assert!(member.admit(later), "the first request becomes the probe");
+        assert!(!member.available(later), "the others keep away");
+        assert!(!member.admit(later));
+        // The probe fails: out again, with a longer backoff.
+        member.eject(Duration::from_millis(1), SECOND);
+        assert!(!member.available(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_success_or_any_answer_brings_it_back_into_rotation() {
+        let member = member();
+        member.eject(SECOND, SECOND);
+        member.start();
+        member.finish(Duration::from_micros(10), true);
+        assert!(member.status().healthy);
+        assert!(member.available(Instant::now()));
+        member.eject(SECOND, SECOND);
+        // A job's own error is still an answer from a live server.
+        member.answered();
+        assert!(member.status().healthy);
+        // And the backoff starts over after it.
+        member.eject(SECOND, 8 * SECOND);
+        let until = member.ejected_until().expect("ejected");
+        assert!(until.saturating_duration_since(Instant::now()) <= SECOND);
+    }
+}
