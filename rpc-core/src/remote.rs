@@ -44,13 +44,7 @@ impl RemoteFunction {
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        RemoteFunction {
-            name: name.into(),
-            function: registry::Function {
-                handler: registry::typed(function),
-                options,
-            },
-        }
+        RemoteFunction::from_handler(name.into(), options, registry::typed(function))
     }
 
     /// Like [`new`](Self::new), for a function that may also answer a
@@ -69,12 +63,17 @@ impl RemoteFunction {
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, crate::Failure<E>>> + Send + 'static,
     {
+        RemoteFunction::from_handler(name.into(), options, registry::typed_with_status(function))
+    }
+
+    fn from_handler(
+        name: String,
+        options: FunctionOptions,
+        handler: registry::Handler,
+    ) -> RemoteFunction {
         RemoteFunction {
-            name: name.into(),
-            function: registry::Function {
-                handler: registry::typed_with_status(function),
-                options,
-            },
+            name,
+            function: registry::Function { handler, options },
         }
     }
 

@@ -398,7 +398,7 @@ impl ServerBuilder {
     /// Registers `function` under `name` with options (roles, schema hash),
     /// passing it the call's [`Context`] too.
     pub fn function_with<A, R, E, F, Fut>(
-        mut self,
+        self,
         name: impl Into<String>,
         options: FunctionOptions,
         function: F,
@@ -410,12 +410,7 @@ impl ServerBuilder {
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        let function = Function {
-            handler: registry::typed(function),
-            options,
-        };
-        self.registry.insert(Arc::from(name.into()), function);
-        self
+        self.remote(RemoteFunction::new(name, options, function))
     }
 
     /// Registers `function` under `name` as [`ServerBuilder::function_with`]
@@ -446,7 +441,7 @@ impl ServerBuilder {
     /// # drop(server);
     /// ```
     pub fn function_with_status<A, R, E, F, Fut>(
-        mut self,
+        self,
         name: impl Into<String>,
         options: FunctionOptions,
         function: F,
@@ -458,12 +453,7 @@ impl ServerBuilder {
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, crate::Failure<E>>> + Send + 'static,
     {
-        let function = Function {
-            handler: registry::typed_with_status(function),
-            options,
-        };
-        self.registry.insert(Arc::from(name.into()), function);
-        self
+        self.remote(RemoteFunction::with_status(name, options, function))
     }
 
     /// Registers a function made by `#[remote]` (`add::function()`), by

@@ -185,8 +185,31 @@ fn decode_args<A: DeserializeOwned>(context: &Context, args: &Bytes) -> Result<A
     })
 }
 
-/// Wraps a typed async function as a handler: decodes the arguments with
-/// postcard (`400` if they do not decode) and encodes the result or error.
+/// Wraps a typed async function as a handler: decodes the arguments as
+/// `A` (a `400` naming the function if they do not decode), runs it, and
+/// turns its result into an [`Outcome`] with `outcome`.
+fn typed_handler<A, T, F, Fut, O>(function: F, outcome: O) -> Handler
+where
+    A: DeserializeOwned + Send + 'static,
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    O: Fn(T) -> Outcome + Copy + Send + Sync + 'static,
+{
+    let function = Arc::new(function);
+    Arc::new(move |context: Context, args: Bytes| {
+        let function = Arc::clone(&function);
+        let decoded = decode_args::<A>(&context, &args);
+        Box::pin(async move {
+            match decoded {
+                Ok(args) => outcome(function(context, args).await),
+                Err(refusal) => refusal,
+            }
+        })
+    })
+}
+
+/// Wraps a typed async function: its result is `200`, its own error `422`,
+/// both encoded with postcard.
 pub(crate) fn typed<A, R, E, F, Fut>(function: F) -> Handler
 where
     A: DeserializeOwned + Send + 'static,
@@ -195,20 +218,9 @@ where
     F: Fn(Context, A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
 {
-    let function = Arc::new(function);
-    Arc::new(move |context: Context, args: Bytes| {
-        let function = Arc::clone(&function);
-        let decoded = decode_args::<A>(&context, &args);
-        Box::pin(async move {
-            let args = match decoded {
-                Ok(args) => args,
-                Err(refusal) => return refusal,
-            };
-            match function(context, args).await {
-                Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
-                Err(error) => encode(&error).map_or_else(|status| status, Outcome::Failed),
-            }
-        })
+    typed_handler(function, |result: Result<R, E>| match result {
+        Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
+        Err(error) => encode(&error).map_or_else(|status| status, Outcome::Failed),
     })
 }
 
@@ -222,35 +234,20 @@ where
     F: Fn(Context, A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, Failure<E>>> + Send + 'static,
 {
-    let function = Arc::new(function);
-    Arc::new(move |context: Context, args: Bytes| {
-        let function = Arc::clone(&function);
-        let decoded = decode_args::<A>(&context, &args);
-        Box::pin(async move {
-            let args = match decoded {
-                Ok(args) => args,
-                Err(refusal) => return refusal,
-            };
-            match function(context, args).await {
-                Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
-                Err(Failure::Error(error)) => {
-                    encode(&error).map_or_else(|status| status, Outcome::Failed)
-                }
-                // `200` and `422` carry a payload the caller decodes: a
-                // status without one cannot be either.
-                Err(Failure::Status(status, message))
-                    if status == StatusCode::OK || status == StatusCode::APPLICATION_ERROR =>
-                {
-                    Outcome::Status(
-                        StatusCode::INTERNAL,
-                        format!(
-                            "the function answered status {status} without a payload: {message}"
-                        ),
-                    )
-                }
-                Err(Failure::Status(status, message)) => Outcome::Status(status, message),
-            }
-        })
+    typed_handler(function, |result: Result<R, Failure<E>>| match result {
+        Ok(result) => encode(&result).map_or_else(|status| status, Outcome::Ok),
+        Err(Failure::Error(error)) => encode(&error).map_or_else(|status| status, Outcome::Failed),
+        // `200` and `422` carry a payload the caller decodes: a status
+        // without one cannot be either.
+        Err(Failure::Status(status, message))
+            if status == StatusCode::OK || status == StatusCode::APPLICATION_ERROR =>
+        {
+            Outcome::Status(
+                StatusCode::INTERNAL,
+                format!("the function answered status {status} without a payload: {message}"),
+            )
+        }
+        Err(Failure::Status(status, message)) => Outcome::Status(status, message),
     })
 }
 

@@ -91,9 +91,17 @@ pub(crate) struct JobArgs {
 }
 
 impl JobArgs {
-    /// The command, with this process's stdin unless it is a terminal.
-    pub(crate) async fn command(&self) -> std::io::Result<Command> {
-        Ok(self.command_without_stdin().stdin(read_stdin().await?))
+    /// The command, with this process's stdin unless it is a terminal, and
+    /// the directories named `dirs` mounted.
+    pub(crate) async fn command<'a>(
+        &self,
+        dirs: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Command, CliError> {
+        let stdin = read_stdin()
+            .await
+            .map_err(|error| CliError::Usage(format!("cannot read stdin: {error}")))?;
+        let command = self.command_without_stdin().stdin(stdin);
+        Ok(dirs.into_iter().fold(command, Command::dir))
     }
 
     /// The command with empty stdin.

@@ -32,16 +32,8 @@ impl RunArgs {
     pub(crate) async fn execute(self) -> Result<ExitCode, CliError> {
         let limits = self.limits.limits().map_err(CliError::Usage)?;
         let module = read_module(&self.file)?;
-        let command = self
-            .job
-            .command()
-            .await
-            .map_err(|error| CliError::Usage(format!("cannot read stdin: {error}")))?;
-        let command = self
-            .grants
-            .dirs
-            .iter()
-            .fold(command, |command, (name, _)| command.dir(name));
+        let dirs = self.grants.dirs.iter().map(|(name, _)| name.as_str());
+        let command = self.job.command(dirs).await?;
         let config = SandboxConfig {
             limits,
             concurrency: 1,

@@ -34,13 +34,8 @@ impl SubmitArgs {
         let (pool, module) = self.target.open(&self.file).await?;
         let command = self
             .job
-            .command()
-            .await
-            .map_err(|error| CliError::Usage(format!("cannot read stdin: {error}")))?;
-        let command = self
-            .dirs
-            .iter()
-            .fold(command, |command, name| command.dir(name));
+            .command(self.dirs.iter().map(String::as_str))
+            .await?;
         let workers = self.target.describe();
         match pool.run(&module, command).await {
             Ok(output) => Ok(finish(&output)),
