@@ -6,12 +6,15 @@
 //! cargo run --example remote -- serve 127.0.0.1:7000   # or a server in one terminal...
 //! cargo run --example remote -- call 127.0.0.1:7000    # ...and a client in another
 //! ```
+//!
+//! The server grants the role `math` to the token `s3cret` and lets no one
+//! in without a token; `math.divide` is for the role `math` only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rpc_core::{Client, Context, RpcError, Server, remote, service};
+use rpc_core::{Client, ClientConfig, Context, RpcError, Server, remote, service};
 use serde::{Deserialize, Serialize};
 
 /// Adds two numbers. (Doc comments become the description that
@@ -28,8 +31,9 @@ enum MathError {
 }
 
 /// Divides `a` by `b`. Safe to retry, so the client may retry it after a
-/// lost connection and the server runs a retried call once.
-#[remote(name = "math.divide", idempotent, timeout_ms = 2_000)]
+/// lost connection and the server runs a retried call once. Only callers
+/// whose token grants the role `math` may call it.
+#[remote(name = "math.divide", idempotent, timeout_ms = 2_000, roles = ["math"])]
 fn divide(a: i64, b: i64) -> Result<i64, MathError> {
     a.checked_div(b).ok_or(MathError::DivisionByZero)
 }
@@ -99,9 +103,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The token that grants the role `math`.
+const TOKEN: &str = "s3cret";
+
 /// Every `#[remote]` function of the program, and the key-value service.
 async fn serve(addr: &str) -> Result<Server, rpc_core::ServeError> {
     Server::builder()
+        .token(TOKEN, "math")
         .remote_all()
         .service(KeyValueServer::new(Memory::default()))
         .bind(addr)
@@ -109,7 +117,19 @@ async fn serve(addr: &str) -> Result<Server, rpc_core::ServeError> {
 }
 
 async fn call(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::new(addr);
+    // A server with tokens lets no caller in without one.
+    match add::call(&Client::new(addr), 2, 3).await {
+        Err(RpcError::Forbidden(reason)) => println!("without the token: refused ({reason})"),
+        other => println!("without the token: {other:?}?"),
+    }
+
+    let client = Client::with_config(
+        addr,
+        ClientConfig {
+            token: Some(TOKEN.into()),
+            ..ClientConfig::default()
+        },
+    );
 
     // Remote functions: `f::call(&client, args...)`, typed by the compiler.
     println!("add(2, 3) = {}", add::call(&client, 2, 3).await?);

@@ -175,8 +175,12 @@ fn wat(text: &str) -> Result<Module, wat::Error> {
     Ok(Module::new(wat::parse_str(text)?))
 }
 
-/// Where cargo put the wasm32-wasip1 release builds.
+/// Where cargo put the wasm32-wasip1 release builds (or `RPC_GUEST_DIR`,
+/// where the tests build them).
 fn guest_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RPC_GUEST_DIR") {
+        return PathBuf::from(dir);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));

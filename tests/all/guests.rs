@@ -13,7 +13,7 @@ use worker::{
 
 /// Builds the guests once per test run, in a target directory of their own
 /// (the outer `cargo test` holds the lock on its own).
-fn guests() -> &'static PathBuf {
+pub(crate) fn guests() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

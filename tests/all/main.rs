@@ -7,6 +7,7 @@
 
 mod calls;
 mod coordinator;
+mod examples;
 mod faults;
 mod guests;
 mod hostile;
