@@ -114,6 +114,7 @@ pub mod __private;
 mod client;
 mod conn;
 mod error;
+pub mod metrics;
 mod pool;
 mod remote;
 mod request;
@@ -128,7 +129,8 @@ pub use client::{
     DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES,
 };
 pub use pool::{
-    DnsResolver, MemberStatus, Pool, PoolConfig, ResolveFuture, Resolver, ServerFailure,
+    DnsResolver, MemberStatus, Pool, PoolCollector, PoolConfig, ResolveFuture, Resolver,
+    ServerFailure,
 };
 pub use remote::{Infallible, RemoteFunction, Service};
 pub use request::Request;

@@ -187,6 +187,27 @@ impl Pool {
             .collect()
     }
 
+    /// A collector of the members' health for [`Metrics`](crate::metrics::Metrics),
+    /// labelled `pool="name"`: `rpc_pool_member_healthy` (1 in rotation, 0
+    /// ejected), `rpc_pool_member_outstanding`, `rpc_pool_member_rtt_seconds`
+    /// and `rpc_pool_member_picks_total`, each with a `member` label.
+    ///
+    /// ```
+    /// use rpc_core::metrics::Metrics;
+    /// use rpc_core::{Pool, PoolConfig};
+    ///
+    /// let pool = Pool::new(["10.0.0.1:7070", "10.0.0.2:7070"], PoolConfig::default());
+    /// let metrics = Metrics::new();
+    /// metrics.register_collector(pool.collector("workers"));
+    /// assert!(metrics.encode().contains(r#"rpc_pool_member_healthy{pool="workers",member="10.0.0.1:7070"} 1"#));
+    /// ```
+    pub fn collector(&self, name: impl Into<String>) -> PoolCollector {
+        PoolCollector {
+            name: name.into(),
+            pool: self.clone(),
+        }
+    }
+
     /// Calls `method` on one of the servers, on another if that one fails.
     ///
     /// # Errors
@@ -417,4 +438,67 @@ fn random_below(n: usize) -> usize {
         state.set(x);
         usize::try_from(x % n as u64).unwrap_or(0)
     })
+}
+
+/// A pool's members' health, read on every scrape; from [`Pool::collector`].
+#[derive(Debug)]
+pub struct PoolCollector {
+    name: String,
+    pool: Pool,
+}
+
+impl prometheus_client::collector::Collector for PoolCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let members = self.pool.status();
+        let labels =
+            |member: &MemberStatus| [("pool", self.name.clone()), ("member", member.addr.clone())];
+        let mut healthy = encoder.encode_descriptor(
+            "rpc_pool_member_healthy",
+            "1 while a pool member is in rotation, 0 while it is ejected after failures.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for member in &members {
+            ConstGauge::new(i64::from(member.healthy))
+                .encode(healthy.encode_family(&labels(member))?)?;
+        }
+        let mut outstanding = encoder.encode_descriptor(
+            "rpc_pool_member_outstanding",
+            "Requests sent to a pool member and not yet answered.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for member in &members {
+            ConstGauge::new(member.outstanding)
+                .encode(outstanding.encode_family(&labels(member))?)?;
+        }
+        let mut rtt = encoder.encode_descriptor(
+            "rpc_pool_member_rtt_seconds",
+            "Moving average of a pool member's round trips (0 until measured).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for member in &members {
+            ConstGauge::new(member.rtt.as_secs_f64())
+                .encode(rtt.encode_family(&labels(member))?)?;
+        }
+        let mut picks = encoder.encode_descriptor(
+            "rpc_pool_member_picks",
+            "Requests given to a pool member, in all.",
+            None,
+            MetricType::Counter,
+        )?;
+        for member in &members {
+            ConstCounter::new(member.picks).encode(picks.encode_family(&labels(member))?)?;
+        }
+        Ok(())
+    }
 }

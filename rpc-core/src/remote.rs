@@ -73,7 +73,11 @@ impl RemoteFunction {
     ) -> RemoteFunction {
         RemoteFunction {
             name,
-            function: registry::Function { handler, options },
+            function: registry::Function {
+                handler,
+                options,
+                stats: None,
+            },
         }
     }
 

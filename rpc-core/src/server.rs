@@ -18,6 +18,7 @@ mod tests;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::ServeError;
+use crate::metrics::server::{CallStats, ServerStats};
 use crate::remote::{RemoteFunction, Service};
 use crate::wire::{
     DEFAULT_MAX_DECODE_DEPTH, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_PAYLOAD_LEN, PeerRole,
@@ -160,6 +162,11 @@ pub struct ServerConfig {
     /// The most bytes the data store holds, and separately the program store.
     /// The default is [`DEFAULT_MAX_STORE_BYTES`], 1 GiB.
     pub max_store_bytes: u64,
+    /// Where to count connections, calls by function and status, call
+    /// latency and bytes, for Prometheus to scrape (see
+    /// [`metrics`](crate::metrics)); several servers may share one. The
+    /// default is `None`: nothing is counted.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ServerConfig {
@@ -217,6 +224,7 @@ impl Default for ServerConfig {
             dedup_max_bytes: DEFAULT_DEDUP_MAX_BYTES,
             dedup_linger: DEFAULT_DEDUP_LINGER,
             max_store_bytes: DEFAULT_MAX_STORE_BYTES,
+            metrics: None,
         }
     }
 }
@@ -267,6 +275,9 @@ pub struct ServerBuilder {
     programs: Option<Arc<dyn ProgramStore>>,
     /// What the server says it is in its `Welcome`; `None`: a server.
     role: Option<PeerRole>,
+    /// Collectors of what its functions count, registered into
+    /// `config.metrics` when it starts with metrics.
+    collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ServerTls>,
 }
@@ -292,6 +303,17 @@ impl ServerBuilder {
     /// Replaces the configuration.
     pub fn config(mut self, config: ServerConfig) -> ServerBuilder {
         self.config = config;
+        self
+    }
+
+    /// Adds a collector of metrics the server's functions keep (a job
+    /// queue's length, say), registered into [`ServerConfig::metrics`]
+    /// when the server starts, if it has metrics; otherwise never asked.
+    pub fn collector(
+        mut self,
+        collector: impl prometheus_client::collector::Collector,
+    ) -> ServerBuilder {
+        self.collectors.push(Box::new(collector));
         self
     }
 
@@ -534,6 +556,7 @@ impl ServerBuilder {
         let function = Function {
             handler: registry::raw(function),
             options,
+            stats: None,
         };
         self.registry.insert(Arc::from(name.into()), function);
         self
@@ -589,7 +612,7 @@ impl ServerBuilder {
             addr: "the given listener".into(),
             source,
         })?;
-        let (shared, tls) = self.into_state();
+        let (shared, tls) = self.into_state(local_addr);
         let (shutdown, watcher) = watch::channel(None);
         let task = tokio::spawn(
             accept_loop(listener, shared, watcher, tls)
@@ -604,8 +627,31 @@ impl ServerBuilder {
 
     /// What every connection will share, and the TLS configuration, made
     /// from the builder's parts.
-    fn into_state(self) -> (Arc<shared::ServerState>, Option<secure::Tls>) {
+    fn into_state(
+        mut self,
+        local_addr: SocketAddr,
+    ) -> (Arc<shared::ServerState>, Option<secure::Tls>) {
         let config = self.config;
+        // Each function's counters live with it, found with it on every call.
+        let stats = config.metrics.as_ref().map(|metrics| {
+            let describe = Arc::new(CallStats::default());
+            let mut functions = vec![(
+                Arc::from(crate::wire::DESCRIBE_METHOD),
+                Arc::clone(&describe),
+            )];
+            for (name, function) in &mut self.registry {
+                let calls = Arc::new(CallStats::default());
+                function.stats = Some(Arc::clone(&calls));
+                functions.push((Arc::clone(name), calls));
+            }
+            functions.sort_by(|a, b| a.0.cmp(&b.0));
+            let stats = Arc::new(ServerStats::new(local_addr.to_string(), functions));
+            metrics.add_server(Arc::clone(&stats));
+            for collector in std::mem::take(&mut self.collectors) {
+                metrics.register_boxed(collector);
+            }
+            (stats, describe)
+        });
         let state = Arc::new(shared::ServerState {
             admission: Arc::new(Admission::new(
                 config.max_pending_handshakes,
@@ -629,6 +675,7 @@ impl ServerBuilder {
             tokens: self.tokens,
             access: self.access,
             role: self.role.unwrap_or(PeerRole::Server),
+            stats,
             config,
         });
         #[cfg(feature = "tls")]
@@ -704,6 +751,13 @@ async fn listen(addr: impl ToSocketAddrs, backlog: u32) -> std::io::Result<TcpLi
     }))
 }
 
+/// Adds one to a server's counter, when it counts.
+fn bump(stats: Option<&ServerStats>, counter: fn(&ServerStats) -> &AtomicU64) {
+    if let Some(stats) = stats {
+        counter(stats).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<shared::ServerState>,
@@ -739,25 +793,36 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         #[allow(clippy::clone_on_copy, reason = "without TLS the type is Copy")]
         let tls = tls.clone();
+        let stats = shared.stats.as_ref().map(|(stats, _)| Arc::clone(stats));
+        bump(stats.as_deref(), |stats| &stats.accepted);
         connections.spawn(
             async move {
                 let mut place = place;
                 let handshake_timeout = shared.config.handshake_timeout;
                 let opened = async {
-                    let secured = secure::secure(socket, tls.as_ref(), handshake_timeout).await?;
+                    let mut secured =
+                        secure::secure(socket, tls.as_ref(), handshake_timeout).await?;
+                    if let Some(stats) = &stats {
+                        secured.io = stats.count_bytes(secured.io);
+                    }
                     connection::handshake(secured, Some(addr), &shared).await
                 };
                 let opened = tokio::select! {
                     opened = opened => opened,
                     () = place.evicted() => {
                         tracing::debug!("closed to make room for newer handshakes");
-                        None
+                        bump(stats.as_deref(), |stats| &stats.evicted);
+                        return;
                     }
                 };
                 drop(place);
-                if let Some(opened) = opened {
-                    connection::serve(opened, shared, shutdown).await;
-                }
+                let Some(opened) = opened else {
+                    bump(stats.as_deref(), |stats| &stats.refused);
+                    return;
+                };
+                bump(stats.as_deref(), |stats| &stats.opened);
+                connection::serve(opened, shared, shutdown).await;
+                bump(stats.as_deref(), |stats| &stats.closed);
             }
             .instrument(span),
         );

@@ -66,10 +66,29 @@ async fn a_thousand_jobs_survive_a_worker_killed_mid_run() {
         killer
     );
     assert_eq!(outputs.len(), 1000);
-    for (i, output) in outputs.into_iter().enumerate() {
-        let output = output.unwrap_or_else(|error| panic!("job {i}: {error}"));
+    let addrs = [
+        a.local_addr().to_string(),
+        b.local_addr().to_string(),
+        c_addr.clone(),
+    ];
+    let mut answered_by = [0; 3];
+    for (i, job) in outputs.into_iter().enumerate() {
+        // Each result names the worker that gave it.
+        let worker = job.worker.unwrap_or_else(|| panic!("job {i}: no worker"));
+        let Some(slot) = addrs.iter().position(|addr| *addr == worker) else {
+            panic!("job {i} answered by {worker}, not a pool member")
+        };
+        answered_by[slot] += 1;
+        let output = job
+            .result
+            .unwrap_or_else(|error| panic!("job {i}: {error}"));
         assert_eq!(output.stdout, format!("job {i}").as_bytes(), "job {i}");
     }
+    // The survivors took over the dead worker's share.
+    assert!(
+        answered_by[0] > 0 && answered_by[1] > 0 && answered_by[0] + answered_by[1] >= 900,
+        "{answered_by:?}"
+    );
     let count = progress.count();
     assert_eq!((count.done, count.failed, count.in_flight), (1000, 0, 0));
     // Each surviving worker compiled the module once, shipped lazily.
@@ -102,7 +121,7 @@ async fn a_thousand_jobs_survive_a_worker_killed_mid_run() {
         assert!(
             outputs
                 .iter()
-                .all(|output| output.as_ref().is_ok_and(|o| o.stdout == "again"))
+                .all(|output| output.result.as_ref().is_ok_and(|o| o.stdout == "again"))
         );
         if c_box.status().finished > 0 {
             back = true;
@@ -136,7 +155,7 @@ async fn unordered_fan_out_yields_every_index_once() {
         &progress,
     );
     while let Some((index, output)) = results.next().await {
-        assert_eq!(output.unwrap().stdout, index.to_string().as_bytes());
+        assert_eq!(output.result.unwrap().stdout, index.to_string().as_bytes());
         assert!(
             !std::mem::replace(&mut seen[index], true),
             "index {index} twice"

@@ -73,7 +73,7 @@ async fn jobs_per_second(pool: &WorkerPool, module: &Module, jobs: usize, in_fli
         )
         .collect()
         .await;
-    assert!(warm.iter().all(Result::is_ok));
+    assert!(warm.iter().all(|job| job.result.is_ok()));
     let started = Instant::now();
     let results: Vec<_> = pool
         .map(
@@ -84,7 +84,7 @@ async fn jobs_per_second(pool: &WorkerPool, module: &Module, jobs: usize, in_fli
         )
         .collect()
         .await;
-    assert!(results.iter().all(Result::is_ok));
+    assert!(results.iter().all(|job| job.result.is_ok()));
     jobs as f64 / started.elapsed().as_secs_f64()
 }
 

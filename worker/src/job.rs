@@ -344,7 +344,88 @@ pub enum JobError {
     },
 }
 
+/// Who a failed job's failure belongs to: what to fix, and whether sending
+/// the job again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The caller asked for something wrong (a module that is not there or
+    /// not valid, an export that does not exist, a directory not granted):
+    /// change the request.
+    Caller,
+    /// The guest program broke a limit, trapped or broke the call ABI: fix
+    /// the program or raise the limit.
+    Guest,
+    /// The worker or its machine failed, or is too busy: not the job's
+    /// doing; another worker or a later attempt may succeed.
+    Host,
+}
+
+impl Fault {
+    /// `"caller"`, `"guest"` or `"host"`: as PROTOCOL.md section 16 and the
+    /// command line's `--json` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Caller => "caller",
+            Fault::Guest => "guest",
+            Fault::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl JobError {
+    /// The variant's name in snake case (`"trap"`, `"resource_exhausted"`,
+    /// ...), stable for scripts and logs.
+    ///
+    /// ```
+    /// use worker::{Fault, JobError};
+    ///
+    /// let error = JobError::InvalidModule("not wasm".into());
+    /// assert_eq!((error.kind(), error.fault()), ("invalid_module", Fault::Caller));
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::ModuleNotFound(_) => "module_not_found",
+            JobError::InvalidModule(_) => "invalid_module",
+            JobError::UnknownImport { .. } => "unknown_import",
+            JobError::BadExport { .. } => "bad_export",
+            JobError::DeadlineExceeded { .. } => "deadline_exceeded",
+            JobError::ResourceExhausted { .. } => "resource_exhausted",
+            JobError::Trap { .. } => "trap",
+            JobError::Cancelled => "cancelled",
+            JobError::Abi(_) => "abi",
+            JobError::Internal(_) => "internal",
+            JobError::DirNotGranted(_) => "directory_not_granted",
+            JobError::Busy(_) => "busy",
+            JobError::Forbidden(_) => "forbidden",
+            JobError::OutputLimit { .. } => "output_limit",
+        }
+    }
+
+    /// Whose failure this is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            JobError::ModuleNotFound(_)
+            | JobError::InvalidModule(_)
+            | JobError::UnknownImport { .. }
+            | JobError::BadExport { .. }
+            | JobError::Cancelled
+            | JobError::DirNotGranted(_)
+            | JobError::Forbidden(_) => Fault::Caller,
+            JobError::DeadlineExceeded { .. }
+            | JobError::ResourceExhausted { .. }
+            | JobError::Trap { .. }
+            | JobError::Abi(_)
+            | JobError::OutputLimit { .. } => Fault::Guest,
+            JobError::Internal(_) | JobError::Busy(_) => Fault::Host,
+        }
+    }
+
     /// The guest's stderr (its tail, or all of it up to the output limit
     /// for [`JobError::OutputLimit`]), where the job got far enough to have
     /// one.

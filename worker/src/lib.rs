@@ -52,6 +52,7 @@ mod error;
 mod functions;
 mod job;
 mod limits;
+pub mod metrics;
 mod pool;
 mod relay;
 pub mod roles;
@@ -64,7 +65,7 @@ pub use client::{Module, WorkerClient};
 pub use coordinator::{CoordinatorResolver, DEFAULT_TTL, coordinator_server, join};
 pub use error::{SandboxError, WorkerError};
 pub use job::{
-    CallOutput, CallRequest, Command, JobError, ModuleOrigin, Receipt, Resource, RunOutput,
+    CallOutput, CallRequest, Command, Fault, JobError, ModuleOrigin, Receipt, Resource, RunOutput,
     RunRequest, WorkerStatus,
 };
 pub use limits::{
@@ -72,7 +73,7 @@ pub use limits::{
     DEFAULT_MEMORY_BYTES, DEFAULT_MODULE_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_STACK_BYTES,
     DEFAULT_TABLE_ELEMENTS, DEFAULT_WALL_TIME, JobLimits, Limits,
 };
-pub use pool::{Progress, ProgressCount, WorkerPool, worker_pool_config};
+pub use pool::{Dispatched, Progress, ProgressCount, WorkerPool, worker_pool_config};
 pub use relay::relay_worker;
 pub use sandbox::{DEFAULT_MAX_QUEUED_JOBS, Sandbox, SandboxConfig, default_concurrency};
 pub use server::{serve, worker_server};

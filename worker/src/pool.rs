@@ -28,7 +28,10 @@ use crate::job::{CallOutput, Command, RunOutput};
 /// let module = Module::from_file("guest-wordfreq.wasm")?;
 /// let inputs = ["some text", "more text"].map(|text| Command::new().stdin(text));
 /// let progress = Progress::default();
-/// let outputs: Vec<_> = pool.map(&module, inputs, 16, &progress).collect().await;
+/// let mut jobs = pool.map(&module, inputs, 16, &progress);
+/// while let Some(job) = jobs.next().await {
+///     println!("{:?} answered: {:?}", job.worker, job.result.map(|output| output.exit_code));
+/// }
 /// # Ok(())
 /// # }
 /// ```
@@ -85,12 +88,31 @@ impl WorkerPool {
     /// The job's own [`WorkerError::Job`], or the last worker failure once
     /// the pool's attempts or deadline ran out.
     pub async fn run(&self, module: &Module, command: Command) -> Result<RunOutput, WorkerError> {
-        self.pool
+        self.run_reporting(module, command).await.result
+    }
+
+    /// Like [`run`](WorkerPool::run), saying which worker gave the result.
+    pub async fn run_reporting(&self, module: &Module, command: Command) -> Dispatched<RunOutput> {
+        // The attempts are sequential: the last one tried is the one whose
+        // result the pool returns.
+        let last = std::sync::Mutex::new(None::<String>);
+        let result = self
+            .pool
             .dispatch(|client| {
+                if let Ok(mut last) = last.lock() {
+                    *last = Some(client.addr().to_owned());
+                }
                 let command = command.clone();
                 async move { self.worker(client).run(module, command).await }
             })
-            .await
+            .await;
+        let worker = last.into_inner().ok().flatten();
+        // A worker behind a relay is named by the relay's receipt.
+        let worker = match &result {
+            Ok(output) => output.receipt.relayed_to.clone().or(worker),
+            Err(_) => worker,
+        };
+        Dispatched { worker, result }
     }
 
     /// Calls a typed export on one worker; see [`WorkerClient::call`].
@@ -121,21 +143,22 @@ impl WorkerPool {
     }
 
     /// Runs `module` once per command, at most `concurrency` at a time over
-    /// the pool, yielding the results in the order of the commands.
-    /// `progress` counts them as they go, for a progress bar.
+    /// the pool, yielding the results in the order of the commands, each
+    /// with the worker that gave it. `progress` counts them as they go, for
+    /// a progress bar.
     pub fn map<'a, I>(
         &'a self,
         module: &'a Module,
         commands: I,
         concurrency: usize,
         progress: &'a Progress,
-    ) -> impl Stream<Item = Result<RunOutput, WorkerError>> + 'a
+    ) -> impl Stream<Item = Dispatched<RunOutput>> + 'a
     where
         I: IntoIterator<Item = Command>,
         I::IntoIter: 'a,
     {
         futures_util::stream::iter(commands)
-            .map(move |command| progress.track(self.run(module, command)))
+            .map(move |command| progress.track(self.run_reporting(module, command)))
             .buffered(concurrency.max(1))
     }
 
@@ -147,14 +170,17 @@ impl WorkerPool {
         commands: I,
         concurrency: usize,
         progress: &'a Progress,
-    ) -> impl Stream<Item = (usize, Result<RunOutput, WorkerError>)> + 'a
+    ) -> impl Stream<Item = (usize, Dispatched<RunOutput>)> + 'a
     where
         I: IntoIterator<Item = Command>,
         I::IntoIter: 'a,
     {
         futures_util::stream::iter(commands.into_iter().enumerate())
             .map(move |(index, command)| async move {
-                (index, progress.track(self.run(module, command)).await)
+                (
+                    index,
+                    progress.track(self.run_reporting(module, command)).await,
+                )
             })
             .buffer_unordered(concurrency.max(1))
     }
@@ -194,17 +220,25 @@ impl Progress {
         }
     }
 
-    async fn track<T>(
-        &self,
-        job: impl Future<Output = Result<T, WorkerError>>,
-    ) -> Result<T, WorkerError> {
+    async fn track<T>(&self, job: impl Future<Output = Dispatched<T>>) -> Dispatched<T> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = job.await;
+        let dispatched = job.await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if result.is_err() {
+        if dispatched.result.is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
         self.done.fetch_add(1, Ordering::Relaxed);
-        result
+        dispatched
     }
+}
+
+/// A job's result from a [`WorkerPool`], with the worker that gave it.
+#[derive(Debug)]
+pub struct Dispatched<T> {
+    /// The address of the worker whose answer this is (for a worker behind
+    /// a relay, the name it registered with); `None` when no worker could
+    /// be tried.
+    pub worker: Option<String>,
+    /// The job's output, or why it has none.
+    pub result: Result<T, WorkerError>,
 }

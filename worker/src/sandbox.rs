@@ -326,6 +326,11 @@ impl Sandbox {
         }
     }
 
+    /// Bytes of compiled code its cache holds in memory now.
+    pub(crate) fn cache_memory_bytes(&self) -> u64 {
+        self.inner.cache.memory_bytes()
+    }
+
     /// Gets the compiled module, waits for a slot, and runs the job: its
     /// first slice here, the rest on a blocking thread if there is more.
     async fn execute<T, F>(

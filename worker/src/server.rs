@@ -10,7 +10,13 @@ use std::sync::Arc;
 use rpc_core::{Context, Failure, PeerRole, ServeError, Server, ServerConfig, StatusCode};
 
 use crate::functions::{Jobs, JobsServer, Status, StatusServer};
-use crate::job::{CallOutput, CallRequest, JobError, RunOutput, RunRequest, WorkerStatus};
+use rpc_core::ContentHash;
+use tracing::Instrument;
+
+use crate::job::{
+    CallOutput, CallRequest, Fault, JobError, Receipt, RunOutput, RunRequest, WorkerStatus,
+};
+use crate::metrics::{JobStats, WorkerCollector};
 use crate::roles;
 use crate::sandbox::Sandbox;
 
@@ -41,9 +47,16 @@ pub fn worker_server(sandbox: Sandbox) -> ServerBuilder {
 
 fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> ServerBuilder {
     config.max_payload_len = config.max_payload_len.max(sandbox.limits().module_bytes);
-    let functions = Arc::new(SandboxFunctions(sandbox.clone()));
+    let functions = Arc::new(SandboxFunctions {
+        sandbox: sandbox.clone(),
+        stats: Arc::new(JobStats::default()),
+    });
     Server::builder()
         .config(config)
+        .collector(WorkerCollector {
+            stats: Arc::clone(&functions.stats),
+            sandbox: sandbox.clone(),
+        })
         .role(PeerRole::Worker)
         .anonymous_roles(roles::ALL)
         .data_roles(roles::NONE)
@@ -53,8 +66,11 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> ServerBuild
         .service(StatusServer::from_arc(functions))
 }
 
-/// The worker's functions, served by its sandbox.
-struct SandboxFunctions(Sandbox);
+/// The worker's functions, served by its sandbox, counting its jobs.
+struct SandboxFunctions {
+    sandbox: Sandbox,
+    stats: Arc<JobStats>,
+}
 
 impl Jobs for SandboxFunctions {
     async fn run(
@@ -63,7 +79,16 @@ impl Jobs for SandboxFunctions {
         request: RunRequest,
     ) -> Result<RunOutput, Failure<JobError>> {
         let deadline = context.deadline().map(|deadline| deadline.into_std());
-        self.0.run(request, deadline).await.map_err(answer)
+        let span = job_span("run", &request.module, "_start");
+        let result = self
+            .sandbox
+            .run(request, deadline)
+            .instrument(span.clone())
+            .await;
+        let receipt = result.as_ref().map(|output| &output.receipt);
+        self.stats.record("run", receipt);
+        log_job(&span, receipt);
+        result.map_err(answer)
     }
 
     async fn call(
@@ -72,13 +97,67 @@ impl Jobs for SandboxFunctions {
         request: CallRequest,
     ) -> Result<CallOutput, Failure<JobError>> {
         let deadline = context.deadline().map(|deadline| deadline.into_std());
-        self.0.call(request, deadline).await.map_err(answer)
+        let span = job_span("call", &request.module, &request.export);
+        let result = self
+            .sandbox
+            .call(request, deadline)
+            .instrument(span.clone())
+            .await;
+        let receipt = result.as_ref().map(|output| &output.receipt);
+        self.stats.record("call", receipt);
+        log_job(&span, receipt);
+        result.map_err(answer)
     }
 }
 
 impl Status for SandboxFunctions {
     async fn status(&self) -> WorkerStatus {
-        self.0.status()
+        self.sandbox.status()
+    }
+}
+
+/// A job's span: what ran (`run` or `call`, the module's hash, the
+/// export), then what it used or why it failed. Inside the server's
+/// `call` span, which carries the function, stream id and peer.
+fn job_span(kind: &'static str, module: &ContentHash, export: &str) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        kind,
+        module = %module,
+        export,
+        outcome = tracing::field::Empty,
+        cache = tracing::field::Empty,
+        fuel = tracing::field::Empty,
+        wall_time_us = tracing::field::Empty,
+        queued_us = tracing::field::Empty,
+        compile_us = tracing::field::Empty,
+        peak_memory_bytes = tracing::field::Empty,
+    )
+}
+
+/// Records a finished job's receipt (or its error's kind) on its span and
+/// logs it: `info` for a job that ran or failed by its own doing, `warn`
+/// for one the worker failed.
+fn log_job(span: &tracing::Span, result: Result<&Receipt, &JobError>) {
+    match result {
+        Ok(receipt) => {
+            span.record("outcome", "ok");
+            span.record("cache", tracing::field::display(receipt.module));
+            span.record("fuel", receipt.fuel);
+            span.record("wall_time_us", receipt.wall_time_us);
+            span.record("queued_us", receipt.queued_us);
+            span.record("compile_us", receipt.compile_us);
+            span.record("peak_memory_bytes", receipt.peak_memory_bytes);
+            tracing::info!(parent: span, "job finished");
+        }
+        Err(error) => {
+            span.record("outcome", error.kind());
+            if error.fault() == Fault::Host {
+                tracing::warn!(parent: span, fault = %error.fault(), %error, "job failed");
+            } else {
+                tracing::info!(parent: span, fault = %error.fault(), %error, "job failed");
+            }
+        }
     }
 }
 

@@ -120,7 +120,7 @@ async fn echo_all(
     assert!(
         outputs
             .iter()
-            .all(|o| o.as_ref().is_ok_and(|o| o.stdout == input))
+            .all(|o| o.result.as_ref().is_ok_and(|o| o.stdout == input))
     );
 }
 
@@ -194,7 +194,9 @@ async fn a_killed_worker_process_loses_no_job_and_is_taken_back() {
     );
     assert_eq!(outputs.len(), 1000);
     for (i, output) in outputs.into_iter().enumerate() {
-        let output = output.unwrap_or_else(|error| panic!("job {i}: {error}"));
+        let output = output
+            .result
+            .unwrap_or_else(|error| panic!("job {i}: {error}"));
         assert_eq!(output.stdout, format!("job {i}").as_bytes(), "job {i}");
     }
     assert_eq!(progress.count().failed, 0);
@@ -300,7 +302,7 @@ async fn workers_found_through_a_coordinator_process_survive_its_restart() {
         .await;
     let mut relayed = 0;
     for (i, output) in outputs.into_iter().enumerate() {
-        let output = output.unwrap();
+        let output = output.result.unwrap();
         assert_eq!(output.stdout, i.to_string().as_bytes());
         relayed += usize::from(output.receipt.relayed_to.as_deref() == Some("natted"));
     }

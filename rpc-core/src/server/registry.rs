@@ -1,6 +1,7 @@
 //! Registered functions: type-erased handlers, their options, and the
 //! context a handler sees.
 
+use crate::metrics::server::CallStats;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -165,6 +166,8 @@ impl FunctionOptions {
 pub(crate) struct Function {
     pub(crate) handler: Handler,
     pub(crate) options: FunctionOptions,
+    /// Its counters, when the server has metrics (set as it starts).
+    pub(crate) stats: Option<Arc<CallStats>>,
 }
 
 impl Function {

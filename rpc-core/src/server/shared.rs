@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::metrics::server::{CallStats, ServerStats};
 use crate::server::ServerConfig;
 use crate::server::admission::Admission;
 use crate::server::auth::Tokens;
@@ -31,4 +32,6 @@ pub(crate) struct ServerState {
     pub(crate) programs: Arc<dyn ProgramStore>,
     /// What this server says it is in its `Welcome`.
     pub(crate) role: PeerRole,
+    /// Its counters and the introspection call's, when it has metrics.
+    pub(crate) stats: Option<(Arc<ServerStats>, Arc<CallStats>)>,
 }

@@ -5,6 +5,7 @@
 //! Each test names the protocol rule it checks; the end-to-end tests over
 //! TCP live in `tests/all`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -39,7 +40,7 @@ impl Peer {
     /// A connection to `builder`'s server, before any frame.
     fn open(builder: ServerBuilder) -> Peer {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let (state, _tls) = builder.into_state();
+        let (state, _tls) = builder.into_state(SocketAddr::from(([127, 0, 0, 1], 0)));
         let (shutdown, watcher) = watch::channel(None);
         let server = tokio::spawn(async move {
             let secured = Secured {

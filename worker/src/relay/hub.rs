@@ -13,7 +13,11 @@ use rpc_core::{
 use tokio::sync::{Notify, oneshot};
 
 use crate::functions::{Jobs, JobsServer, Relaying, RelayingServer};
+use rpc_core::metrics::prometheus_client::collector::Collector;
+use rpc_core::metrics::prometheus_client::encoding::DescriptorEncoder;
+
 use crate::job::{CallOutput, CallRequest, JobError, RunOutput, RunRequest};
+use crate::metrics::RelayStats;
 use crate::server::answer;
 use crate::{lock, roles};
 
@@ -330,8 +334,13 @@ pub(crate) fn add_relay(
     let hub = Arc::new(Hub {
         relay: Arc::new(Relay::default()),
         live: Box::new(live),
+        stats: Arc::new(RelayStats::default()),
     });
     server
+        .collector(RelayCollector {
+            relay: Arc::clone(&hub.relay),
+            stats: Arc::clone(&hub.stats),
+        })
         .programs(hub.relay.modules.clone())
         .program_roles(roles::RUNS_JOBS)
         .service(JobsServer::from_arc(Arc::clone(&hub)))
@@ -343,6 +352,26 @@ struct Hub {
     relay: Arc<Relay>,
     /// The names of the workers registered now.
     live: Box<dyn Fn() -> HashSet<String> + Send + Sync>,
+    stats: Arc<RelayStats>,
+}
+
+/// The relay's counters and queue, for metrics.
+struct RelayCollector {
+    relay: Arc<Relay>,
+    stats: Arc<RelayStats>,
+}
+
+impl std::fmt::Debug for RelayCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for RelayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let queued = lock(&self.relay.queue).len() as u64;
+        self.stats.encode(queued, &mut encoder)
+    }
 }
 
 impl Jobs for Hub {
@@ -355,10 +384,12 @@ impl Jobs for Hub {
             .relay
             .relay(request.module, RelayedJob::Run(request), context.deadline())
             .await
+            .inspect_err(|error| self.stats.record_error(error))
             .map_err(answer)?;
         let RelayOutcome::Run(result) = outcome else {
             return Err(Failure::Error(mismatched()));
         };
+        self.stats.record(&result);
         result.map_err(answer).map(|mut output| {
             output.receipt.relayed_to = Some(worker);
             output
@@ -378,10 +409,12 @@ impl Jobs for Hub {
                 context.deadline(),
             )
             .await
+            .inspect_err(|error| self.stats.record_error(error))
             .map_err(answer)?;
         let RelayOutcome::Call(result) = outcome else {
             return Err(Failure::Error(mismatched()));
         };
+        self.stats.record(&result);
         result.map_err(answer).map(|mut output| {
             output.receipt.relayed_to = Some(worker);
             output

@@ -353,6 +353,11 @@ impl ModuleCache {
     pub(crate) fn in_memory(&self) -> usize {
         lock(&self.compiled).len()
     }
+
+    /// Bytes of compiled code in memory now.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        lock(&self.compiled).bytes()
+    }
 }
 
 /// A module took longer to compile than allowed.

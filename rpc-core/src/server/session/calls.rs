@@ -13,6 +13,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::Session;
 use crate::conn::{self, Arrival, Reply};
+use crate::metrics::server::CallStats;
 use crate::server::budget::Held;
 use crate::server::dedup::{self, Claim, Completion};
 use crate::server::registry::{self, Context, Handler, Outcome};
@@ -29,6 +30,8 @@ const SMALL_ARGUMENTS: usize = 64 << 10;
 pub(super) struct Callee {
     pub(super) handler: Option<Handler>,
     pub(super) method: Arc<str>,
+    /// Its counters, when the server has metrics.
+    pub(super) stats: Option<Arc<CallStats>>,
 }
 
 /// A call that may run, with what of its message it still needs: the
@@ -48,10 +51,23 @@ impl Session {
         method: &str,
         schema_hash: Option<u64>,
     ) -> Result<Callee, (StatusCode, String)> {
+        let admitted = self.find(method, schema_hash);
+        if let (Err((status, _)), Some((stats, _))) = (&admitted, &self.shared.stats) {
+            stats.refuse_call(*status);
+        }
+        admitted
+    }
+
+    fn find(&self, method: &str, schema_hash: Option<u64>) -> Result<Callee, (StatusCode, String)> {
         if method == DESCRIBE_METHOD {
             return Ok(Callee {
                 handler: None,
                 method: Arc::from(DESCRIBE_METHOD),
+                stats: self
+                    .shared
+                    .stats
+                    .as_ref()
+                    .map(|(_, describe)| Arc::clone(describe)),
             });
         }
         let Some((name, function)) = self.shared.registry.get_key_value(method) else {
@@ -79,6 +95,7 @@ impl Session {
         Ok(Callee {
             handler: Some(Arc::clone(&function.handler)),
             method: Arc::clone(name),
+            stats: function.stats.clone(),
         })
     }
 
@@ -100,6 +117,7 @@ impl Session {
             idempotency_key,
             received_at,
         } = admitted;
+        let answering = Answering::start(function.stats, received_at);
         let large = args.len() > SMALL_ARGUMENTS;
         let room = match (&held, large) {
             (None, true) => self.shared.requests.check(args.len() as u64),
@@ -111,6 +129,7 @@ impl Session {
                 StatusCode::RESOURCE_EXHAUSTED,
                 exhausted.to_string(),
             ));
+            answering.answered(reply.status);
             self.respond(id, reply, received_at).await;
             return;
         }
@@ -119,6 +138,7 @@ impl Session {
         // A deadline already past (`timeout_ms = 0`, or a call that waited
         // for its arguments too long) is answered without running.
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            answering.answered(StatusCode::DEADLINE_EXCEEDED);
             self.respond(id, deadline_passed(), received_at).await;
             return;
         }
@@ -155,6 +175,7 @@ impl Session {
                     Poll::Ready(outcome) => {
                         let reply = within_deadline(Reply::from(outcome), deadline);
                         record_outcome(&span, &reply, received_at);
+                        answering.answered(reply.status);
                         self.respond(id, reply, received_at).await;
                         return;
                     }
@@ -179,6 +200,7 @@ impl Session {
         if let Poll::Ready(reply) = poll_once(&span, work.as_mut()) {
             let reply = within_deadline(reply, deadline);
             record_outcome(&span, &reply, received_at);
+            answering.answered(reply.status);
             self.respond(id, reply, received_at).await;
             return;
         }
@@ -196,6 +218,7 @@ impl Session {
                 None => work.await,
             };
             record_outcome(&tracing::Span::current(), &reply, received_at);
+            answering.answered(reply.status);
             // Reported before the answer leaves, so that the caller's next
             // call can never find this one still counted as running.
             let _ = done.send(id);
@@ -296,6 +319,40 @@ fn record_outcome(span: &tracing::Span, reply: &Reply, received_at: Arrival) {
     span.record("status", reply.status.as_u16());
     span.record("elapsed_us", elapsed_us);
     tracing::debug!(parent: span, status = reply.status.as_u16(), elapsed_us, "call answered");
+}
+
+/// Counts a call that began and, once, its answer: a call whose task is
+/// stopped before it answers (cancelled, or its connection gone) counts as
+/// `499`, so that none stays in flight forever.
+struct Answering {
+    stats: Option<Arc<CallStats>>,
+    received_at: Arrival,
+}
+
+impl Answering {
+    fn start(stats: Option<Arc<CallStats>>, received_at: Arrival) -> Answering {
+        if let Some(stats) = &stats {
+            stats.start();
+        }
+        Answering { stats, received_at }
+    }
+
+    fn answered(mut self, status: StatusCode) {
+        self.count(status);
+    }
+
+    fn count(&mut self, status: StatusCode) {
+        if let Some(stats) = self.stats.take() {
+            let elapsed = self.received_at.at.elapsed().as_micros();
+            stats.answer(status, u64::try_from(elapsed).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.count(StatusCode::CANCELLED);
+    }
 }
 
 /// The answer to a call whose deadline passed before its answer was ready.

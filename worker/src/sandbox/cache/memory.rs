@@ -32,6 +32,11 @@ impl<V> Lru<V> {
         }
     }
 
+    /// Bytes held now.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     pub(crate) fn get(&mut self, key: &ContentHash) -> Option<Arc<V>> {
         self.clock += 1;
         let entry = self.entries.get_mut(key)?;
