@@ -2,10 +2,12 @@
 
 mod coordinator;
 mod error;
+mod json;
 mod map;
 mod options;
 mod run;
 mod serve;
+mod status;
 mod submit;
 mod tls;
 
@@ -26,9 +28,15 @@ use error::CliError;
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, about, long_about = None, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
-    /// More log output on stderr (-v: info, -vv: debug).
+    /// More log output on stderr (-v: info, -vv: debug). `RUST_LOG`, when
+    /// set, takes precedence (e.g. `RUST_LOG=worker=debug,rpc_core=info`).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
+    /// How log lines look: `text` for people, `json` for one JSON object
+    /// per line with the fields of every enclosing span (function, stream
+    /// id, peer; for jobs the module hash and the receipt).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,7 +48,7 @@ exceeded, 125 job failed (limit, trap, invalid module), 69 worker unreachable or
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve jobs over the network.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a module here, in the same sandbox a worker uses.
     Run(run::RunArgs),
     /// Ship a module to a worker (if it lacks it) and run it there.
@@ -49,6 +57,8 @@ enum Command {
     Map(map::MapArgs),
     /// Keep a directory of live workers for clients to find.
     Coordinator(coordinator::CoordinatorArgs),
+    /// Show workers' load and caches (needs a token whose role may ask).
+    Status(status::StatusArgs),
 }
 
 pub(crate) use error::EXIT_INTERNAL;
@@ -62,21 +72,51 @@ pub(crate) async fn main(cli: Cli) -> ExitCode {
         Command::Submit(args) => args.execute().await,
         Command::Map(args) => args.execute().await,
         Command::Coordinator(args) => args.execute().await,
+        Command::Status(args) => args.execute().await,
     };
     result.unwrap_or_else(|error| error.report())
 }
 
-/// Logs to stderr at warn, info or debug level.
-pub(crate) fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::INFO,
-        _ => tracing::Level::DEBUG,
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs to stderr: what `RUST_LOG` selects, or else warn, info or debug
+/// by `-v`, as text or JSON lines.
+pub(crate) fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+    let (filter, bad_filter) = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => match EnvFilter::try_new(&directives) {
+            Ok(filter) => (filter, None),
+            Err(error) => (EnvFilter::new(default), Some(error)),
+        },
+        _ => (EnvFilter::new(default), None),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+    if let Some(error) = bad_filter {
+        tracing::warn!(%error, "RUST_LOG is not a valid filter; logging at {default}");
+    }
 }
 
 /// Prints a job's output and turns its exit code into this process's.
@@ -98,6 +138,11 @@ pub(crate) fn finish(output: &RunOutput) -> ExitCode {
         compile_us = receipt.compile_us,
         "job finished"
     );
+    exit_code(output)
+}
+
+/// The program's exit code as this process's.
+pub(crate) fn exit_code(output: &RunOutput) -> ExitCode {
     // WASI exit codes are 0..=255 in practice; anything else reads as 1.
     ExitCode::from(u8::try_from(output.exit_code).unwrap_or(1))
 }

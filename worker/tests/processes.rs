@@ -18,6 +18,8 @@ use futures_util::StreamExt;
 use rpc_core::{Client, ClientConfig, PoolConfig};
 use worker::{Command, Module, Progress, WorkerClient, WorkerPool};
 
+#[path = "processes/operate.rs"]
+mod operate;
 #[path = "../../tests/all/pki.rs"]
 mod pki;
 #[path = "processes/relay.rs"]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::error::CliError;
+use super::options::MetricsArgs;
 use super::tls::{ServeTlsArgs, keep_reloading, warn_if_plaintext};
 
 #[derive(Debug, Args)]
@@ -33,6 +34,8 @@ pub(crate) struct CoordinatorArgs {
     tokens: Vec<String>,
     #[command(flatten)]
     tls: ServeTlsArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 impl CoordinatorArgs {
@@ -46,7 +49,13 @@ async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode, CliError> {
     if !(args.ttl.is_finite() && args.ttl > 0.0) {
         return Err(CliError::Usage("--ttl must be positive".into()));
     }
-    let mut server = worker::coordinator_server(Duration::from_secs_f64(args.ttl));
+    let metrics = args.metrics.start().await?;
+    let mut server = worker::coordinator_server(Duration::from_secs_f64(args.ttl)).config(
+        rpc_core::ServerConfig {
+            metrics: metrics.as_ref().map(|(metrics, _)| metrics.clone()),
+            ..rpc_core::ServerConfig::default()
+        },
+    );
     for token in &args.tokens {
         let (token, role) = token
             .split_once(':')

@@ -1,7 +1,8 @@
 //! `worker map --to ADDR... FILE.wasm [INPUT...] [-- ARGS...]`: runs one
 //! module over many inputs across a pool of workers, each input the stdin
 //! of one job (an INPUT file each, or each line with `--lines`), printing
-//! their outputs in input order, with a progress bar on a terminal.
+//! their outputs (or, with `--json`, one JSON document per job) in input
+//! order, with a progress bar when stderr is a terminal.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,9 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
-use worker::{Progress, ProgressCount};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use worker::{Progress, ProgressCount, RunOutput};
 
 use super::error::{CliError, EXIT_JOB_FAILED};
+use super::json;
 use super::options::{JobArgs, TargetArgs, read_stdin};
 
 #[derive(Debug, Args)]
@@ -27,6 +30,10 @@ pub(crate) struct MapArgs {
     /// instead of one per file.
     #[arg(long)]
     lines: bool,
+    /// Print one JSON document per job, one per line in input order (see
+    /// `submit --json`), instead of the programs' output.
+    #[arg(long)]
+    json: bool,
     /// The module: a .wasm file built for wasm32-wasip1.
     file: PathBuf,
     /// Input files, each the stdin of one job [default: stdin, with --lines].
@@ -51,46 +58,34 @@ async fn map(args: MapArgs) -> Result<ExitCode, CliError> {
     let base = args.job.command_without_stdin();
     let commands = inputs.into_iter().map(|input| base.clone().stdin(input));
     let progress = Progress::default();
-    let show = std::io::stderr().is_terminal();
+    let bar = progress_bar(total);
     let workers = args.target.describe();
     let mut results = pool.map(&module, commands, args.concurrency, &progress);
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let (mut failed, mut nonzero, mut index) = (false, false, 0u64);
-    let mut stdout = std::io::stdout().lock();
     loop {
         tokio::select! {
-            result = results.next() => {
-                let Some(result) = result else { break };
-                if show {
-                    clear_bar();
+            job = results.next() => {
+                let Some(job) = job else { break };
+                let result = job.result.map_err(|error| CliError::from_worker(&workers, error));
+                match &result {
+                    Ok(output) => nonzero |= output.exit_code != 0,
+                    Err(_) => failed = true,
                 }
-                match result {
-                    Ok(output) => {
-                        let _ = stdout.write_all(&output.stdout);
-                        let _ = std::io::stderr().write_all(&output.stderr);
-                        if output.exit_code != 0 {
-                            nonzero = true;
-                            eprintln!("worker: input {index} exited with {}", output.exit_code);
-                        }
+                bar.suspend(|| {
+                    if args.json {
+                        json::print(&json::job(Some(index), job.worker.as_deref(), &result));
+                    } else {
+                        print_job(index, &result);
                     }
-                    Err(error) => {
-                        failed = true;
-                        let error = CliError::from_worker(&workers, error);
-                        if let CliError::Job(job) = &error {
-                            let _ = std::io::stderr().write_all(job.stderr());
-                        }
-                        eprintln!("worker: input {index}: {error}");
-                    }
-                }
+                });
+                update_bar(&bar, progress.count());
                 index += 1;
             }
-            _ = ticker.tick(), if show => draw_bar(progress.count(), total),
+            _ = ticker.tick() => update_bar(&bar, progress.count()),
         }
     }
-    let _ = stdout.flush();
-    if show {
-        clear_bar();
-    }
+    bar.finish_and_clear();
     let count = progress.count();
     eprintln!("worker: {} jobs, {} failed", count.done, count.failed);
     Ok(if failed {
@@ -100,6 +95,56 @@ async fn map(args: MapArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A job's output as the program wrote it, or why it has none, on stderr.
+fn print_job(index: u64, result: &Result<RunOutput, CliError>) {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    match result {
+        Ok(output) => {
+            let _ = stdout
+                .write_all(&output.stdout)
+                .and_then(|()| stdout.flush());
+            let _ = stderr.write_all(&output.stderr);
+            if output.exit_code != 0 {
+                let _ = writeln!(
+                    stderr,
+                    "worker: input {index} exited with {}",
+                    output.exit_code
+                );
+            }
+        }
+        Err(error) => {
+            if let CliError::Job(job) = error {
+                let _ = stderr.write_all(job.stderr());
+            }
+            let _ = writeln!(stderr, "worker: input {index}: {error}");
+        }
+    }
+}
+
+/// A bar on stderr when it is a terminal (jobs done of all, failed, in
+/// flight, rate and time left); hidden otherwise.
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} done, {msg} {per_sec:.1}, ETA {eta}")
+    {
+        bar.set_style(style.progress_chars("#>."));
+    }
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, count: ProgressCount) {
+    bar.set_position(count.done);
+    bar.set_message(format!(
+        "{} failed, {} running,",
+        count.failed, count.in_flight
+    ));
 }
 
 /// The inputs: one per file, or one per line of the files or of stdin.
@@ -134,21 +179,4 @@ async fn inputs(args: &MapArgs) -> Result<Vec<Bytes>, String> {
             Bytes::from(line)
         })
         .collect())
-}
-
-fn draw_bar(count: ProgressCount, total: u64) {
-    const WIDTH: u64 = 30;
-    let filled = (count.done * WIDTH).checked_div(total).unwrap_or(WIDTH);
-    let bar: String = (0..WIDTH)
-        .map(|i| if i < filled { '#' } else { '.' })
-        .collect();
-    eprint!(
-        "\r[{bar}] {}/{total} done, {} failed, {} running ",
-        count.done, count.failed, count.in_flight
-    );
-    let _ = std::io::stderr().flush();
-}
-
-fn clear_bar() {
-    eprint!("\r\x1b[2K");
 }

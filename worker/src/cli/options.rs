@@ -1,9 +1,11 @@
 //! Options shared by the subcommands: limits and the environment of a job.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use rpc_core::metrics::{Metrics, MetricsEndpoint};
 use worker::{Command, Limits};
 
 use super::tls::ConnectTlsArgs;
@@ -164,29 +166,35 @@ impl TargetArgs {
         Ok((pool, module))
     }
 
-    /// The pool: the --to workers, or the coordinator's (asked once now,
-    /// then followed).
-    pub(crate) async fn pool(&self) -> Result<worker::WorkerPool, CliError> {
+    /// How to connect to the workers (and the coordinator): token, TLS and
+    /// the per-job timeout.
+    pub(crate) fn client_config(&self) -> Result<rpc_core::ClientConfig, CliError> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err(CliError::Usage("--timeout must be positive".into()));
         }
-        let timeout = Duration::from_secs_f64(self.timeout);
         let addrs: Vec<&str> = self
             .to
             .iter()
             .map(String::as_str)
             .chain(self.coordinator.as_deref())
             .collect();
-        let mut config = worker::worker_pool_config();
-        config.client = rpc_core::ClientConfig {
+        Ok(rpc_core::ClientConfig {
             name: "worker-cli".into(),
             token: self.token.clone(),
-            timeout: Some(timeout),
+            timeout: Some(Duration::from_secs_f64(self.timeout)),
             max_payload_len: 1 << 30,
             tls: self.tls.client_tls(&addrs).map_err(CliError::Usage)?,
             insecure_plaintext: self.tls.insecure_plaintext,
             ..rpc_core::ClientConfig::default()
-        };
+        })
+    }
+
+    /// The pool: the --to workers, or the coordinator's (asked once now,
+    /// then followed).
+    pub(crate) async fn pool(&self) -> Result<worker::WorkerPool, CliError> {
+        let mut config = worker::worker_pool_config();
+        config.client = self.client_config()?;
+        let timeout = Duration::from_secs_f64(self.timeout);
         config.attempt_timeout = timeout;
         config.deadline = timeout.saturating_mul(3);
         let Some(coordinator) = &self.coordinator else {
@@ -217,6 +225,39 @@ impl TargetArgs {
         let pool = worker::WorkerPool::with_config(workers, config);
         pool.pool().follow(resolver, Duration::from_secs(2));
         Ok(pool)
+    }
+}
+
+/// Where to serve Prometheus metrics.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (connections, calls
+    /// by function and status, latencies, bytes, jobs by outcome, queue
+    /// and run time, fuel, module cache, relayed jobs). No authentication:
+    /// bind it where only the scraper reaches, e.g. 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Whether --metrics was given.
+    pub(crate) fn is_set(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    /// The registry for the server's configuration, served at --metrics;
+    /// `None` without --metrics. Keep the endpoint for as long as it
+    /// should serve.
+    pub(crate) async fn start(&self) -> Result<Option<(Metrics, MetricsEndpoint)>, CliError> {
+        let Some(addr) = self.metrics else {
+            return Ok(None);
+        };
+        let metrics = Metrics::new();
+        let endpoint = metrics.serve(addr).await.map_err(|error| {
+            CliError::Unavailable(format!("cannot serve metrics on {addr}: {error}"))
+        })?;
+        println!("metrics at http://{}/metrics", endpoint.local_addr());
+        Ok(Some((metrics, endpoint)))
     }
 }
 

@@ -10,7 +10,7 @@ use rpc_core::ServerConfig;
 use worker::{Sandbox, SandboxConfig};
 
 use super::error::CliError;
-use super::options::{CacheArgs, GrantArgs, LimitArgs, parse_size};
+use super::options::{CacheArgs, GrantArgs, LimitArgs, MetricsArgs, parse_size};
 use super::tls::{OutboundTlsArgs, ServeTlsArgs, keep_reloading, warn_if_plaintext};
 
 #[derive(Debug, Args)]
@@ -85,6 +85,8 @@ pub(crate) struct ServeArgs {
     tls: ServeTlsArgs,
     #[command(flatten)]
     outbound: OutboundTlsArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 impl ServeArgs {
@@ -123,6 +125,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         Err(error) => return Err(CliError::Internal(error.to_string())),
     };
     if let Some(coordinator) = &args.relay_via {
+        if args.metrics.is_set() {
+            return Err(CliError::Usage(
+                "--metrics needs a listening worker; a worker with --relay-via has no server to count"
+                    .into(),
+            ));
+        }
         let name = args
             .name
             .clone()
@@ -157,10 +165,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         Ok(tls) => tls,
         Err(message) => return Err(CliError::Usage(message)),
     };
+    let metrics = args.metrics.start().await?;
     let server_config = ServerConfig {
         max_connections: args.max_connections,
         max_pending_handshakes: args.max_handshakes,
         max_request_bytes: args.max_request_bytes,
+        metrics: metrics.as_ref().map(|(metrics, _)| metrics.clone()),
         ..ServerConfig::default()
     };
     // Checked before binding: a worker that joins must be reachable at the
