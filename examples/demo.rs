@@ -1,173 +1,341 @@
-//! The main demo: a server with a few functions, a data store and a program
-//! store, and a client calling it over TCP on loopback, printing what
-//! happens: typed results, each kind of error, deadlines, a thousand
-//! concurrent calls on one connection, chunked data, program shipping,
-//! introspection and a graceful shutdown.
+//! The main demo: WebAssembly programs built from Rust, shipped to three
+//! workers found through a coordinator, run there in a sandbox, and their
+//! results back, with what each step cost; a job fanned out over the pool
+//! while one worker is stopped, none lost; and a remote function declared
+//! with `#[remote]` checking the workers' answers.
 //!
-//! Run it with `cargo run --example demo`.
+//! ```sh
+//! rustup target add wasm32-wasip1 && cargo run --example demo
+//! ```
+//!
+//! The first run builds the guest programs in `examples/guests` for
+//! `wasm32-wasip1` (under `target/guests`); later runs reuse them.
+//! `RPC_GUEST_DIR=DIR` uses guests built elsewhere.
 
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rpc_core::{CallOptions, Client, ClientConfig, Context, FunctionOptions, RpcError, Server};
+use futures_util::StreamExt;
+use rpc_core::{Client, Server, remote};
+
+#[path = "support/guests.rs"]
+mod guests;
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use worker::wire::{CallRequest, Registration};
+use worker::{
+    Command, CoordinatorResolver, Module, ModuleOrigin, Progress, Receipt, Sandbox, SandboxConfig,
+    WorkerClient, WorkerPool,
+};
 
-/// The error `divide` returns, typed on both sides.
-#[derive(Debug, Serialize, Deserialize)]
-enum MathError {
-    DivisionByZero,
-}
-
-/// The error of a call that is meant to fail.
-fn failure<T: std::fmt::Debug, E>(result: Result<T, E>) -> Result<E, Box<dyn Error>> {
-    match result {
-        Ok(value) => Err(format!("expected an error, got {value:?}").into()),
-        Err(error) => Ok(error),
+/// The most frequent word of `text` and its count, as `wordfreq -n 1`
+/// prints it: computed natively, served as a remote function, and used
+/// to check what the sandboxed guests answered.
+#[remote(name = "check.top_word")]
+fn top_word(text: String) -> String {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+    {
+        *counts.entry(word.to_lowercase()).or_default() += 1;
     }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(word, count)| format!("{count:>7} {word}\n"))
+        .unwrap_or_default()
 }
+
+/// What `guest-stats`'s `summarize` returns (the guest's own type, mirrored
+/// here: postcard needs the same fields in the same order).
+#[derive(Debug, Serialize, Deserialize)]
+struct Summary {
+    count: u64,
+    mean: f64,
+    min: f64,
+    max: f64,
+    stddev: f64,
+}
+
+/// Jobs in the fan-out, and how many finish before a worker is stopped.
+const FAN_OUT: usize = 240;
+const STOP_AFTER: u64 = 60;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let server = Server::builder()
-        .token("demo-token", "admin")
-        .function(
-            "add",
-            |(a, b): (i64, i64)| async move { Ok::<_, ()>(a + b) },
-        )
-        .function("greet", |name: String| async move {
-            Ok::<_, ()>(format!("hello, {name}"))
-        })
-        .function("divide", |(a, b): (i64, i64)| async move {
-            if b == 0 {
-                Err(MathError::DivisionByZero)
-            } else {
-                Ok(a / b)
-            }
-        })
-        .function("sleep", |millis: u64| async move {
-            tokio::time::sleep(Duration::from_millis(millis)).await;
-            Ok::<_, ()>(millis)
-        })
-        .function_with(
-            "whoami",
-            FunctionOptions::new()
-                .roles(["admin"])
-                .description("the caller's name and role"),
-            |context: Context, (): ()| async move {
-                Ok::<_, ()>(format!(
-                    "{} ({})",
-                    context.peer_name(),
-                    context.role().unwrap_or("-")
-                ))
-            },
-        )
+    println!("== ship WebAssembly programs to workers and get their results back ==\n");
+    let guests = guests::dir()?;
+    let wordfreq = Module::from_file(guests.join("guest-wordfreq.wasm"))?;
+    let stats = Module::from_file(guests.join("guest_stats.wasm"))?;
+
+    println!("1. A coordinator and three workers, on 127.0.0.1, .2 and .3 (one process here;");
+    println!("   `worker coordinator` and `worker serve --join` on real machines)");
+    let coordinator = worker::coordinator_server(Duration::from_secs(5))
         .bind("127.0.0.1:0")
         .await?;
-    let addr = server.local_addr().to_string();
-    println!("server listening on {addr}");
-
-    let client = Client::with_config(
-        addr.clone(),
-        ClientConfig {
-            name: "demo-client".into(),
-            token: Some("demo-token".into()),
-            ..ClientConfig::default()
-        },
-    );
-
-    let sum: i64 = client.call("add", &(2i64, 3i64)).await?;
-    println!("add(2, 3) = {sum}");
-    let greeting: String = client.call("greet", "world").await?;
-    println!("greet(\"world\") = {greeting:?}");
-    let me: String = client.call("whoami", &()).await?;
-    println!("whoami() = {me}  (needs role admin, granted by the token)");
-
-    let error = failure(
-        client
-            .call_with::<_, i64, MathError>("divide", &(1i64, 0i64), CallOptions::new())
-            .await,
-    )?;
-    println!("divide(1, 0) -> {error:?}  (the function's own typed error)");
-    let error = failure(client.call::<_, i64>("multiply", &(2i64, 3i64)).await)?;
-    println!("multiply(2, 3) -> {error}");
-    let error = failure(client.call::<_, i64>("add", "two and three").await)?;
-    println!("add(\"two and three\") -> {error}");
-    let anonymous = Client::new(addr.clone());
-    let error = failure(anonymous.call::<_, i64>("add", &(1i64, 1i64)).await)?;
-    println!("a client without the token -> {error}");
-
-    let options = CallOptions::new().timeout(Duration::from_millis(100));
-    let started = Instant::now();
-    let error = failure(
-        client
-            .call_with::<_, u64, ()>("sleep", &10_000u64, options)
-            .await,
-    )?;
-    println!(
-        "sleep(10 s) with a 100 ms deadline -> {error} after {:?}; the server stopped too",
-        started.elapsed()
-    );
-
-    let started = Instant::now();
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..1000i64 {
-        let client = client.clone();
-        calls.spawn(async move { client.call::<_, i64>("add", &(i, i)).await });
+    let coordinator_addr = coordinator.local_addr().to_string();
+    println!("   coordinator   {coordinator_addr}");
+    let mut workers = Vec::new();
+    let mut names = BTreeMap::new();
+    for (name, ip) in [("A", "127.0.0.1"), ("B", "127.0.0.2"), ("C", "127.0.0.3")] {
+        let sandbox = Sandbox::new(SandboxConfig {
+            concurrency: 2,
+            ..SandboxConfig::default()
+        })?;
+        let server = worker::worker_server(sandbox.clone())
+            .bind(format!("{ip}:0"))
+            .await?;
+        let addr = server.local_addr().to_string();
+        let beat = join(&coordinator_addr, name, &addr, sandbox);
+        println!(
+            "   worker {name}      {addr}  (2 job slots; default limits: 1 GiB memory, 60 s, fuel)"
+        );
+        names.insert(addr, name);
+        workers.push((server, beat));
     }
-    let mut correct = 0;
-    while let Some(result) = calls.join_next().await {
-        if result?.is_ok() {
-            correct += 1;
+    let resolver = CoordinatorResolver::new(Client::new(coordinator_addr.clone()));
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = resolver.resolve_now().await;
+        if found.len() == 3 {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "1000 concurrent calls on one connection: {correct} correct in {:?}",
-        started.elapsed()
+        "   the client asks the coordinator: {} live workers",
+        found.len()
     );
-
-    let dataset = Bytes::from(
-        (0..3u32 << 20)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<u8>>(),
-    );
-    client.send_data("dataset", dataset.clone()).await?;
-    let fetched = client.request_data("dataset").await?;
-    println!(
-        "sent and fetched 3 MiB of data, chunked with SHA-256 checks: identical = {}",
-        fetched == dataset
-    );
-
-    let program = Bytes::from_static(b"\0asm\x01\0\0\0");
-    let (hash, sent) = client.send_program(program.clone()).await?;
-    println!(
-        "shipped program {}…: bytes sent = {sent}",
-        &hash.to_string()[..12]
-    );
-    let (_, sent) = client.send_program(program).await?;
-    println!("shipped it again: bytes sent = {sent} (the server has it)");
-
-    let functions = client.describe().await?;
-    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
-    println!("the server offers {names:?}");
-
-    let in_flight = {
-        let client = client.clone();
-        tokio::spawn(async move { client.call::<_, u64>("sleep", &300u64).await })
+    let Some(first) = found.first().cloned() else {
+        return Err("the coordinator lists no worker".into());
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    server.shutdown(Duration::from_secs(5)).await;
+    let pool = WorkerPool::new(found.clone());
+    let name = |addr: Option<&str>| {
+        addr.and_then(|addr| names.get(addr).copied())
+            .unwrap_or("?")
+    };
+
+    println!("\n2. A remote function, declared with #[remote] and called over TCP");
+    let checker = Server::builder()
+        .remote(top_word::function())
+        .bind("127.0.0.1:0")
+        .await?;
+    let check = Client::new(checker.local_addr().to_string());
+    let answer = top_word::call(&check, "to be or not to be".into()).await?;
     println!(
-        "graceful shutdown: the call in flight finished with {:?}",
-        in_flight.await?
+        "   top_word(\"to be or not to be\") = {:?}  (native Rust, checks the guests below)",
+        answer.trim()
     );
-    let error = failure(client.call::<_, i64>("add", &(1i64, 1i64)).await)?;
+
+    println!("\n3. A Rust program built for wasm32-wasip1, shipped to a worker and run there");
+    let readme = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))?;
     println!(
-        "a call after shutdown -> {}",
-        match error {
-            RpcError::Unavailable(_) => "unavailable, as expected".to_owned(),
-            other => other.to_string(),
+        "   guest-wordfreq.wasm: {} KiB, content hash {}",
+        wordfreq.bytes().len() / 1024,
+        short(&wordfreq.hash().to_string())
+    );
+    // Offered by its hash first: the worker asks for the bytes only when
+    // it lacks the module.
+    let worker_a = WorkerClient::new(Client::new(first.clone()));
+    for round in ["first run ", "second run"] {
+        let started = Instant::now();
+        let output = worker_a
+            .run(
+                &wordfreq,
+                Command::new().args(["-n", "3"]).stdin(readme.clone()),
+            )
+            .await?;
+        let words: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        println!(
+            "   {round}: top words of README.md = [{}], exit code {}",
+            words.join(", "),
+            output.exit_code
+        );
+        println!(
+            "               on worker {}: {}; {:.1} ms in all",
+            name(Some(first.as_str())),
+            receipt(&output.receipt),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+
+    println!("\n4. Typed calls into a Rust library compiled to wasm (guest-stats)");
+    let samples: Vec<f64> = (1..=1000).map(|i| f64::from(i).sqrt()).collect();
+    let (summary, cost) = typed_call::<_, Summary>(&first, &stats, "summarize", &samples).await?;
+    println!(
+        "   summarize(sqrt(1..=1000)) = mean {:.3}, min {:.3}, max {:.3}, stddev {:.3}",
+        summary.mean, summary.min, summary.max, summary.stddev
+    );
+    println!("               {cost}");
+    let (primes, cost) = typed_call::<_, u32>(&first, &stats, "count_primes", &200_000u32).await?;
+    println!("   count_primes(200000) = {primes}");
+    println!("               {cost}");
+
+    println!(
+        "\n5. One job fanned out over the pool: the top word of each of {FAN_OUT} paragraphs,"
+    );
+    println!("   16 at a time; worker B is stopped after {STOP_AFTER} have finished");
+    let protocol = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md"))?;
+    let paragraphs: Vec<String> = String::from_utf8_lossy(&readme)
+        .split("\n\n")
+        .chain(protocol.split("\n\n"))
+        .filter(|paragraph| paragraph.chars().any(char::is_alphanumeric))
+        .take(FAN_OUT)
+        .map(str::to_owned)
+        .collect();
+    let commands = paragraphs
+        .iter()
+        .map(|paragraph| Command::new().args(["-n", "1"]).stdin(paragraph.clone()));
+    let progress = Progress::default();
+    let worker_b = workers.remove(1);
+    let watched = &progress;
+    let stop_b = async move {
+        while watched.count().done < STOP_AFTER {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        let in_flight = watched.count().in_flight;
+        let (server, beat) = worker_b;
+        beat.abort();
+        // No grace: jobs running on B are cut off, and the pool sends them
+        // to another worker.
+        server.shutdown(Duration::ZERO).await;
+        println!("   ... worker B stopped with {in_flight} jobs in flight on the pool");
+    };
+    let started = Instant::now();
+    let (results, ()) = tokio::join!(
+        pool.map(&wordfreq, commands, 16, &progress)
+            .collect::<Vec<_>>(),
+        stop_b
+    );
+    let elapsed = started.elapsed();
+    let mut by_worker: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut fuel, mut compiled, mut checked, mut failed) = (0u64, 0, 0, 0);
+    for (job, paragraph) in results.iter().zip(&paragraphs) {
+        match &job.result {
+            Ok(output) => {
+                *by_worker.entry(name(job.worker.as_deref())).or_default() += 1;
+                fuel += output.receipt.fuel;
+                compiled += usize::from(output.receipt.module == ModuleOrigin::Compiled);
+                let expected = top_word::call(&check, paragraph.clone()).await?;
+                if output.stdout == expected.as_bytes() {
+                    checked += 1;
+                }
+            }
+            Err(error) => {
+                failed += 1;
+                println!("   a job failed: {error}");
+            }
+        }
+    }
+    let shares: Vec<String> = by_worker
+        .iter()
+        .map(|(worker, jobs)| format!("{worker} {jobs}"))
+        .collect();
+    println!(
+        "   {} of {FAN_OUT} jobs answered, {failed} failed; answered by worker {}",
+        results.len() - failed,
+        shares.join(", ")
+    );
+    println!("   {checked} of {FAN_OUT} equal to the native top_word: none lost, none wrong");
+    println!(
+        "   cost: {:.2} s, {:.0} jobs/s, {fuel} fuel in all; {compiled} jobs waited for their \
+         worker's one compile, {} found the module compiled in memory",
+        elapsed.as_secs_f64(),
+        FAN_OUT as f64 / elapsed.as_secs_f64(),
+        FAN_OUT - compiled - failed
+    );
+
+    println!("\n6. What each worker says it did (worker.status)");
+    for (addr, name) in &names {
+        let worker = WorkerClient::new(Client::new(addr.clone()));
+        match worker.status().await {
+            Ok(status) => println!(
+                "   worker {name}: {} jobs finished, {} compiled, {} modules in memory",
+                status.finished, status.compiled, status.modules_in_memory
+            ),
+            Err(error) => println!("   worker {name}: {error} (it was stopped)"),
+        }
+    }
+
+    for (server, beat) in workers {
+        beat.abort();
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+    checker.shutdown(Duration::from_secs(1)).await;
+    coordinator.shutdown(Duration::from_secs(1)).await;
+    println!(
+        "\ndone: every job shipped, run in a sandbox and answered; see examples/worker.rs for"
+    );
+    println!(
+        "jobs that break the sandbox's limits, and the README for running workers on many machines"
     );
     Ok(())
+}
+
+/// Registers a worker with the coordinator now and every second.
+fn join(coordinator: &str, name: &str, addr: &str, sandbox: Sandbox) -> JoinHandle<()> {
+    let (name, addr) = (name.to_owned(), addr.to_owned());
+    worker::join(
+        Client::new(coordinator.to_owned()),
+        Duration::from_secs(1),
+        move || {
+            let status = sandbox.status();
+            Registration {
+                name: name.clone(),
+                addr: addr.clone(),
+                capacity: status.concurrency,
+                running: status.running,
+                modules: sandbox.ready_modules(),
+            }
+        },
+    )
+}
+
+/// Calls export `name` of `module` on the worker at `addr` with `input`:
+/// the decoded output, and what the call cost.
+async fn typed_call<In: Serialize, Out: serde::de::DeserializeOwned>(
+    addr: &str,
+    module: &Module,
+    name: &str,
+    input: &In,
+) -> Result<(Out, String), Box<dyn Error>> {
+    let worker = WorkerClient::new(Client::new(addr.to_owned()));
+    let request = CallRequest {
+        module: module.hash(),
+        export: name.to_owned(),
+        input: postcard::to_allocvec(input)?.into(),
+        limits: worker::JobLimits::default(),
+        stub_unknown_imports: false,
+    };
+    let output = worker.call_raw(module, request).await?;
+    let decoded = postcard::from_bytes(&output.output)?;
+    Ok((decoded, receipt(&output.receipt)))
+}
+
+/// A receipt, in words.
+fn receipt(receipt: &Receipt) -> String {
+    let module = match receipt.module {
+        ModuleOrigin::Compiled => format!(
+            "shipped and compiled now ({:.1} ms)",
+            receipt.compile_us as f64 / 1000.0
+        ),
+        ModuleOrigin::Memory => "compiled module found in memory".to_owned(),
+        ModuleOrigin::Disk => "compiled module loaded from disk".to_owned(),
+    };
+    format!(
+        "{module}, ran {:.2} ms, {} fuel, {} KiB peak memory",
+        receipt.wall_time_us as f64 / 1000.0,
+        receipt.fuel,
+        receipt.peak_memory_bytes / 1024
+    )
+}
+
+/// The first 12 hex digits of a hash.
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }

@@ -5,15 +5,18 @@
 //!
 //! ```sh
 //! rustup target add wasm32-wasip1
-//! cargo build --release --target wasm32-wasip1 -p guest-wordfreq -p guest-stats
 //! cargo run --example worker                      # starts a worker in-process
 //! cargo run --example worker -- 127.0.0.1:7070    # or uses `worker serve`
 //! ```
+//!
+//! The guest programs are built on first use (see `support/guests.rs`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rpc_core::Client;
+
+#[path = "support/guests.rs"]
+mod guests;
 use serde::{Deserialize, Serialize};
 use worker::{
     Command, JobLimits, Module, Receipt, Sandbox, SandboxConfig, WorkerClient, WorkerError,
@@ -33,21 +36,9 @@ struct Summary {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let guests = guest_dir();
-    let (wordfreq, stats) = match (
-        Module::from_file(guests.join("guest-wordfreq.wasm")),
-        Module::from_file(guests.join("guest_stats.wasm")),
-    ) {
-        (Ok(wordfreq), Ok(stats)) => (wordfreq, stats),
-        _ => {
-            eprintln!(
-                "The guest programs are not built yet. Build them with:\n\n    \
-                 rustup target add wasm32-wasip1\n    \
-                 cargo build --release --target wasm32-wasip1 -p guest-wordfreq -p guest-stats\n"
-            );
-            std::process::exit(1);
-        }
-    };
+    let guests = guests::dir()?;
+    let wordfreq = Module::from_file(guests.join("guest-wordfreq.wasm"))?;
+    let stats = Module::from_file(guests.join("guest_stats.wasm"))?;
 
     // A worker: the one named on the command line, or one started here.
     let (addr, _local) = match std::env::args().nth(1) {
@@ -173,16 +164,4 @@ fn receipt(receipt: &Receipt) -> String {
 
 fn wat(text: &str) -> Result<Module, wat::Error> {
     Ok(Module::new(wat::parse_str(text)?))
-}
-
-/// Where cargo put the wasm32-wasip1 release builds (or `RPC_GUEST_DIR`,
-/// where the tests build them).
-fn guest_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RPC_GUEST_DIR") {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("wasm32-wasip1").join("release")
 }

@@ -76,10 +76,31 @@ fn assert_shows(name: &str, output: &str, lines: &[&str]) {
 }
 
 #[test]
-fn the_demo_runs_and_shows_each_step() {
-    let output = run("demo", &[]);
+fn the_demo_ships_guests_to_workers_and_loses_no_job_when_one_stops() {
+    let guests = crate::guests::guests().clone();
+    let output = run("demo", &[("RPC_GUEST_DIR", guests)]);
     assert_shows(
         "demo",
+        &output,
+        &[
+            "the client asks the coordinator: 3 live workers",
+            "top_word(\"to be or not to be\") = \"2 be\"",
+            "on worker A: shipped and compiled now",
+            "on worker A: compiled module found in memory",
+            "count_primes(200000) = 17984",
+            "... worker B stopped with",
+            "240 of 240 jobs answered, 0 failed",
+            "240 of 240 equal to the native top_word: none lost, none wrong",
+            "(it was stopped)",
+        ],
+    );
+}
+
+#[test]
+fn the_rpc_tour_runs_and_shows_each_step() {
+    let output = run("rpc", &[]);
+    assert_shows(
+        "rpc",
         &output,
         &[
             "1000 concurrent calls on one connection: 1000 correct",
