@@ -5,6 +5,9 @@
 //! pipelined throughput (1 connection x 128 in flight, 4 x 64), and bulk
 //! transfer of 1 MiB and 16 MiB payloads, each as a ratio to the floor.
 //!
+//! Last, the cost of counting metrics: the same calls to a server with
+//! `ServerConfig::metrics` and to one without, alternating.
+//!
 //! Run with `cargo bench -p rpc-core --bench rpc`. `RPC_BENCH=split` shows
 //! each side of the pipelined run alone: our client against a raw server
 //! that answers with ready-made responses, and a raw client pipelining
@@ -30,6 +33,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use rpc_core::wire::{
     Call, ChunkSender, DEFAULT_MAX_FRAME_LEN, Frame, Message, Payload, chunk_len_for,
 };
+use rpc_core::metrics::Metrics;
 use rpc_core::{CallOptions, Client, Context, FunctionOptions, RemoteError, Server, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -54,12 +58,13 @@ struct FloorConnection {
     stream: SplitStream<Framed<TcpStream, LengthDelimitedCodec>>,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let server = Server::builder()
+/// The server under test, counting into `metrics` if given.
+async fn bench_server(metrics: Option<Metrics>) -> Server {
+    Server::builder()
         .config(ServerConfig {
             max_in_flight: 1024,
             max_payload_len: 64 << 20,
+            metrics,
             ..ServerConfig::default()
         })
         .function("echo", |bytes: Bytes| async move { Ok::<_, ()>(bytes) })
@@ -70,7 +75,12 @@ async fn main() {
         )
         .bind("127.0.0.1:0")
         .await
-        .expect("binds");
+        .expect("binds")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let server = bench_server(None).await;
     let addr = server.local_addr().to_string();
     let floor = spawn_floor().await;
     println!(
@@ -123,6 +133,9 @@ async fn main() {
     if runs("bulk") {
         bulk(&client, &mut raw).await;
     }
+    if runs("metrics") {
+        metrics_cost(&addr, &args).await;
+    }
     server.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -157,6 +170,76 @@ async fn latency(client: &Client, args: &Bytes, raw: &mut FloorConnection, frame
             a.as_secs_f64() / b.as_secs_f64()
         );
     }
+}
+
+/// What counting metrics costs: the same calls to this server and to one
+/// with [`ServerConfig::metrics`] (never scraped, as between scrapes), in
+/// pairs of runs taken in alternating order; the ratio reported is the
+/// median of the pairs' ratios, which the machine's drift moves least.
+async fn metrics_cost(plain: &str, args: &Bytes) {
+    const PAIRS: usize = 11;
+    let metrics = Metrics::new();
+    let counted = bench_server(Some(metrics.clone())).await;
+    let counted_addr = counted.local_addr().to_string();
+    let (plain_client, counted_client) = (Client::new(plain), Client::new(counted_addr.clone()));
+    let p50 = |client: Client| async move {
+        let mut times = Vec::with_capacity(LATENCY_CALLS / LATENCY_ROUNDS);
+        for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
+            let started = Instant::now();
+            let _: Bytes = client.call("echo", args).await.unwrap();
+            times.push(started.elapsed());
+        }
+        percentile(&mut times, 0.5).as_secs_f64()
+    };
+    let mut ratios = Vec::new();
+    let (mut on_all, mut off_all) = (Vec::new(), Vec::new());
+    for pair in 0..PAIRS {
+        let (on, off) = if pair % 2 == 0 {
+            let on = p50(counted_client.clone()).await;
+            (on, p50(plain_client.clone()).await)
+        } else {
+            let off = p50(plain_client.clone()).await;
+            (p50(counted_client.clone()).await, off)
+        };
+        ratios.push(on / off);
+        on_all.push(on * 1e6);
+        off_all.push(off * 1e6);
+    }
+    println!(
+        "metrics on: latency p50               {:>9.1} us | off   {:>9.1} us | ratio {:.3}x (median of {PAIRS} pairs' ratios; they ranged {:.3} to {:.3})",
+        median(&mut on_all),
+        median(&mut off_all),
+        median(&mut ratios),
+        ratios.first().copied().unwrap_or_default(),
+        ratios.last().copied().unwrap_or_default()
+    );
+    for (connections, in_flight) in shapes() {
+        let mut ratios = Vec::new();
+        let (mut on_all, mut off_all) = (Vec::new(), Vec::new());
+        for pair in 0..PAIRS {
+            let (on, off) = if pair % 2 == 0 {
+                let on = pipelined_ours(&counted_addr, connections, in_flight, args).await;
+                (on, pipelined_ours(plain, connections, in_flight, args).await)
+            } else {
+                let off = pipelined_ours(plain, connections, in_flight, args).await;
+                (pipelined_ours(&counted_addr, connections, in_flight, args).await, off)
+            };
+            ratios.push(on / off);
+            on_all.push(on);
+            off_all.push(off);
+        }
+        println!(
+            "metrics on: pipelined {connections} x {in_flight:>3}         {:>9.0} calls/s | off   {:>9.0} calls/s | ratio {:.3}x (pairs ranged {:.3} to {:.3})",
+            median(&mut on_all),
+            median(&mut off_all),
+            median(&mut ratios),
+            ratios.first().copied().unwrap_or_default(),
+            ratios.last().copied().unwrap_or_default()
+        );
+    }
+    // The calls were counted: a scrape sees them.
+    assert!(metrics.encode().contains("rpc_calls_total"));
+    counted.shutdown(Duration::from_secs(1)).await;
 }
 
 /// The payload goes to the server and comes back: through a raw-bytes

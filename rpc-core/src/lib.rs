@@ -34,6 +34,7 @@
 //! | serve them | [`Server::builder`] gives a [`ServerBuilder`] (functions, tokens, [`ServerConfig`]); binding it gives the running [`Server`]; functions see a [`Context`] and may answer a [`Failure`]; [`FunctionOptions`] |
 //! | declare them | [`remote`], [`service`], [`Request`](macro@Request), [`RemoteFunction`], [`Service`] |
 //! | call many servers as one | [`Pool`], [`PoolConfig`], [`Resolver`], [`DnsResolver`] |
+//! | watch them | the [`metrics`] module: [`ServerConfig::metrics`], Prometheus over HTTP, [`Pool::collector`] |
 //! | keep shipped programs | [`ProgramStore`], [`ContentHash`] |
 //! | handle failures | [`RpcError`], [`RemoteError`], [`ServeError`], [`StatusCode`] |
 //! | speak the protocol yourself | the [`wire`] module: frames, codec, messages, limits, chunking, decode and encode errors |

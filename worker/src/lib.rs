@@ -10,13 +10,17 @@
 //! - [`WorkerClient`]: ships modules (only when the worker lacks them) and
 //!   runs jobs, from another process or machine.
 //! - [`WorkerPool`]: the same over many workers, with failover and fan-out
-//!   ([`WorkerPool::map`]).
+//!   ([`WorkerPool::map`]); each result comes [`Dispatched`], with the
+//!   worker that gave it.
 //! - [`coordinator_server`], [`join`], [`CoordinatorResolver`],
 //!   [`relay_worker`]: many machines, found through a coordinator, with
 //!   relays for workers that accept no connections.
 //! - Jobs and their results: [`Command`], [`RunOutput`], [`CallOutput`],
-//!   [`Receipt`], [`JobError`]; limits: [`Limits`], [`JobLimits`]; errors:
+//!   [`Receipt`], [`JobError`] (its [`kind`](JobError::kind) and
+//!   [`Fault`]); limits: [`Limits`], [`JobLimits`]; errors:
 //!   [`WorkerError`], [`SandboxError`].
+//! - [`metrics`]: what a worker and a coordinator count for Prometheus
+//!   when their [`rpc_core::ServerConfig::metrics`] is set.
 //! - [`wire`]: the functions' names and argument types, for peers written
 //!   by hand; [`roles`]: the access roles the worker checks.
 //!
