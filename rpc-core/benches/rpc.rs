@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use rpc_core::metrics::Metrics;
 use rpc_core::wire::{
     Call, ChunkSender, DEFAULT_MAX_FRAME_LEN, Frame, Message, Payload, chunk_len_for,
 };
-use rpc_core::metrics::Metrics;
 use rpc_core::{CallOptions, Client, Context, FunctionOptions, RemoteError, Server, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -219,10 +219,16 @@ async fn metrics_cost(plain: &str, args: &Bytes) {
         for pair in 0..PAIRS {
             let (on, off) = if pair % 2 == 0 {
                 let on = pipelined_ours(&counted_addr, connections, in_flight, args).await;
-                (on, pipelined_ours(plain, connections, in_flight, args).await)
+                (
+                    on,
+                    pipelined_ours(plain, connections, in_flight, args).await,
+                )
             } else {
                 let off = pipelined_ours(plain, connections, in_flight, args).await;
-                (pipelined_ours(&counted_addr, connections, in_flight, args).await, off)
+                (
+                    pipelined_ours(&counted_addr, connections, in_flight, args).await,
+                    off,
+                )
             };
             ratios.push(on / off);
             on_all.push(on);

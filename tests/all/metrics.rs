@@ -329,3 +329,30 @@ async fn a_coordinator_counts_the_jobs_it_relays() {
     assert_eq!(samples.get("worker_relay_queue", &[]), 0.0);
     coordinator.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_held_open_on_the_metrics_port_do_not_keep_a_scraper_out() {
+    use tokio::io::AsyncWriteExt;
+
+    let metrics = Metrics::new();
+    let endpoint = metrics.serve("127.0.0.1:0").await.unwrap();
+    let addr = endpoint.local_addr();
+    // An attacker opens many connections: some say nothing, some send half
+    // a request and stall.
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            stream.write_all(b"GET /metr").await.unwrap();
+        }
+        held.push(stream);
+    }
+    // A scraper still gets its answer, well before the held connections'
+    // header timeout could free a place.
+    let scraped = tokio::time::timeout(Duration::from_secs(3), scrape(addr))
+        .await
+        .expect("the scrape was kept out by held connections");
+    assert!(scraped.text.ends_with("# EOF\n"));
+    drop(held);
+    endpoint.stop();
+}

@@ -1,8 +1,9 @@
 //! The scrape endpoint: `GET /metrics` over HTTP/1.1 with hyper.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::Metrics;
@@ -23,7 +24,7 @@ use super::Metrics;
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Scrapes served at once; more connections are closed at once.
+/// Connections served at once; a new one past this closes the oldest.
 const MAX_CONNECTIONS: usize = 8;
 /// How long a scraper has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,7 +65,7 @@ pub(super) async fn serve(
 }
 
 async fn accept(listener: TcpListener, metrics: Metrics) {
-    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Mutex::new(Open::default()));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -74,12 +75,10 @@ async fn accept(listener: TcpListener, metrics: Metrics) {
                 continue;
             }
         };
-        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
-            // Scrapers are few; this many at once is a flood.
-            continue;
-        };
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        let id = lock(&open).next_id();
+        let open_for_task = Arc::clone(&open);
+        let task = tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let metrics = metrics.clone();
                 async move { Ok::<_, Infallible>(respond(&metrics, &request)) }
@@ -89,9 +88,47 @@ async fn accept(listener: TcpListener, metrics: Metrics) {
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-            drop(place);
+            lock(&open_for_task).remove(id);
         });
+        // Scrapers are few and quick: when every place is taken, the
+        // oldest connection makes room, so that connections left open
+        // (or opened to hold places) cannot keep a scraper out.
+        if let Some(oldest) = lock(&open).insert(id, task.abort_handle()) {
+            oldest.abort();
+        }
     }
+}
+
+/// The connections being served, oldest first.
+#[derive(Default)]
+struct Open {
+    connections: VecDeque<(u64, AbortHandle)>,
+    next: u64,
+}
+
+impl Open {
+    fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Adds a connection; the oldest one to close if that makes too many.
+    fn insert(&mut self, id: u64, handle: AbortHandle) -> Option<AbortHandle> {
+        self.connections.push_back((id, handle));
+        if self.connections.len() > MAX_CONNECTIONS {
+            self.connections.pop_front().map(|(_, oldest)| oldest)
+        } else {
+            None
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.connections.retain(|(open, _)| *open != id);
+    }
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
