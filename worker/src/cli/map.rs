@@ -131,8 +131,9 @@ fn progress_bar(total: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("[{bar:30}] {pos}/{len} done, {msg} {per_sec:.1}, ETA {eta}")
+    // Short enough for an 80-column terminal, where a wrapped bar would
+    // be redrawn over two lines.
+    if let Ok(style) = ProgressStyle::with_template("[{bar:16}] {pos}/{len} done, {msg}, ETA {eta}")
     {
         bar.set_style(style.progress_chars("#>."));
     }
@@ -141,8 +142,9 @@ fn progress_bar(total: u64) -> ProgressBar {
 
 fn update_bar(bar: &ProgressBar, count: ProgressCount) {
     bar.set_position(count.done);
+    let rate = count.done as f64 / bar.elapsed().as_secs_f64().max(1e-3);
     bar.set_message(format!(
-        "{} failed, {} running,",
+        "{} failed, {} running, {rate:.0} jobs/s",
         count.failed, count.in_flight
     ));
 }

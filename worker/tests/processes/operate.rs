@@ -356,3 +356,45 @@ async fn json_logs_are_one_object_per_line_with_the_call_and_the_job() {
     let text = std::fs::read_to_string(&quiet).unwrap();
     assert!(!text.contains("job finished"), "{text}");
 }
+
+#[test]
+fn map_draws_its_progress_on_a_terminal_and_nothing_when_piped() {
+    let modules = Modules::new("progress");
+    let input = modules.0.join("lines.txt");
+    let lines: String = (0..400).map(|i| format!("{i}\n")).collect();
+    std::fs::write(&input, &lines).unwrap();
+    let addr = free_addr("127.0.0.1");
+    let (_worker, _) = serve(&addr, &[], &[], None);
+    let cat = modules.path("cat.wat");
+
+    // Piped: the outputs and the summary, no bar.
+    let output = run_cli(&["map", "--to", &addr, "--lines", &cat], &lines);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = super::stderr_of(&output);
+    assert!(!stderr.contains("ETA"), "a bar on a pipe: {stderr:?}");
+    assert_eq!(stderr.trim(), "worker: 400 jobs, 0 failed");
+
+    // On a terminal (script(1) gives the command one): the bar.
+    if Process::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the terminal half: script(1) is not installed");
+        return;
+    }
+    let out = modules.0.join("out.txt");
+    let command = format!(
+        "{} map --to {addr} --lines {cat} < {} > {}",
+        env!("CARGO_BIN_EXE_worker"),
+        input.display(),
+        out.display()
+    );
+    let terminal = Process::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(terminal.status.success());
+    let drawn = String::from_utf8_lossy(&terminal.stdout);
+    assert!(drawn.contains("/400 done, 0 failed, "), "{drawn}");
+    assert!(drawn.contains("jobs/s, ETA"), "{drawn}");
+    assert!(drawn.contains("worker: 400 jobs, 0 failed"), "{drawn}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), lines);
+}
