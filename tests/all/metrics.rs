@@ -308,6 +308,10 @@ async fn a_coordinator_counts_the_jobs_it_relays() {
         ..SandboxConfig::default()
     })
     .unwrap();
+    // The relayed worker has no server: its sandbox's collector is what
+    // it counts (as `worker serve --relay-via --metrics` does).
+    let relayed_metrics = Metrics::new();
+    relayed_metrics.register_collector(sandbox.metrics_collector());
     let _relayed = worker::relay_worker(
         sandbox,
         Client::new(coordinator_addr.clone()),
@@ -327,6 +331,11 @@ async fn a_coordinator_counts_the_jobs_it_relays() {
         4.0
     );
     assert_eq!(samples.get("worker_relay_queue", &[]), 0.0);
+    let relayed = relayed_metrics.encode();
+    assert!(
+        relayed.contains("worker_jobs_total{kind=\"run\",outcome=\"ok\"} 4"),
+        "{relayed}"
+    );
     coordinator.shutdown(Duration::from_secs(1)).await;
 }
 

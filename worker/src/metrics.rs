@@ -1,9 +1,10 @@
 //! What a worker counts for [`rpc_core::metrics`]: jobs by outcome, their
 //! queueing, run time, fuel and compiles, the module cache, and (on a
-//! coordinator) relayed jobs. The counters are atomics kept whether or not
-//! anyone scrapes them; a server with
+//! coordinator) relayed jobs. The counters are atomics a [`Sandbox`] keeps
+//! whether or not anyone scrapes them, a few adds per job; a server with
 //! [`ServerConfig::metrics`](rpc_core::ServerConfig::metrics) registers
-//! their collector.
+//! their collector, and [`Sandbox::metrics_collector`] gives it to anyone
+//! else (a relayed worker, an embedding program).
 //!
 //! | Family | Type | Labels |
 //! |---|---|---|
@@ -144,14 +145,15 @@ impl JobStats {
     }
 }
 
-/// Asks a worker's counters and its sandbox on every scrape.
+/// A sandbox's job counters, module cache and load, read on every
+/// scrape; from [`Sandbox::metrics_collector`].
 #[derive(Debug)]
-pub(crate) struct WorkerCollector {
+pub struct SandboxCollector {
     pub(crate) stats: Arc<JobStats>,
     pub(crate) sandbox: Sandbox,
 }
 
-impl Collector for WorkerCollector {
+impl Collector for SandboxCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let stats = &self.stats;
         let mut jobs = encoder.encode_descriptor(

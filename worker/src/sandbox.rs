@@ -31,6 +31,7 @@ use wasmtime::{Engine, Linker};
 use crate::error::SandboxError;
 use crate::job::{CallOutput, CallRequest, Command, JobError, RunOutput, RunRequest, WorkerStatus};
 use crate::limits::Limits;
+use crate::metrics::{JobStats, SandboxCollector};
 use cache::ModuleCache;
 use engine::EpochTicker;
 use exec::{CommandInputs, Env, Interrupt};
@@ -112,6 +113,8 @@ struct Inner {
     limits: Limits,
     dirs: Vec<(String, PathBuf)>,
     slots: Slots,
+    /// Jobs counted by outcome, for metrics.
+    stats: Arc<JobStats>,
     _ticker: EpochTicker,
 }
 
@@ -179,6 +182,7 @@ impl Sandbox {
                 limits,
                 dirs: config.dirs,
                 slots,
+                stats: Arc::new(JobStats::default()),
                 _ticker: ticker,
             }),
         })
@@ -247,6 +251,17 @@ impl Sandbox {
         request: RunRequest,
         deadline: Option<Instant>,
     ) -> Result<RunOutput, JobError> {
+        let result = self.run_uncounted(request, deadline).await;
+        let receipt = result.as_ref().map(|output| &output.receipt);
+        self.inner.stats.record("run", receipt);
+        result
+    }
+
+    async fn run_uncounted(
+        &self,
+        request: RunRequest,
+        deadline: Option<Instant>,
+    ) -> Result<RunOutput, JobError> {
         let RunRequest {
             module,
             command:
@@ -304,10 +319,27 @@ impl Sandbox {
             stub_unknown_imports,
         } = request;
         let limits = self.inner.limits.for_job(&limits);
-        self.execute(module, limits, stub_unknown_imports, deadline, move |job| {
-            exec::call_export(job, export, input)
-        })
-        .await
+        let result = self
+            .execute(module, limits, stub_unknown_imports, deadline, move |job| {
+                exec::call_export(job, export, input)
+            })
+            .await;
+        let receipt = result.as_ref().map(|output| &output.receipt);
+        self.inner.stats.record("call", receipt);
+        result
+    }
+
+    /// A collector of this sandbox's jobs (by outcome, queueing, run time,
+    /// fuel, compiles), its module cache and its load, for
+    /// [`rpc_core::metrics::Metrics`]; see [`metrics`](crate::metrics) for
+    /// the families. A [`worker_server`](crate::worker_server) with
+    /// [`ServerConfig::metrics`](rpc_core::ServerConfig::metrics) registers
+    /// it itself.
+    pub fn metrics_collector(&self) -> SandboxCollector {
+        SandboxCollector {
+            stats: Arc::clone(&self.inner.stats),
+            sandbox: self.clone(),
+        }
     }
 
     /// What the sandbox is doing and has cached.

@@ -16,7 +16,6 @@ use tracing::Instrument;
 use crate::job::{
     CallOutput, CallRequest, Fault, JobError, Receipt, RunOutput, RunRequest, WorkerStatus,
 };
-use crate::metrics::{JobStats, WorkerCollector};
 use crate::roles;
 use crate::sandbox::Sandbox;
 
@@ -47,16 +46,10 @@ pub fn worker_server(sandbox: Sandbox) -> ServerBuilder {
 
 fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> ServerBuilder {
     config.max_payload_len = config.max_payload_len.max(sandbox.limits().module_bytes);
-    let functions = Arc::new(SandboxFunctions {
-        sandbox: sandbox.clone(),
-        stats: Arc::new(JobStats::default()),
-    });
+    let functions = Arc::new(SandboxFunctions(sandbox.clone()));
     Server::builder()
         .config(config)
-        .collector(WorkerCollector {
-            stats: Arc::clone(&functions.stats),
-            sandbox: sandbox.clone(),
-        })
+        .collector(sandbox.metrics_collector())
         .role(PeerRole::Worker)
         .anonymous_roles(roles::ALL)
         .data_roles(roles::NONE)
@@ -66,11 +59,8 @@ fn worker_server_with(sandbox: Sandbox, mut config: ServerConfig) -> ServerBuild
         .service(StatusServer::from_arc(functions))
 }
 
-/// The worker's functions, served by its sandbox, counting its jobs.
-struct SandboxFunctions {
-    sandbox: Sandbox,
-    stats: Arc<JobStats>,
-}
+/// The worker's functions, served by its sandbox.
+struct SandboxFunctions(Sandbox);
 
 impl Jobs for SandboxFunctions {
     async fn run(
@@ -80,14 +70,8 @@ impl Jobs for SandboxFunctions {
     ) -> Result<RunOutput, Failure<JobError>> {
         let deadline = context.deadline().map(|deadline| deadline.into_std());
         let span = job_span("run", &request.module, "_start");
-        let result = self
-            .sandbox
-            .run(request, deadline)
-            .instrument(span.clone())
-            .await;
-        let receipt = result.as_ref().map(|output| &output.receipt);
-        self.stats.record("run", receipt);
-        log_job(&span, receipt);
+        let result = self.0.run(request, deadline).instrument(span.clone()).await;
+        log_job(&span, result.as_ref().map(|output| &output.receipt));
         result.map_err(answer)
     }
 
@@ -99,20 +83,18 @@ impl Jobs for SandboxFunctions {
         let deadline = context.deadline().map(|deadline| deadline.into_std());
         let span = job_span("call", &request.module, &request.export);
         let result = self
-            .sandbox
+            .0
             .call(request, deadline)
             .instrument(span.clone())
             .await;
-        let receipt = result.as_ref().map(|output| &output.receipt);
-        self.stats.record("call", receipt);
-        log_job(&span, receipt);
+        log_job(&span, result.as_ref().map(|output| &output.receipt));
         result.map_err(answer)
     }
 }
 
 impl Status for SandboxFunctions {
     async fn status(&self) -> WorkerStatus {
-        self.sandbox.status()
+        self.0.status()
     }
 }
 

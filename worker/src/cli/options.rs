@@ -240,11 +240,6 @@ pub(crate) struct MetricsArgs {
 }
 
 impl MetricsArgs {
-    /// Whether --metrics was given.
-    pub(crate) fn is_set(&self) -> bool {
-        self.metrics.is_some()
-    }
-
     /// The registry for the server's configuration, served at --metrics;
     /// `None` without --metrics. Keep the endpoint for as long as it
     /// should serve.

@@ -125,11 +125,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         Err(error) => return Err(CliError::Internal(error.to_string())),
     };
     if let Some(coordinator) = &args.relay_via {
-        if args.metrics.is_set() {
-            return Err(CliError::Usage(
-                "--metrics needs a listening worker; a worker with --relay-via has no server to count"
-                    .into(),
-            ));
+        // No server of its own: the jobs, cache and load are what it has
+        // to count.
+        let metrics = args.metrics.start().await?;
+        if let Some((metrics, _)) = &metrics {
+            metrics.register_collector(sandbox.metrics_collector());
         }
         let name = args
             .name
