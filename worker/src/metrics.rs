@@ -1,9 +1,9 @@
 //! What a worker counts for [`rpc_core::metrics`]: jobs by outcome, their
 //! queueing, run time, fuel and compiles, the module cache, and (on a
-//! coordinator) relayed jobs. The counters are atomics a [`Sandbox`] keeps
+//! coordinator) relayed jobs. The counters are atomics a [`Sandbox`](crate::Sandbox) keeps
 //! whether or not anyone scrapes them, a few adds per job; a server with
 //! [`ServerConfig::metrics`](rpc_core::ServerConfig::metrics) registers
-//! their collector, and [`Sandbox::metrics_collector`] gives it to anyone
+//! their collector, and [`Sandbox::metrics_collector`](crate::Sandbox::metrics_collector) gives it to anyone
 //! else (a relayed worker, an embedding program).
 //!
 //! | Family | Type | Labels |
@@ -30,8 +30,7 @@ use rpc_core::metrics::prometheus_client::metrics::counter::ConstCounter;
 use rpc_core::metrics::prometheus_client::metrics::gauge::ConstGauge;
 use rpc_core::metrics::{Histogram, LATENCY_BUCKETS_US};
 
-use crate::job::{JobError, ModuleOrigin, Receipt};
-use crate::sandbox::Sandbox;
+use crate::job::{JobError, ModuleOrigin, Receipt, WorkerStatus};
 
 /// Fuel buckets: a thousand to a hundred billion units.
 const FUEL_BUCKETS: &[u64] = &[
@@ -146,11 +145,26 @@ impl JobStats {
 }
 
 /// A sandbox's job counters, module cache and load, read on every
-/// scrape; from [`Sandbox::metrics_collector`].
-#[derive(Debug)]
+/// scrape; from [`Sandbox::metrics_collector`](crate::Sandbox::metrics_collector).
 pub struct SandboxCollector {
     pub(crate) stats: Arc<JobStats>,
-    pub(crate) sandbox: Sandbox,
+    /// Reads the sandbox's load and cache now.
+    pub(crate) load: Box<dyn Fn() -> Load + Send + Sync>,
+}
+
+impl std::fmt::Debug for SandboxCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxCollector")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sandbox's load and cache at one moment.
+pub(crate) struct Load {
+    pub(crate) status: WorkerStatus,
+    /// Bytes of compiled code in the memory cache.
+    pub(crate) cache_memory_bytes: u64,
 }
 
 impl Collector for SandboxCollector {
@@ -213,13 +227,16 @@ impl Collector for SandboxCollector {
             .encode(cache.encode_family(&[("result", "hit"), ("tier", "disk")])?)?;
         ConstCounter::new(load(0)).encode(cache.encode_family(&[("result", "miss")])?)?;
 
-        let status = self.sandbox.status();
+        let Load {
+            status,
+            cache_memory_bytes,
+        } = (self.load)();
         let gauges: [Gauge<'_>; 5] = [
             (
                 "worker_module_cache_bytes",
                 "Bytes of compiled code in the cache.",
                 &[("tier", "memory")],
-                self.sandbox.cache_memory_bytes(),
+                cache_memory_bytes,
             ),
             (
                 "worker_module_cache_modules",

@@ -31,7 +31,7 @@ use wasmtime::{Engine, Linker};
 use crate::error::SandboxError;
 use crate::job::{CallOutput, CallRequest, Command, JobError, RunOutput, RunRequest, WorkerStatus};
 use crate::limits::Limits;
-use crate::metrics::{JobStats, SandboxCollector};
+use crate::metrics::{JobStats, Load, SandboxCollector};
 use cache::ModuleCache;
 use engine::EpochTicker;
 use exec::{CommandInputs, Env, Interrupt};
@@ -336,9 +336,13 @@ impl Sandbox {
     /// [`ServerConfig::metrics`](rpc_core::ServerConfig::metrics) registers
     /// it itself.
     pub fn metrics_collector(&self) -> SandboxCollector {
+        let sandbox = self.clone();
         SandboxCollector {
             stats: Arc::clone(&self.inner.stats),
-            sandbox: self.clone(),
+            load: Box::new(move || Load {
+                status: sandbox.status(),
+                cache_memory_bytes: sandbox.cache_memory_bytes(),
+            }),
         }
     }
 
