@@ -21,7 +21,7 @@ use rpc_core::{Client, Server, remote};
 
 #[path = "support/guests.rs"]
 mod guests;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::task::JoinHandle;
 use worker::wire::{CallRequest, Registration};
 use worker::{
@@ -46,17 +46,6 @@ fn top_word(text: String) -> String {
         .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
         .map(|(word, count)| format!("{count:>7} {word}\n"))
         .unwrap_or_default()
-}
-
-/// What `guest-stats`'s `summarize` returns (the guest's own type, mirrored
-/// here: postcard needs the same fields in the same order).
-#[derive(Debug, Serialize, Deserialize)]
-struct Summary {
-    count: u64,
-    mean: f64,
-    min: f64,
-    max: f64,
-    stddev: f64,
 }
 
 /// Jobs in the fan-out, and how many finish before a worker is stopped.
@@ -166,7 +155,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     println!("\n4. Typed calls into a Rust library compiled to wasm (guest-stats)");
     let samples: Vec<f64> = (1..=1000).map(|i| f64::from(i).sqrt()).collect();
-    let (summary, cost) = typed_call::<_, Summary>(&first, &stats, "summarize", &samples).await?;
+    let (summary, cost) =
+        typed_call::<_, guests::Summary>(&first, &stats, "summarize", &samples).await?;
     println!(
         "   summarize(sqrt(1..=1000)) = mean {:.3}, min {:.3}, max {:.3}, stddev {:.3}",
         summary.mean, summary.min, summary.max, summary.stddev

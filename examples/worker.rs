@@ -17,22 +17,10 @@ use rpc_core::Client;
 
 #[path = "support/guests.rs"]
 mod guests;
-use serde::{Deserialize, Serialize};
 use worker::{
     Command, JobLimits, Module, Receipt, Sandbox, SandboxConfig, WorkerClient, WorkerError,
     worker_server,
 };
-
-/// What `guest-stats`'s `summarize` returns (the guest's own type, mirrored
-/// here: postcard needs the same fields in the same order).
-#[derive(Debug, Serialize, Deserialize)]
-struct Summary {
-    count: u64,
-    mean: f64,
-    min: f64,
-    max: f64,
-    stddev: f64,
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n== typed calls into a Rust library ==");
     let samples: Vec<f64> = (1..=1000).map(|i| f64::from(i).sqrt()).collect();
-    let summary: Summary = worker.call(&stats, "summarize", &samples).await?;
+    let summary: guests::Summary = worker.call(&stats, "summarize", &samples).await?;
     println!("summarize(sqrt(1..=1000)) = {summary:.3?}");
     let primes: u32 = worker.call(&stats, "count_primes", &200_000u32).await?;
     println!("count_primes(200000) = {primes}");

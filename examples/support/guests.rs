@@ -4,6 +4,19 @@
 use std::error::Error;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
+/// What `guest-stats`'s `summarize` returns (the guest's own type, mirrored
+/// here: postcard needs the same fields in the same order).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Summary {
+    pub(crate) count: u64,
+    pub(crate) mean: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) stddev: f64,
+}
+
 /// Where the guests are: `RPC_GUEST_DIR`, or built now for wasm32-wasip1
 /// under `target/guests` with the cargo that runs the example (quick once
 /// built).

@@ -19,20 +19,25 @@
 //! | `rpc_calls_refused_total` | counter | `server`, `status` |
 //! | `rpc_call_duration_seconds` | histogram | `server`, `function` |
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use rpc_core::metrics::Metrics;
-//! use rpc_core::{Server, ServerConfig};
+//! use rpc_core::{Client, Server, ServerConfig};
 //!
 //! let metrics = Metrics::new();
 //! let server = Server::builder()
 //!     .config(ServerConfig { metrics: Some(metrics.clone()), ..ServerConfig::default() })
 //!     .function("add", |(a, b): (i64, i64)| async move { Ok::<_, ()>(a + b) })
-//!     .bind("127.0.0.1:7000")
+//!     .bind("127.0.0.1:0")
 //!     .await?;
-//! // curl http://127.0.0.1:9100/metrics
-//! let endpoint = metrics.serve("127.0.0.1:9100").await?;
-//! # drop((server, endpoint));
+//! let client = Client::new(server.local_addr().to_string());
+//! let _: i64 = client.call("add", &(2i64, 3i64)).await?;
+//! assert!(metrics.encode().contains(r#"function="add",status="200"} 1"#));
+//! // GET http://127.0.0.1:9100/metrics (port 0 here: any free port)
+//! let endpoint = metrics.serve("127.0.0.1:0").await?;
+//! # endpoint.stop();
+//! # server.shutdown(std::time::Duration::from_secs(1)).await;
 //! # Ok(())
 //! # }
 //! ```

@@ -15,22 +15,6 @@ use super::{WorkerProcess, free_addr, run_cli};
 #[path = "../../../tests/all/scrape.rs"]
 mod scrape;
 
-/// Copies stdin to stdout.
-const CAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start") (local $n i32)
-    (loop $more
-      (i32.store (i32.const 0) (i32.const 1024))
-      (i32.store (i32.const 4) (i32.const 4096))
-      (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (local.set $n (i32.load (i32.const 8)))
-      (if (local.get $n) (then
-        (i32.store (i32.const 4) (local.get $n))
-        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-        (br $more))))))"#;
-
 const TRAP: &str = r#"(module (func (export "_start") unreachable))"#;
 
 /// A directory of module files for this test, removed when dropped.
@@ -40,7 +24,7 @@ impl Modules {
     fn new(test: &str) -> Modules {
         let dir = std::env::temp_dir().join(format!("worker-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("cat.wat"), CAT).unwrap();
+        std::fs::write(dir.join("cat.wasm"), super::cat().bytes()).unwrap();
         std::fs::write(dir.join("trap.wat"), TRAP).unwrap();
         Modules(dir)
     }
@@ -153,7 +137,7 @@ async fn json_output_metrics_and_status_describe_every_job_for_scripts() {
         None,
     );
     let metrics = metrics.expect("the worker printed where its metrics are");
-    let cat = modules.path("cat.wat");
+    let cat = modules.path("cat.wasm");
     let submit = |module: &str| {
         vec![
             "submit",
@@ -299,7 +283,7 @@ async fn json_logs_are_one_object_per_line_with_the_call_and_the_job() {
         &[("RUST_LOG", "info,rpc_core=debug")],
         Some(&log),
     );
-    let cat = modules.path("cat.wat");
+    let cat = modules.path("cat.wasm");
     let output = run_cli(&["submit", "--to", &addr, &cat], "logged");
     assert_eq!(output.status.code(), Some(0));
     let hash = worker::Module::from_file(&cat).unwrap().hash().to_string();
@@ -365,7 +349,7 @@ fn map_draws_its_progress_on_a_terminal_and_nothing_when_piped() {
     std::fs::write(&input, &lines).unwrap();
     let addr = free_addr("127.0.0.1");
     let (_worker, _) = serve(&addr, &[], &[], None);
-    let cat = modules.path("cat.wat");
+    let cat = modules.path("cat.wasm");
 
     // Piped: the outputs and the summary, no bar.
     let output = run_cli(&["map", "--to", &addr, "--lines", &cat], &lines);
