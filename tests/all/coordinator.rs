@@ -14,6 +14,30 @@ const TTL: Duration = Duration::from_millis(600);
 const BEAT: Duration = Duration::from_millis(100);
 
 async fn start_worker(ip: &str, coordinator: &str) -> (Server, tokio::task::JoinHandle<()>) {
+    let (server, mut beats) = start_worker_joining(ip, &[coordinator]).await;
+    let beat = beats.pop().expect("one beat");
+    (server, beat)
+}
+
+/// A client for lookups and heartbeats: one connection attempt, so that a
+/// directory that is down is answered for at once.
+fn lookup_client(coordinator: &str) -> Client {
+    Client::with_config(
+        coordinator.to_owned(),
+        ClientConfig {
+            connect_timeout: Duration::from_millis(200),
+            max_retries: 0,
+            max_reconnects: Some(0),
+            ..ClientConfig::default()
+        },
+    )
+}
+
+/// A worker on `ip` that joins every coordinator of `coordinators`.
+async fn start_worker_joining(
+    ip: &str,
+    coordinators: &[&str],
+) -> (Server, Vec<tokio::task::JoinHandle<()>>) {
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 1,
         ..SandboxConfig::default()
@@ -24,22 +48,20 @@ async fn start_worker(ip: &str, coordinator: &str) -> (Server, tokio::task::Join
         .await
         .unwrap();
     let addr = handle.local_addr().to_string();
-    let client = Client::with_config(
-        coordinator.to_owned(),
-        ClientConfig {
-            connect_timeout: Duration::from_millis(200),
-            max_retries: 0,
-            ..ClientConfig::default()
-        },
-    );
-    let beat = join(client, BEAT, move || Registration {
-        name: addr.clone(),
-        addr: addr.clone(),
-        capacity: sandbox.status().concurrency,
-        running: sandbox.status().running,
-        modules: sandbox.ready_modules(),
-    });
-    (handle, beat)
+    let beats = coordinators
+        .iter()
+        .map(|coordinator| {
+            let (addr, sandbox) = (addr.clone(), sandbox.clone());
+            join(lookup_client(coordinator), BEAT, move || Registration {
+                name: addr.clone(),
+                addr: addr.clone(),
+                capacity: sandbox.status().concurrency,
+                running: sandbox.status().running,
+                modules: sandbox.ready_modules(),
+            })
+        })
+        .collect();
+    (handle, beats)
 }
 
 fn hello() -> Module {
@@ -234,4 +256,108 @@ async fn a_relayed_job_whose_worker_dies_is_finished_by_another() {
     let (_b_box, _b_tasks) = relayed("b");
     let output = job.await.unwrap().unwrap();
     assert_eq!(output.receipt.relayed_to.as_deref(), Some("b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_directories_one_down_loses_nothing_and_a_restarted_one_is_full_within_a_heartbeat()
+ {
+    let first = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let second = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let (first_addr, second_addr) = (
+        first.local_addr().to_string(),
+        second.local_addr().to_string(),
+    );
+    let directories = [first_addr.as_str(), second_addr.as_str()];
+    let mut workers = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        workers.push(start_worker_joining(ip, &directories).await);
+    }
+    let both = CoordinatorResolver::union(directories.map(lookup_client));
+    let only_first = CoordinatorResolver::new(lookup_client(&first_addr));
+    let mut listed = false;
+    for _ in 0..50 {
+        listed = both.workers().await.is_ok_and(|w| w.len() == 3)
+            && only_first.workers().await.is_ok_and(|w| w.len() == 3);
+        if listed {
+            break;
+        }
+        tokio::time::sleep(BEAT).await;
+    }
+    assert!(listed, "the directories do not list the three workers");
+
+    let pool = WorkerPool::with_config(both.resolve_now().await, worker::worker_pool_config());
+    assert_eq!(pool.pool().status().len(), 3);
+    pool.pool().follow(both.clone(), BEAT);
+    let module = hello();
+    let progress = worker::Progress::default();
+    let commands = (0..300).map(|_| Command::new());
+    let outages = async {
+        while progress.count().done < 50 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // The first directory dies while jobs flow.
+        first.shutdown(Duration::ZERO).await;
+        // The union still lists every worker, from the second.
+        let listed = both.workers().await.unwrap();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        while progress.count().done < 150 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // It restarts empty on the same address; within a heartbeat (and
+        // a little) every worker has registered there again.
+        let restarted = coordinator_server(TTL).bind(&first_addr).await.unwrap();
+        tokio::time::sleep(BEAT * 3).await;
+        let listed = only_first.workers().await.unwrap();
+        assert_eq!(listed.len(), 3, "not full again: {listed:?}");
+        restarted
+    };
+    let (results, restarted) = tokio::join!(
+        futures_util::StreamExt::collect::<Vec<_>>(pool.map(&module, commands, 8, &progress)),
+        outages
+    );
+    assert_eq!(results.len(), 300);
+    for (i, job) in results.into_iter().enumerate() {
+        job.result
+            .unwrap_or_else(|error| panic!("job {i}: {error}"));
+    }
+    assert_eq!(pool.pool().status().len(), 3);
+
+    // With every directory down, asking fails rather than listing none.
+    second.shutdown(Duration::ZERO).await;
+    restarted.shutdown(Duration::ZERO).await;
+    let gone = CoordinatorResolver::union([lookup_client(&second_addr)]);
+    assert!(gone.workers().await.is_err());
+    for (server, beats) in workers {
+        beats.iter().for_each(tokio::task::JoinHandle::abort);
+        server.shutdown(Duration::ZERO).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_is_down_does_not_hold_up_the_others_answer() {
+    let live = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let live_addr = live.local_addr().to_string();
+    let (_worker, _beats) = start_worker_joining("127.0.0.2", &[live_addr.as_str()]).await;
+    // Nothing listens there; a client with default settings keeps trying
+    // to reconnect for as long as its call may take.
+    let dead_addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let union = CoordinatorResolver::union([Client::new(dead_addr), Client::new(live_addr)]);
+    let mut listed = Vec::new();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        listed = union.workers().await.unwrap();
+        assert!(
+            started.elapsed() < worker::DIRECTORY_TIMEOUT + Duration::from_secs(3),
+            "the dead directory held the lookup for {:?}",
+            started.elapsed()
+        );
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(BEAT).await;
+    }
+    assert_eq!(listed.len(), 1, "{listed:?}");
 }

@@ -144,35 +144,101 @@ pub fn join(
     })
 }
 
-/// The live workers a coordinator knows, as a [`Resolver`] for
+/// How long a lookup waits for one of several coordinators; see
+/// [`CoordinatorResolver::union`].
+pub const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The live workers a coordinator knows (or several coordinators: the
+/// union of what they know), as a [`Resolver`] for
 /// [`rpc_core::Pool::follow`]: a pool that follows it tracks workers as
-/// they come and go.
+/// they come and go. With several, one that is down or restarting loses
+/// nothing while another still lists the workers.
 #[derive(Debug, Clone)]
 pub struct CoordinatorResolver {
-    directory: DirectoryClient,
+    directories: Vec<DirectoryClient>,
 }
 
 impl CoordinatorResolver {
     /// Asks the coordinator `client` connects to.
     pub fn new(client: Client) -> CoordinatorResolver {
+        CoordinatorResolver::union([client])
+    }
+
+    /// Asks every coordinator the clients connect to, and lists each
+    /// worker any of them knows once (by name; the first coordinator that
+    /// lists a name gives its entry). A coordinator that does not answer
+    /// within [`DIRECTORY_TIMEOUT`] is left out of that lookup. Workers join each of them
+    /// ([`join`] once per coordinator, `worker serve --join A --join B`).
+    ///
+    /// ```no_run
+    /// use rpc_core::Client;
+    /// use worker::CoordinatorResolver;
+    ///
+    /// let directories = CoordinatorResolver::union([
+    ///     Client::new("10.0.0.1:7000"),
+    ///     Client::new("10.0.0.2:7000"),
+    /// ]);
+    /// # drop(directories);
+    /// ```
+    pub fn union(clients: impl IntoIterator<Item = Client>) -> CoordinatorResolver {
         CoordinatorResolver {
-            directory: DirectoryClient::new(client),
+            directories: clients.into_iter().map(DirectoryClient::new).collect(),
         }
     }
 
-    /// The live workers' addresses now, or none if the coordinator cannot
-    /// be asked.
+    /// The live workers' addresses now, or none if no coordinator can be
+    /// asked.
     pub async fn resolve_now(&self) -> Vec<String> {
         self.resolve().await.unwrap_or_default()
     }
 
-    /// The live workers now.
+    /// The live workers now: every worker some coordinator lists, once.
     ///
     /// # Errors
     ///
-    /// [`RpcError`] if the coordinator cannot be asked.
+    /// [`RpcError`] if no coordinator can be asked (the last one's error).
     pub async fn workers(&self) -> Result<Vec<WorkerEntry>, RpcError> {
-        self.directory.workers().await
+        // With several, one that hangs (or a client that keeps
+        // reconnecting to one that is down) must not hold up the others'
+        // answers for longer than a lookup takes.
+        let several = self.directories.len() > 1;
+        let answers =
+            futures_util::future::join_all(self.directories.iter().map(|directory| async move {
+                if !several {
+                    return directory.workers().await;
+                }
+                tokio::time::timeout(DIRECTORY_TIMEOUT, directory.workers())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RpcError::Unavailable(format!(
+                            "the coordinator at {} did not answer within {} s",
+                            directory.client().addr(),
+                            DIRECTORY_TIMEOUT.as_secs()
+                        )))
+                    })
+            }))
+            .await;
+        let mut last_error = None;
+        let mut asked = false;
+        let mut seen = HashSet::new();
+        let mut workers = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(entries) => {
+                    asked = true;
+                    for entry in entries {
+                        if seen.insert(entry.registration.name.clone()) {
+                            workers.push(entry);
+                        }
+                    }
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        match (asked, last_error) {
+            (false, Some(error)) => Err(error),
+            _ => Ok(workers),
+        }
     }
 }
 

@@ -66,7 +66,9 @@ mod warnings;
 pub mod wire;
 
 pub use client::{Module, WorkerClient};
-pub use coordinator::{CoordinatorResolver, DEFAULT_TTL, coordinator_server, join};
+pub use coordinator::{
+    CoordinatorResolver, DEFAULT_TTL, DIRECTORY_TIMEOUT, coordinator_server, join,
+};
 pub use error::{SandboxError, WorkerError};
 pub use job::{
     CallOutput, CallRequest, Command, Fault, JobError, ModuleOrigin, Receipt, Resource, RunOutput,

@@ -815,3 +815,60 @@ async fn attack_figures() {
         rss_and_threads(&process).1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_joining_two_coordinators_is_found_while_one_is_down() {
+    let first = free_addr("127.0.0.1");
+    let second = free_addr("127.0.0.1");
+    let first_process = spawn(
+        &["coordinator", "--listen", &first, "--ttl", "4"],
+        "coordinator listening",
+    );
+    let _second_process = spawn(
+        &["coordinator", "--listen", &second, "--ttl", "4"],
+        "coordinator listening",
+    );
+    let addr = free_addr("127.0.0.2");
+    let _worker = spawn(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--no-disk-cache",
+            "--join",
+            &first,
+            "--join",
+            &second,
+        ],
+        "listening",
+    );
+    let both = worker::CoordinatorResolver::union([
+        Client::new(first.clone()),
+        Client::new(second.clone()),
+    ]);
+    assert_eq!(registered(&both, 1).await, 1);
+    // The first coordinator dies; the client names both and finds the
+    // worker through the second.
+    drop(first_process);
+    let dir = std::env::temp_dir().join(format!("worker-two-dirs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("cat.wasm");
+    std::fs::write(&module, cat().bytes()).unwrap();
+    let output = run_cli(
+        &[
+            "submit",
+            "--coordinator",
+            &first,
+            "--coordinator",
+            &second,
+            "--json",
+            module.to_str().unwrap(),
+        ],
+        "through the second",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["stdout"], "through the second");
+    assert_eq!(document["worker"], addr.as_str());
+}

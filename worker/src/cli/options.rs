@@ -131,9 +131,11 @@ pub(crate) struct TargetArgs {
     )]
     pub(crate) to: Vec<String>,
     /// Find the workers through the coordinator at ADDR (and follow them as
-    /// they come and go) instead of listing them with --to.
+    /// they come and go) instead of listing them with --to; repeat it for
+    /// several coordinators, whose lists are merged (one down loses
+    /// nothing).
     #[arg(long, value_name = "ADDR", conflicts_with = "to")]
-    coordinator: Option<String>,
+    coordinator: Vec<String>,
     /// The token to present, if the workers require one.
     #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -149,9 +151,10 @@ pub(crate) struct TargetArgs {
 impl TargetArgs {
     /// Where the jobs go, for messages.
     pub(crate) fn describe(&self) -> String {
-        match &self.coordinator {
-            Some(coordinator) => format!("workers of {coordinator}"),
-            None => self.to.join(", "),
+        if self.coordinator.is_empty() {
+            self.to.join(", ")
+        } else {
+            format!("workers of {}", self.coordinator.join(", "))
         }
     }
 
@@ -176,7 +179,7 @@ impl TargetArgs {
             .to
             .iter()
             .map(String::as_str)
-            .chain(self.coordinator.as_deref())
+            .chain(self.coordinator.iter().map(String::as_str))
             .collect();
         Ok(rpc_core::ClientConfig {
             name: "worker-cli".into(),
@@ -197,9 +200,10 @@ impl TargetArgs {
         let timeout = Duration::from_secs_f64(self.timeout);
         config.attempt_timeout = timeout;
         config.deadline = timeout.saturating_mul(3);
-        let Some(coordinator) = &self.coordinator else {
+        if self.coordinator.is_empty() {
             return Ok(worker::WorkerPool::with_config(self.to.clone(), config));
-        };
+        }
+        let coordinator = self.coordinator.join(", ");
         // A lookup is quick or the coordinator is down: one connection
         // attempt, and no job-sized deadline.
         let lookups = rpc_core::ClientConfig {
@@ -207,8 +211,11 @@ impl TargetArgs {
             max_reconnects: Some(0),
             ..config.client.clone()
         };
-        let client = rpc_core::Client::with_config(coordinator.clone(), lookups);
-        let resolver = worker::CoordinatorResolver::new(client);
+        let resolver = worker::CoordinatorResolver::union(
+            self.coordinator
+                .iter()
+                .map(|addr| rpc_core::Client::with_config(addr.clone(), lookups.clone())),
+        );
         let workers = rpc_core::Resolver::resolve(&resolver)
             .await
             .map_err(|error| {

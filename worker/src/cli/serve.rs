@@ -62,9 +62,10 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     grants: GrantArgs,
     /// Register with the coordinator at ADDR, and keep registering as a
-    /// heartbeat.
+    /// heartbeat; repeat it to join several coordinators (so that none is
+    /// a single point of failure).
     #[arg(long, value_name = "ADDR")]
-    join: Option<String>,
+    join: Vec<String>,
     /// Listen nowhere: take jobs from the coordinator at ADDR over an
     /// outbound connection (for a worker behind NAT or a firewall); clients
     /// reach it through the coordinator.
@@ -175,7 +176,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     };
     // Checked before binding: a worker that joins must be reachable at the
     // address it advertises.
-    if args.join.is_some() {
+    if !args.join.is_empty() {
         let advertised = args.advertise.clone();
         let unreachable = match &advertised {
             Some(addr) => {
@@ -227,18 +228,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
              here: run jobs, ship modules, read the worker's status"
         );
     }
-    let beat = match &args.join {
-        Some(coordinator) => {
-            let advertise = args
-                .advertise
-                .clone()
-                .unwrap_or_else(|| handle.local_addr().to_string());
-            // Clients learn from the scheme that this worker speaks TLS.
-            let advertise = match (&tls, advertise.strip_prefix("tls://")) {
-                (Some(_), None) => format!("tls://{advertise}"),
-                _ => advertise,
-            };
-            let name = args.name.clone().unwrap_or_else(|| advertise.clone());
+    let mut beats = Vec::new();
+    if !args.join.is_empty() {
+        let advertise = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| handle.local_addr().to_string());
+        // Clients learn from the scheme that this worker speaks TLS.
+        let advertise = match (&tls, advertise.strip_prefix("tls://")) {
+            (Some(_), None) => format!("tls://{advertise}"),
+            _ => advertise,
+        };
+        let name = args.name.clone().unwrap_or_else(|| advertise.clone());
+        for coordinator in &args.join {
             let outbound = match args.outbound.client_tls(coordinator, args.tls.identity()) {
                 Ok(tls) => tls,
                 Err(message) => return Err(CliError::Usage(message)),
@@ -255,7 +257,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             );
             println!("worker joining the coordinator at {coordinator} as {name}");
             let sandbox = sandbox.clone();
-            Some(worker::join(client, HEARTBEAT, move || {
+            let (name, advertise) = (name.clone(), advertise.clone());
+            beats.push(worker::join(client, HEARTBEAT, move || {
                 let status = sandbox.status();
                 worker::wire::Registration {
                     name: name.clone(),
@@ -264,12 +267,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
                     running: status.running,
                     modules: sandbox.ready_modules(),
                 }
-            }))
+            }));
         }
-        None => None,
-    };
+    }
     shutdown_signal().await;
-    if let Some(beat) = &beat {
+    for beat in &beats {
         beat.abort();
     }
     println!("worker shutting down (in-flight jobs get {} s)", args.grace);
