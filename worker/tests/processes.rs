@@ -56,7 +56,7 @@ fn spawn_worker(addr: &str) -> WorkerProcess {
 
 /// Runs the worker binary with `args` and `stdin` to the end (killed after
 /// 60 s).
-pub(crate) fn run_cli(args: &[&str], stdin: &str) -> Output {
+pub(crate) fn run_cli(args: &[&str], stdin: impl AsRef<[u8]>) -> Output {
     let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
         .args(args)
         .stdin(Stdio::piped())
@@ -68,7 +68,7 @@ pub(crate) fn run_cli(args: &[&str], stdin: &str) -> Output {
         .stdin
         .take()
         .unwrap()
-        .write_all(stdin.as_bytes())
+        .write_all(stdin.as_ref())
         .unwrap();
     let pid = child.id();
     let watchdog = std::thread::spawn(move || {

@@ -91,20 +91,6 @@ fn serve(
     (WorkerProcess(child), metrics)
 }
 
-/// Runs the CLI with raw bytes on stdin.
-fn run_bytes(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 fn args(list: &[String]) -> Vec<&str> {
     list.iter().map(String::as_str).collect()
 }
@@ -166,7 +152,7 @@ async fn json_output_metrics_and_status_describe_every_job_for_scripts() {
     assert!(first["error"].is_null());
 
     // Output that is not UTF-8 comes as base64; the module is cached now.
-    let output = run_bytes(&args(&submit(&cat)), &[0xff, 0xfe, 0x00]);
+    let output = run_cli(&args(&submit(&cat)), [0xff, 0xfe, 0x00]);
     assert_eq!(output.status.code(), Some(0));
     let [second] = documents(&output).try_into().unwrap();
     assert_eq!(second["stdout_base64"], "//4A");
