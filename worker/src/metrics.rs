@@ -114,13 +114,17 @@ impl Default for JobStats {
 }
 
 impl JobStats {
-    /// Counts a finished job (`kind` is `run` or `call`).
-    pub(crate) fn record(&self, kind: &str, result: Result<&Receipt, &JobError>) {
-        let outcomes = if kind == "call" {
-            &self.calls
-        } else {
-            &self.runs
-        };
+    /// Counts a finished WASI command.
+    pub(crate) fn record_run(&self, result: Result<&Receipt, &JobError>) {
+        self.record(&self.runs, result);
+    }
+
+    /// Counts a finished typed call.
+    pub(crate) fn record_call(&self, result: Result<&Receipt, &JobError>) {
+        self.record(&self.calls, result);
+    }
+
+    fn record(&self, outcomes: &Outcomes, result: Result<&Receipt, &JobError>) {
         match result {
             Ok(receipt) => {
                 outcomes.add("ok");

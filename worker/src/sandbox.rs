@@ -253,7 +253,7 @@ impl Sandbox {
     ) -> Result<RunOutput, JobError> {
         let result = self.run_uncounted(request, deadline).await;
         let receipt = result.as_ref().map(|output| &output.receipt);
-        self.inner.stats.record("run", receipt);
+        self.inner.stats.record_run(receipt);
         result
     }
 
@@ -325,7 +325,7 @@ impl Sandbox {
             })
             .await;
         let receipt = result.as_ref().map(|output| &output.receipt);
-        self.inner.stats.record("call", receipt);
+        self.inner.stats.record_call(receipt);
         result
     }
 
