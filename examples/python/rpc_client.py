@@ -52,6 +52,7 @@ DESCRIBE_METHOD = "rpc.describe"
 
 # Message kinds (section 6).
 HELLO, WELCOME, PING, PONG, GOAWAY, ERROR, VERSION_MISMATCH = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
+ROUTE, ROUTED, JOIN = 0x08, 0x09, 0x0a
 CALL, RESPONSE, CANCEL = 0x10, 0x11, 0x12
 SEND_DATA, REQUEST_DATA = 0x20, 0x21
 OFFER_PROGRAM, SEND_PROGRAM = 0x30, 0x31
@@ -59,7 +60,8 @@ CHUNK, CHUNK_END = 0x40, 0x41
 
 KIND_NAMES = {
     HELLO: "Hello", WELCOME: "Welcome", PING: "Ping", PONG: "Pong", GOAWAY: "GoAway",
-    ERROR: "Error", VERSION_MISMATCH: "VersionMismatch", CALL: "Call", RESPONSE: "Response",
+    ERROR: "Error", VERSION_MISMATCH: "VersionMismatch", ROUTE: "Route", ROUTED: "Routed",
+    JOIN: "Join", CALL: "Call", RESPONSE: "Response",
     CANCEL: "Cancel", SEND_DATA: "SendData", REQUEST_DATA: "RequestData",
     OFFER_PROGRAM: "OfferProgram", SEND_PROGRAM: "SendProgram", CHUNK: "Chunk",
     CHUNK_END: "ChunkEnd",
@@ -356,6 +358,21 @@ class VersionMismatch:
 
 
 @dataclass
+class Route:
+    worker: str
+
+
+@dataclass
+class Routed:
+    pass
+
+
+@dataclass
+class Join:
+    ticket: bytes
+
+
+@dataclass
 class Call:
     method: str
     timeout_ms: Optional[int] = None
@@ -419,7 +436,7 @@ class Frame:
 
 _KIND_OF = {
     Hello: HELLO, Welcome: WELCOME, Ping: PING, Pong: PONG, GoAway: GOAWAY, Error: ERROR,
-    VersionMismatch: VERSION_MISMATCH, Call: CALL, Response: RESPONSE, Cancel: CANCEL,
+    VersionMismatch: VERSION_MISMATCH, Route: ROUTE, Routed: ROUTED, Join: JOIN, Call: CALL, Response: RESPONSE, Cancel: CANCEL,
     SendData: SEND_DATA, RequestData: REQUEST_DATA, OfferProgram: OFFER_PROGRAM,
     SendProgram: SEND_PROGRAM, Chunk: CHUNK, ChunkEnd: CHUNK_END,
 }
@@ -456,6 +473,12 @@ def encode_body(message) -> bytes:
         w.varint(m.status).string(m.message)
     elif isinstance(m, VersionMismatch):
         w.u8(m.min_version).u8(m.max_version)
+    elif isinstance(m, Route):
+        w.string(m.worker)
+    elif isinstance(m, Routed):
+        pass
+    elif isinstance(m, Join):
+        w.raw(m.ticket)
     elif isinstance(m, Call):
         w.string(m.method).option(m.timeout_ms, Writer.varint)
         w.option(m.idempotency_key, Writer.raw).option(m.schema_hash, Writer.varint)
@@ -562,6 +585,12 @@ def decode_body(kind: int, body: bytes):
         m = Error(_read_status(r), r.string())
     elif kind == VERSION_MISMATCH:
         m = VersionMismatch(r.u8(), r.u8())
+    elif kind == ROUTE:
+        m = Route(_read_name(r, "worker", name, False))
+    elif kind == ROUTED:
+        m = Routed()
+    elif kind == JOIN:
+        m = Join(r.take(16))
     elif kind == CALL:
         return Call(_read_name(r, "method", name, False), r.option(Reader.varint),
                     r.option(lambda r: r.take(16)), r.option(Reader.varint),
@@ -636,7 +665,7 @@ class FrameDecoder:
         problem = header_problem(kind, version, flags, reserved, stream_id)
         if problem:
             raise problem
-        if kind in (HELLO, WELCOME) and length > HANDSHAKE_FRAME_LEN:
+        if kind in (HELLO, WELCOME, ROUTE, ROUTED, JOIN) and length > HANDSHAKE_FRAME_LEN:
             raise ProtocolError(
                 "FrameTooLarge",
                 f"frame of {length} bytes exceeds the limit of {HANDSHAKE_FRAME_LEN}")

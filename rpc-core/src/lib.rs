@@ -117,6 +117,7 @@ mod conn;
 mod error;
 pub mod metrics;
 mod pool;
+pub mod relay;
 mod remote;
 mod request;
 mod server;

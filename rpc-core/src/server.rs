@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -280,6 +280,7 @@ pub struct ServerBuilder {
     collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ServerTls>,
+    supernode: Option<crate::relay::Supernode>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -329,6 +330,16 @@ impl ServerBuilder {
     /// ```
     pub fn role(mut self, role: PeerRole) -> ServerBuilder {
         self.role = Some(role);
+        self
+    }
+
+    /// Relays for workers that accept no connections: answers `Route`
+    /// and `Join` frames with `supernode` (see [`crate::relay`]), and
+    /// every other connection as before. The supernode's limits hold for
+    /// the whole process; a `Route` waits in a handshake place of this
+    /// server until its first frame is read.
+    pub fn supernode(mut self, supernode: crate::relay::Supernode) -> ServerBuilder {
+        self.supernode = Some(supernode);
         self
     }
 
@@ -615,7 +626,7 @@ impl ServerBuilder {
         let (shared, tls) = self.into_state(local_addr);
         let (shutdown, watcher) = watch::channel(None);
         let task = tokio::spawn(
-            accept_loop(listener, shared, watcher, tls)
+            accept_loop(Incoming::Listener(listener), shared, watcher, tls)
                 .instrument(tracing::info_span!("server", addr = %local_addr)),
         );
         Ok(Server {
@@ -623,6 +634,35 @@ impl ServerBuilder {
             shutdown,
             task,
         })
+    }
+
+    /// Serves connections it is handed instead of accepting them: those a
+    /// relayed worker opened to its supernode ([`crate::relay::join`]),
+    /// given to the returned [`JoinedIntake`](crate::relay::JoinedIntake).
+    /// Each is served exactly as an accepted one: handshake budget, TLS if
+    /// configured, tokens, limits. The server's
+    /// [`local_addr`](Server::local_addr) is `0.0.0.0:0`: it listens
+    /// nowhere. Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::InvalidConfig`] if the configuration is out of range.
+    pub fn serve_joined(self) -> Result<(Server, crate::relay::JoinedIntake), ServeError> {
+        self.config.check()?;
+        let local_addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let (shared, tls) = self.into_state(local_addr);
+        let (shutdown, watcher) = watch::channel(None);
+        let task = tokio::spawn(
+            accept_loop(Incoming::Joined(receiver), shared, watcher, tls)
+                .instrument(tracing::info_span!("server", addr = "relayed")),
+        );
+        let server = Server {
+            local_addr,
+            shutdown,
+            task,
+        };
+        Ok((server, crate::relay::JoinedIntake { sender }))
     }
 
     /// What every connection will share, and the TLS configuration, made
@@ -676,6 +716,7 @@ impl ServerBuilder {
             access: self.access,
             role: self.role.unwrap_or(PeerRole::Server),
             stats,
+            supernode: self.supernode,
             config,
         });
         #[cfg(feature = "tls")]
@@ -758,8 +799,29 @@ fn bump(stats: Option<&ServerStats>, counter: fn(&ServerStats) -> &AtomicU64) {
     }
 }
 
+/// Where a server's connections come from.
+enum Incoming {
+    /// Accepted on its listener.
+    Listener(TcpListener),
+    /// Opened by this relayed worker to its supernode.
+    Joined(tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr)>),
+}
+
+impl Incoming {
+    async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        match self {
+            Incoming::Listener(listener) => listener.accept().await,
+            Incoming::Joined(receiver) => match receiver.recv().await {
+                Some(joined) => Ok(joined),
+                // Nothing more will come; the server runs until shutdown.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: Incoming,
     shared: Arc<shared::ServerState>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     tls: Option<secure::Tls>,
@@ -798,7 +860,31 @@ async fn accept_loop(
         connections.spawn(
             async move {
                 let mut place = place;
+                let mut socket = socket;
                 let handshake_timeout = shared.config.handshake_timeout;
+                if let Some(supernode) = shared.supernode.clone() {
+                    // A relay request's first frame is read in the
+                    // handshake place, like a Hello; then the supernode's
+                    // own budgets hold it.
+                    let request = async {
+                        crate::relay::peek_relay_kind(&socket, handshake_timeout).await?;
+                        Some(supernode.read_request(&mut socket, handshake_timeout).await)
+                    };
+                    let request = tokio::select! {
+                        request = request => request,
+                        () = place.evicted() => {
+                            bump(stats.as_deref(), |stats| &stats.evicted);
+                            return;
+                        }
+                    };
+                    if let Some(request) = request {
+                        drop(place);
+                        supernode
+                            .serve_request(socket, addr, request, shutdown)
+                            .await;
+                        return;
+                    }
+                }
                 let opened = async {
                     let mut secured =
                         secure::secure(socket, tls.as_ref(), handshake_timeout).await?;

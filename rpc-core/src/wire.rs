@@ -27,8 +27,8 @@ pub use header::{
 };
 pub use message::{
     Call, ChunkEnd, DEFAULT_MAX_PAYLOAD_LEN, DEFAULT_MAX_STREAMS, ErrorMessage, GoAway, Hello,
-    Limits, MAX_NAME_LEN, Message, OfferProgram, PeerRole, Ping, Pong, RequestData, Response,
-    SendData, SendProgram, VersionMismatch, Welcome,
+    Join, Limits, MAX_NAME_LEN, Message, OfferProgram, PeerRole, Ping, Pong, RequestData, Response,
+    Route, SendData, SendProgram, TICKET_LEN, VersionMismatch, Welcome,
 };
 pub use payload::Payload;
 pub use status::StatusCode;

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use bytes::{Bytes, BytesMut};
 use rpc_core::wire::{
     Call, ChunkEnd, DESCRIBE_METHOD, DecodeError, ErrorMessage, Frame, FrameCodec, GoAway, Hello,
-    Kind, Limits, Message, OfferProgram, Payload, Ping, Pong, RequestData, Response, SendData,
-    SendProgram, VersionMismatch, Welcome,
+    Join, Kind, Limits, Message, OfferProgram, Payload, Ping, Pong, RequestData, Response, Route,
+    SendData, SendProgram, VersionMismatch, Welcome,
 };
 use rpc_core::{ContentHash, FunctionInfo, PeerRole, StatusCode};
 use serde_json::Value;
@@ -61,6 +61,16 @@ fn expected(name: &str) -> Frame {
         "version-mismatch" => Message::VersionMismatch(VersionMismatch {
             min_version: 1,
             max_version: 1,
+        }),
+        "route" => Message::Route(Route {
+            worker: "w7".into(),
+        }),
+        "routed" => Message::Routed,
+        "join" => Message::Join(Join {
+            ticket: [
+                0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad,
+                0xae, 0xaf,
+            ],
         }),
         "call" => Message::Call(Call {
             method: "math.add".into(),

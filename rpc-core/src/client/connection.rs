@@ -43,6 +43,11 @@ impl Connection {
             Some(rest) => (rest, true),
             None => (addr, false),
         };
+        // `worker@host:port`: the worker, through its supernode.
+        let (route, dial) = match crate::relay::split_route(dial) {
+            Some((worker, supernode)) => (Some(worker), supernode),
+            None => (None, dial),
+        };
         let unavailable = |what: &str, error: &dyn std::fmt::Display| {
             RpcError::Unavailable(format!("could not {what} {dial}: {error}"))
         };
@@ -80,7 +85,22 @@ impl Connection {
             Err(_) => return Err(unavailable("connect to", &"timed out")),
         };
         let _ = socket.set_nodelay(true);
-        let io: Box<dyn conn::Io> = secure(socket, dial, config).await?;
+        let mut socket = socket;
+        // Through a supernode, TLS and the handshake are the worker's, and
+        // its certificate is checked against its name.
+        let secured_name = match route {
+            Some(worker) => {
+                timeout(
+                    config.connect_timeout,
+                    crate::relay::request_route(&mut socket, worker),
+                )
+                .await
+                .map_err(|_| unavailable("be relayed by", &"timed out"))??;
+                worker
+            }
+            None => dial,
+        };
+        let io: Box<dyn conn::Io> = secure(socket, secured_name, config).await?;
         Connection::handshake(io, addr, dial, config).await
     }
 

@@ -34,4 +34,6 @@ pub(crate) struct ServerState {
     pub(crate) role: PeerRole,
     /// Its counters and the introspection call's, when it has metrics.
     pub(crate) stats: Option<(Arc<ServerStats>, Arc<CallStats>)>,
+    /// Its relaying side, if it is a supernode.
+    pub(crate) supernode: Option<crate::relay::Supernode>,
 }

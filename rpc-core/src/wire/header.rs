@@ -59,6 +59,12 @@ pub enum Kind {
     Error = 0x06,
     /// Tells a peer that its protocol version is not spoken here.
     VersionMismatch = 0x07,
+    /// Asks a supernode to relay the connection to a worker.
+    Route = 0x08,
+    /// A supernode's answer to [`Kind::Route`]: the worker is on the line.
+    Routed = 0x09,
+    /// Opens a relayed worker's side of a relayed connection.
+    Join = 0x0a,
     /// Calls a named function.
     Call = 0x10,
     /// Answers any request with a status and a payload.
@@ -81,7 +87,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind of this protocol version, in code order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Ping,
@@ -89,6 +95,9 @@ impl Kind {
         Kind::GoAway,
         Kind::Error,
         Kind::VersionMismatch,
+        Kind::Route,
+        Kind::Routed,
+        Kind::Join,
         Kind::Call,
         Kind::Response,
         Kind::Cancel,
@@ -110,6 +119,9 @@ impl Kind {
             0x05 => Kind::GoAway,
             0x06 => Kind::Error,
             0x07 => Kind::VersionMismatch,
+            0x08 => Kind::Route,
+            0x09 => Kind::Routed,
+            0x0a => Kind::Join,
             0x10 => Kind::Call,
             0x11 => Kind::Response,
             0x12 => Kind::Cancel,
@@ -134,11 +146,15 @@ impl Kind {
         self as u8 >= 0x10
     }
 
-    /// Whether this kind opens a connection (`Hello`, `Welcome`). Such frames
+    /// Whether this kind opens a connection (`Hello`, `Welcome`, and the
+    /// relay's `Route`, `Routed`, `Join`). Such frames
     /// are sent before the limits are known, so they must fit in
     /// [`MIN_MAX_FRAME_LEN`](crate::wire::MIN_MAX_FRAME_LEN).
     pub const fn is_handshake(self) -> bool {
-        matches!(self, Kind::Hello | Kind::Welcome)
+        matches!(
+            self,
+            Kind::Hello | Kind::Welcome | Kind::Route | Kind::Routed | Kind::Join
+        )
     }
 
     /// Whether the body of this kind ends in a payload (see
@@ -160,6 +176,9 @@ impl Kind {
             Kind::GoAway => "GoAway",
             Kind::Error => "Error",
             Kind::VersionMismatch => "VersionMismatch",
+            Kind::Route => "Route",
+            Kind::Routed => "Routed",
+            Kind::Join => "Join",
             Kind::Call => "Call",
             Kind::Response => "Response",
             Kind::Cancel => "Cancel",

@@ -3,6 +3,7 @@
 mod control;
 mod handshake;
 mod request;
+mod route;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -14,6 +15,7 @@ pub use handshake::{
 };
 pub use request::RequestData;
 pub use request::{Call, ChunkEnd, OfferProgram, Response, SendData, SendProgram};
+pub use route::{Join, Route, TICKET_LEN};
 
 use super::errors::{DecodeError, EncodeError};
 use crate::wire::payload::PayloadTag;
@@ -46,6 +48,14 @@ pub enum Message {
     Error(ErrorMessage),
     /// See [`VersionMismatch`].
     VersionMismatch(VersionMismatch),
+    /// See [`Route`].
+    Route(Route),
+    /// A supernode's answer to [`Route`]: the relayed worker is on the
+    /// line, and every byte after this frame is the worker's. The body is
+    /// empty.
+    Routed,
+    /// See [`Join`].
+    Join(Join),
     /// See [`Call`].
     Call(Call),
     /// See [`Response`].
@@ -82,6 +92,9 @@ impl Message {
             Message::GoAway(_) => Kind::GoAway,
             Message::Error(_) => Kind::Error,
             Message::VersionMismatch(_) => Kind::VersionMismatch,
+            Message::Route(_) => Kind::Route,
+            Message::Routed => Kind::Routed,
+            Message::Join(_) => Kind::Join,
             Message::Call(_) => Kind::Call,
             Message::Response(_) => Kind::Response,
             Message::Cancel => Kind::Cancel,
@@ -116,6 +129,15 @@ impl Message {
             Kind::GoAway => Message::GoAway(fields_only(kind, &body)?),
             Kind::Error => Message::Error(fields_only(kind, &body)?),
             Kind::VersionMismatch => Message::VersionMismatch(fields_only(kind, &body)?),
+            Kind::Route => Message::Route(fields_only(kind, &body)?),
+            Kind::Routed if body.is_empty() => Message::Routed,
+            Kind::Routed => {
+                return Err(DecodeError::TrailingBytes {
+                    kind,
+                    count: body.len(),
+                });
+            }
+            Kind::Join => Message::Join(fields_only(kind, &body)?),
             Kind::Call => {
                 let (mut call, payload) = fields_and_payload::<Call>(kind, &body)?;
                 call.payload = payload;
@@ -176,6 +198,9 @@ impl Message {
             Message::GoAway(go_away) => put_fields(kind, go_away, dst)?,
             Message::Error(error) => put_fields(kind, error, dst)?,
             Message::VersionMismatch(mismatch) => put_fields(kind, mismatch, dst)?,
+            Message::Route(route) => put_fields(kind, route, dst)?,
+            Message::Routed => {}
+            Message::Join(join) => put_fields(kind, join, dst)?,
             Message::Call(call) => put_fields(kind, call, dst)?,
             Message::Response(response) => put_fields(kind, response, dst)?,
             Message::Cancel => {}
@@ -210,6 +235,7 @@ impl Message {
                 Err(("max_version", "is below min_version"))
             }
             Message::Call(call) => check_name("method", &call.method),
+            Message::Route(route) => check_name("worker", &route.worker),
             Message::SendData(send) => check_name("name", &send.name),
             Message::RequestData(request) => check_name("name", &request.name),
             _ => Ok(()),

@@ -1,0 +1,544 @@
+//! Relayed connections: reaching a worker that accepts no connections
+//! through a *supernode*, a server that it keeps in touch with.
+//!
+//! The relayed worker *attaches* to a supernode (it asks it, in a long
+//! poll of its own, for connections to open: [`Supernode::wait_for_dials`]).
+//! A client that wants the worker connects to the supernode and sends a
+//! `Route` frame naming it, instead of `Hello`; the supernode hands the
+//! worker a single-use ticket, the worker opens a new connection to the
+//! supernode and sends `Join` with it ([`join`]), and the supernode joins
+//! the two connections byte for byte. The client then does its handshake
+//! (TLS if the worker has it, then `Hello`) with the worker itself, end to
+//! end: the supernode decodes nothing past the first frame, cannot read or
+//! forge a job under TLS, and holds no token of the client's. TCP's own
+//! flow control is the backpressure on each side; cancellations, deadlines
+//! and modules offered by hash pass through like every other frame.
+//!
+//! A client names a relayed worker with an address of the form
+//! `worker@host:port` (`tls://worker@host:port` with TLS): `worker` is the
+//! name it attached under, `host:port` its supernode. PROTOCOL.md section 8
+//! ("Relayed connections") is the contract.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use rpc_core::relay::{Supernode, SupernodeConfig};
+//! use rpc_core::{Client, Server};
+//!
+//! // A supernode: an ordinary server that also relays.
+//! let supernode = Supernode::new(SupernodeConfig::default());
+//! let relay = Server::builder().supernode(supernode.clone()).bind("127.0.0.1:0").await?;
+//! let relay_addr = relay.local_addr().to_string();
+//!
+//! // A worker that listens nowhere: it serves the connections it opens.
+//! let (worker, intake) = Server::builder()
+//!     .function("hello", |name: String| async move { Ok::<_, rpc_core::Infallible>(format!("hello, {name}")) })
+//!     .serve_joined()?;
+//! let dials = supernode.clone();
+//! let dialer = tokio::spawn(async move {
+//!     loop {
+//!         // In a real worker this is a call to the supernode over the network.
+//!         for ticket in dials.wait_for_dials("w1", Duration::from_secs(10)).await? {
+//!             let stream = rpc_core::relay::join(&relay_addr, ticket, Duration::from_secs(5)).await?;
+//!             intake.serve(stream).await;
+//!         }
+//!     }
+//!     #[allow(unreachable_code)]
+//!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//! });
+//! # while supernode.attached() == 0 { tokio::task::yield_now().await; }
+//!
+//! let client = Client::new(format!("w1@{}", relay.local_addr()));
+//! let answer: String = client.call("hello", &"relay".to_string()).await?;
+//! assert_eq!(answer, "hello, relay");
+//! # dialer.abort();
+//! # worker.shutdown(Duration::from_secs(1)).await;
+//! # relay.shutdown(Duration::from_secs(1)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod preamble;
+mod splice;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::time::{Instant, timeout};
+
+use crate::wire::{DecodeError, Join, Message, Route, StatusCode, TICKET_LEN};
+
+pub(crate) use preamble::{peek_relay_kind, read_frame, write_message};
+use splice::{Bandwidth, splice};
+
+/// A single-use ticket a supernode hands a relayed worker for one
+/// connection: 16 random bytes.
+pub type Ticket = [u8; TICKET_LEN];
+
+/// The default for [`SupernodeConfig::max_workers`]: 64.
+pub const DEFAULT_MAX_RELAYED_WORKERS: usize = 64;
+/// The default for [`SupernodeConfig::max_routes`]: 1024.
+pub const DEFAULT_MAX_ROUTES: usize = 1024;
+
+/// Limits of a [`Supernode`], each for the whole process.
+#[derive(Clone, Debug)]
+pub struct SupernodeConfig {
+    /// Relayed workers attached at once; a further one is refused until
+    /// one leaves. The default is [`DEFAULT_MAX_RELAYED_WORKERS`], 64.
+    pub max_workers: usize,
+    /// Relayed connections open at once, over every worker. The default
+    /// is [`DEFAULT_MAX_ROUTES`], 1024.
+    pub max_routes: usize,
+    /// Connections that asked for a worker and wait for it to dial back:
+    /// the budget of peers nobody has authenticated yet. The default is
+    /// 128.
+    pub max_waiting_routes: usize,
+    /// Relayed bytes a second, both ways and over every connection, on
+    /// average (bursts up to one second's worth). `None`, the default,
+    /// relays as fast as the network goes.
+    pub max_bytes_per_sec: Option<u64>,
+    /// How long a worker has to dial back once asked. The default is 5 s.
+    pub route_timeout: Duration,
+    /// How long a worker that stopped asking for connections stays
+    /// attached (it may be between two polls). The default is 3 s.
+    pub attach_grace: Duration,
+}
+
+impl Default for SupernodeConfig {
+    fn default() -> Self {
+        SupernodeConfig {
+            max_workers: DEFAULT_MAX_RELAYED_WORKERS,
+            max_routes: DEFAULT_MAX_ROUTES,
+            max_waiting_routes: 128,
+            max_bytes_per_sec: None,
+            route_timeout: Duration::from_secs(5),
+            attach_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a worker could not attach to a supernode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// Every place for a relayed worker is taken.
+    #[error(
+        "this supernode relays for {max} workers already, its limit: attach to another supernode"
+    )]
+    Full {
+        /// [`SupernodeConfig::max_workers`].
+        max: usize,
+    },
+    /// The name is empty or longer than 1024 bytes.
+    #[error("a relayed worker's name must be 1 to 1024 bytes")]
+    InvalidName,
+}
+
+/// The relaying side: workers attached to this server, and the
+/// connections it joins to them. Cheap to clone; give it to
+/// [`ServerBuilder::supernode`](crate::ServerBuilder::supernode) so the
+/// server answers `Route` and `Join` frames.
+#[derive(Clone, Debug)]
+pub struct Supernode {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SupernodeConfig,
+    workers: Mutex<HashMap<String, Attached>>,
+    tickets: Mutex<HashMap<Ticket, oneshot::Sender<TcpStream>>>,
+    routes: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+    bandwidth: Option<Bandwidth>,
+    relayed_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// A relayed worker as its supernode sees it.
+#[derive(Debug)]
+struct Attached {
+    dials: VecDeque<Ticket>,
+    ready: Arc<Notify>,
+    /// Its polls waiting now.
+    polling: usize,
+    /// When its last poll ended (it is attached while it polls, and for
+    /// the grace after).
+    idle_since: Instant,
+}
+
+impl Attached {
+    fn is_alive(&self, grace: Duration) -> bool {
+        self.polling > 0 || self.idle_since.elapsed() < grace
+    }
+}
+
+impl Supernode {
+    /// A supernode with `config`'s limits.
+    pub fn new(config: SupernodeConfig) -> Supernode {
+        Supernode {
+            inner: Arc::new(Inner {
+                routes: Arc::new(Semaphore::new(config.max_routes.max(1))),
+                waiting: Arc::new(Semaphore::new(config.max_waiting_routes.max(1))),
+                bandwidth: config.max_bytes_per_sec.map(Bandwidth::new),
+                workers: Mutex::default(),
+                tickets: Mutex::default(),
+                relayed_bytes: Default::default(),
+                config,
+            }),
+        }
+    }
+
+    /// Its limits.
+    pub fn config(&self) -> &SupernodeConfig {
+        &self.inner.config
+    }
+
+    /// Relayed workers attached now.
+    pub fn attached(&self) -> usize {
+        let grace = self.inner.config.attach_grace;
+        self.workers()
+            .values()
+            .filter(|worker| worker.is_alive(grace))
+            .count()
+    }
+
+    /// Relayed connections open now.
+    pub fn routes_open(&self) -> usize {
+        self.inner.config.max_routes.max(1) - self.inner.routes.available_permits()
+    }
+
+    /// Bytes relayed so far, both ways.
+    pub fn relayed_bytes(&self) -> u64 {
+        self.inner
+            .relayed_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A relayed worker's long poll: attaches `worker` (or keeps it
+    /// attached) and returns the tickets of the connections it should open
+    /// now, waiting up to `wait` for one. An empty list means none came in
+    /// time: poll again. The worker stays attached while it polls and for
+    /// [`SupernodeConfig::attach_grace`] after.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError`] if the name is not valid or no place is left.
+    pub async fn wait_for_dials(
+        &self,
+        worker: &str,
+        wait: Duration,
+    ) -> Result<Vec<Ticket>, AttachError> {
+        if worker.is_empty() || worker.len() > crate::wire::MAX_NAME_LEN {
+            return Err(AttachError::InvalidName);
+        }
+        let ready = {
+            let mut workers = self.workers();
+            let grace = self.inner.config.attach_grace;
+            if !workers.contains_key(worker) {
+                workers.retain(|_, attached| attached.is_alive(grace));
+                if workers.len() >= self.inner.config.max_workers {
+                    return Err(AttachError::Full {
+                        max: self.inner.config.max_workers,
+                    });
+                }
+                tracing::info!(worker, "relayed worker attached");
+            }
+            let attached = workers
+                .entry(worker.to_owned())
+                .or_insert_with(|| Attached {
+                    dials: VecDeque::new(),
+                    ready: Arc::new(Notify::new()),
+                    polling: 0,
+                    idle_since: Instant::now(),
+                });
+            attached.polling += 1;
+            Arc::clone(&attached.ready)
+        };
+        let _polling = Polling {
+            supernode: self,
+            worker,
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = ready.notified();
+            let dials: Vec<Ticket> = match self.workers().get_mut(worker) {
+                Some(attached) => attached.dials.drain(..).collect(),
+                None => Vec::new(),
+            };
+            if !dials.is_empty() {
+                return Ok(dials);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
+        self.inner
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tickets(&self) -> std::sync::MutexGuard<'_, HashMap<Ticket, oneshot::Sender<TcpStream>>> {
+        self.inner
+            .tickets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the first frame of a connection that starts with `Route` or
+    /// `Join` (as [`peek_relay_kind`] found), within `within`.
+    pub(crate) async fn read_request(
+        &self,
+        socket: &mut TcpStream,
+        within: Duration,
+    ) -> Result<Message, Option<DecodeError>> {
+        match timeout(within, read_frame(socket)).await {
+            Ok(Ok(frame)) => Ok(frame.message),
+            Ok(Err(error)) => Err(Some(error)),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// Relays, joins or refuses a connection whose first frame
+    /// [`read_request`](Self::read_request) read.
+    pub(crate) async fn serve_request(
+        &self,
+        socket: TcpStream,
+        addr: SocketAddr,
+        request: Result<Message, Option<DecodeError>>,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) {
+        match request {
+            Ok(Message::Route(route)) => {
+                // A relayed connection ends with the server: at the end of
+                // its shutdown's grace.
+                tokio::select! {
+                    () = self.route(socket, addr, route) => {}
+                    () = shutdown_deadline(shutdown) => {}
+                }
+            }
+            Ok(Message::Join(join)) => self.join_ticket(socket, join),
+            Ok(other) => {
+                let message = format!("expected Route or Join, got {}", other.kind());
+                preamble::refuse(socket, StatusCode::BAD_REQUEST, message).await;
+            }
+            Err(Some(error)) => {
+                let status = error.status();
+                preamble::refuse(socket, status, error.to_string()).await;
+            }
+            // Silent past the handshake timeout.
+            Err(None) => {}
+        }
+    }
+
+    /// Asks the worker `route` names to dial back, and joins its
+    /// connection to `client`'s.
+    async fn route(&self, client: TcpStream, addr: SocketAddr, route: Route) {
+        let inner = &self.inner;
+        let Ok(waiting) = Arc::clone(&inner.waiting).try_acquire_owned() else {
+            let message = "too many connections wait for their worker here; try again later";
+            preamble::refuse(client, StatusCode::UNAVAILABLE, message.into()).await;
+            return;
+        };
+        let Ok(place) = Arc::clone(&inner.routes).try_acquire_owned() else {
+            let message = format!(
+                "this supernode relays {} connections, its limit; try again later",
+                inner.config.max_routes
+            );
+            preamble::refuse(client, StatusCode::UNAVAILABLE, message).await;
+            return;
+        };
+        let mut ticket = [0u8; TICKET_LEN];
+        if let Err(error) = getrandom::fill(&mut ticket) {
+            let message = format!("the supernode could not make a ticket: {error}");
+            preamble::refuse(client, StatusCode::INTERNAL, message).await;
+            return;
+        }
+        let (sender, joined) = oneshot::channel();
+        let asked = {
+            let mut workers = self.workers();
+            match workers.get_mut(&route.worker) {
+                Some(attached) if attached.is_alive(inner.config.attach_grace) => {
+                    self.tickets().insert(ticket, sender);
+                    attached.dials.push_back(ticket);
+                    attached.ready.notify_one();
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !asked {
+            let message = format!(
+                "no worker named {:?} is attached to this supernode; look it up again",
+                route.worker
+            );
+            preamble::refuse(client, StatusCode::NOT_FOUND, message).await;
+            return;
+        }
+        let worker = match timeout(inner.config.route_timeout, joined).await {
+            Ok(Ok(worker)) => worker,
+            _ => {
+                self.tickets().remove(&ticket);
+                let message = format!(
+                    "the worker {:?} did not dial back within {} ms",
+                    route.worker,
+                    inner.config.route_timeout.as_millis()
+                );
+                preamble::refuse(client, StatusCode::DEADLINE_EXCEEDED, message).await;
+                return;
+            }
+        };
+        drop(waiting);
+        let mut client = client;
+        if write_message(&mut client, Message::Routed).await.is_err() {
+            return;
+        }
+        tracing::debug!(peer = %addr, worker = %route.worker, "relaying");
+        let (up, down) = splice(client, &[], worker, &[], inner.bandwidth.as_ref()).await;
+        inner
+            .relayed_bytes
+            .fetch_add(up + down, std::sync::atomic::Ordering::Relaxed);
+        drop(place);
+    }
+
+    /// Hands a worker's connection to the client its ticket was made for.
+    fn join_ticket(&self, socket: TcpStream, join: Join) {
+        let waiter = self.tickets().remove(&join.ticket);
+        match waiter {
+            Some(waiter) => {
+                // A client that gave up drops the connection with it.
+                let _ = waiter.send(socket);
+            }
+            None => {
+                tokio::spawn(preamble::refuse(
+                    socket,
+                    StatusCode::NOT_FOUND,
+                    "the ticket is unknown or already used".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Resolves when the server's shutdown grace is over.
+async fn shutdown_deadline(mut shutdown: watch::Receiver<Option<Instant>>) {
+    let deadline = loop {
+        if let Some(deadline) = *shutdown.borrow_and_update() {
+            break deadline;
+        }
+        if shutdown.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    };
+    tokio::time::sleep_until(deadline).await;
+}
+
+/// Marks a worker's poll as ended when it is done or dropped (its caller
+/// left).
+struct Polling<'a> {
+    supernode: &'a Supernode,
+    worker: &'a str,
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        if let Some(attached) = self.supernode.workers().get_mut(self.worker) {
+            attached.polling = attached.polling.saturating_sub(1);
+            attached.idle_since = Instant::now();
+        }
+    }
+}
+
+/// Opens the relayed worker's side of a relayed connection: connects to
+/// the supernode at `supernode` (`host:port`), sends `Join` with `ticket`,
+/// and returns the connection, to be served as an accepted one
+/// ([`JoinedIntake::serve`]).
+///
+/// # Errors
+///
+/// The I/O error if the supernode cannot be reached within
+/// `connect_timeout`.
+pub async fn join(
+    supernode: &str,
+    ticket: Ticket,
+    connect_timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    timeout(connect_timeout, async {
+        let mut socket = TcpStream::connect(supernode).await?;
+        let _ = socket.set_nodelay(true);
+        write_message(&mut socket, Message::Join(Join { ticket })).await?;
+        Ok(socket)
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"))?
+}
+
+/// Asks the supernode on `socket` for the worker `worker` and waits for
+/// its answer: `Ok` once the worker is on the line.
+pub(crate) async fn request_route(
+    socket: &mut TcpStream,
+    worker: &str,
+) -> Result<(), crate::RpcError> {
+    let route = Message::Route(Route {
+        worker: worker.to_owned(),
+    });
+    let unavailable = |error: &dyn std::fmt::Display| {
+        crate::RpcError::Unavailable(format!(
+            "could not reach {worker} through its supernode: {error}"
+        ))
+    };
+    write_message(socket, route)
+        .await
+        .map_err(|error| unavailable(&error))?;
+    match read_frame(socket).await {
+        Ok(frame) => match frame.message {
+            Message::Routed => Ok(()),
+            Message::Error(error) => Err(crate::RpcError::from_status(
+                error.status,
+                format!("the supernode could not reach {worker}: {}", error.message),
+            )),
+            other => Err(unavailable(&format_args!(
+                "the supernode answered Route with {}",
+                other.kind()
+            ))),
+        },
+        Err(error) => Err(unavailable(&error)),
+    }
+}
+
+/// Splits a relayed address, `worker@host:port`, into the worker's name
+/// and its supernode's address; `None` for an ordinary address.
+pub(crate) fn split_route(dial: &str) -> Option<(&str, &str)> {
+    let (worker, supernode) = dial.rsplit_once('@')?;
+    (!worker.is_empty()).then_some((worker, supernode))
+}
+
+/// Connections a relayed worker opened ([`join`]), handed to the server
+/// made with [`ServerBuilder::serve_joined`](crate::ServerBuilder::serve_joined)
+/// to be served as if it had accepted them.
+#[derive(Clone, Debug)]
+pub struct JoinedIntake {
+    pub(crate) sender: mpsc::Sender<(TcpStream, SocketAddr)>,
+}
+
+impl JoinedIntake {
+    /// Hands `stream` to the server. Returns `false` if the server has
+    /// stopped.
+    pub async fn serve(&self, stream: TcpStream) -> bool {
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.sender.send((stream, peer)).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;
