@@ -281,6 +281,7 @@ fn join(coordinator: &str, name: &str, addr: &str, sandbox: Sandbox) -> JoinHand
                 capacity: status.concurrency,
                 running: status.running,
                 modules: sandbox.ready_modules(),
+                supernode: None,
             }
         },
     )

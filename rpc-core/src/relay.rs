@@ -222,8 +222,9 @@ impl Supernode {
     /// A relayed worker's long poll: attaches `worker` (or keeps it
     /// attached) and returns the tickets of the connections it should open
     /// now, waiting up to `wait` for one. An empty list means none came in
-    /// time: poll again. The worker stays attached while it polls and for
-    /// [`SupernodeConfig::attach_grace`] after.
+    /// time: poll again. The call that attaches returns at once, with no
+    /// tickets, to confirm the attachment. The worker stays attached while
+    /// it polls and for [`SupernodeConfig::attach_grace`] after.
     ///
     /// # Errors
     ///
@@ -247,6 +248,18 @@ impl Supernode {
                     });
                 }
                 tracing::info!(worker, "relayed worker attached");
+                workers.insert(
+                    worker.to_owned(),
+                    Attached {
+                        dials: VecDeque::new(),
+                        ready: Arc::new(Notify::new()),
+                        polling: 0,
+                        idle_since: Instant::now(),
+                    },
+                );
+                // The first poll returns at once: it confirms the
+                // attachment, so the worker can say where it is reached.
+                return Ok(Vec::new());
             }
             let attached = workers
                 .entry(worker.to_owned())

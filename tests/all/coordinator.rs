@@ -58,6 +58,7 @@ async fn start_worker_joining(
                 capacity: sandbox.status().concurrency,
                 running: sandbox.status().running,
                 modules: sandbox.ready_modules(),
+                supernode: None,
             })
         })
         .collect();

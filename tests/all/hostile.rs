@@ -98,6 +98,7 @@ async fn every_coordinator_and_relay_function_admits_only_its_roles() {
             capacity: 1,
             running: 0,
             modules: Vec::new(),
+            supernode: None,
         };
         let registered = client.call::<_, u64>(REGISTER_METHOD, &registration).await;
         assert_eq!(
@@ -188,6 +189,7 @@ async fn a_client_token_cannot_pose_as_a_worker_nor_a_worker_forge_another_ones_
         capacity: 64,
         running: 0,
         modules: Vec::new(),
+        supernode: None,
     };
     let result = attacker.call::<_, u64>(REGISTER_METHOD, &forged).await;
     assert!(is_forbidden(&result), "{result:?}");

@@ -19,6 +19,7 @@ mod pool;
 mod properties;
 mod python;
 mod scrape;
+mod supernodes;
 mod support;
 mod tcp;
 mod tls;

@@ -77,9 +77,11 @@ impl Roster {
 /// # }
 /// ```
 ///
-/// It is also the relay for workers that accept no connections
-/// ([`relay_worker`](crate::relay_worker)): clients send their jobs to the
-/// coordinator as if it were a worker, and it hands them over.
+/// It relays for workers that accept no connections only when they find
+/// no other supernode: it is a supernode too
+/// ([`relay_through_supernodes`](crate::relay_through_supernodes)), and
+/// still takes jobs for workers of the older kind
+/// ([`relay_worker`](crate::relay_worker)), which it hands over.
 pub fn coordinator_server(ttl: Duration) -> ServerBuilder {
     let roster = Arc::new(Roster {
         ttl,
@@ -92,7 +94,11 @@ pub fn coordinator_server(ttl: Duration) -> ServerBuilder {
         .anonymous_roles(roles::ALL)
         .data_roles(roles::NONE)
         .service(DirectoryServer::from_arc(roster));
-    crate::relay::add_relay(server, live)
+    let server = crate::relay::add_relay(server, live);
+    // With no supernode among the workers, relayed workers attach to the
+    // coordinator itself.
+    let supernode = rpc_core::relay::Supernode::new(rpc_core::relay::SupernodeConfig::default());
+    crate::relay::add_supernode(server, supernode)
 }
 
 impl Directory for Roster {
@@ -114,6 +120,20 @@ pub fn join(
     interval: Duration,
     registration: impl Fn() -> Registration + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    let (_never, changes) = tokio::sync::watch::channel(());
+    join_when(client, interval, move || Some(registration()), changes)
+}
+
+/// [`join`], for a worker whose address changes (a relayed worker that
+/// moves to another supernode): `registration` says `None` while it has
+/// none (no beat is sent), and a change sent on `changes` registers at
+/// once instead of at the next beat.
+pub(crate) fn join_when(
+    client: Client,
+    interval: Duration,
+    registration: impl Fn() -> Option<Registration> + Send + 'static,
+    mut changes: tokio::sync::watch::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
     let directory = DirectoryClient::new(client);
     tokio::spawn(async move {
         let client = directory.client();
@@ -121,9 +141,19 @@ pub fn join(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut registered = false;
         let mut warnings = WarnOnChange::default();
+        let mut watching = true;
         loop {
-            ticker.tick().await;
-            match directory.register(registration()).await {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                changed = changes.changed(), if watching => {
+                    // The sender gone: beats only.
+                    watching = changed.is_ok();
+                }
+            }
+            let Some(registration) = registration() else {
+                continue;
+            };
+            match directory.register(registration).await {
                 Ok(_) if !registered => {
                     tracing::info!(coordinator = client.addr(), "registered");
                     registered = true;

@@ -27,6 +27,34 @@ pub struct Registration {
     /// Modules it holds, so clients can prefer workers that need no
     /// shipping.
     pub modules: Vec<ContentHash>,
+    /// Set by a worker that relays for others (`worker serve
+    /// --supernode`): its room for relayed workers. Workers that accept no
+    /// connections find their supernodes by it.
+    pub supernode: Option<SupernodeOffer>,
+}
+
+/// A supernode's room for relayed workers, as it registers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupernodeOffer {
+    /// Relayed workers attached now.
+    pub attached: u32,
+    /// Relayed workers it takes at most.
+    pub max_workers: u32,
+}
+
+impl SupernodeOffer {
+    /// What `supernode` offers now.
+    pub fn of(supernode: &rpc_core::relay::Supernode) -> SupernodeOffer {
+        SupernodeOffer {
+            attached: u32::try_from(supernode.attached()).unwrap_or(u32::MAX),
+            max_workers: u32::try_from(supernode.config().max_workers).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether it takes another relayed worker.
+    pub fn has_room(&self) -> bool {
+        self.attached < self.max_workers
+    }
 }
 
 /// A live worker, as the coordinator lists it.

@@ -9,7 +9,7 @@ use rpc_core::{ContentHash, Context, Failure, service};
 
 use crate::directory::{Registration, WorkerEntry};
 use crate::job::{CallOutput, CallRequest, JobError, RunOutput, RunRequest, WorkerStatus};
-use crate::relay::{RelayDone, RelayTask};
+use crate::relay::{AttachRefused, RelayDone, RelayTask};
 
 /// Running jobs: what a worker serves, and what a coordinator serves on
 /// behalf of the workers it relays for.
@@ -81,6 +81,21 @@ pub trait Relaying {
     async fn module(&self, hash: ContentHash) -> Result<Bytes, JobError>;
 }
 
+/// A supernode's side of relaying, for the workers that attach to it.
+#[service]
+pub trait Supernoding {
+    /// A relayed worker's long poll: its name in; the tickets of the
+    /// connections it should open to this supernode now out (each to be
+    /// sent in a `Join` frame), or an empty list after about 10 s without
+    /// any (ask again). The first call attaches the worker; it stays
+    /// attached while it keeps asking.
+    #[rpc(name = "supernode.dials", roles = crate::roles::IS_WORKER)]
+    async fn dials(
+        &self,
+        worker: String,
+    ) -> Result<Vec<[u8; rpc_core::wire::TICKET_LEN]>, AttachRefused>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +125,10 @@ mod tests {
             (
                 __RPC_RELAYING_MODULE_NAME,
                 crate::relay::RELAY_MODULE_METHOD,
+            ),
+            (
+                __RPC_SUPERNODING_DIALS_NAME,
+                crate::relay::SUPERNODE_DIALS_METHOD,
             ),
         ];
         for (name, constant) in declared {

@@ -80,9 +80,11 @@ pub use limits::{
     DEFAULT_TABLE_ELEMENTS, DEFAULT_WALL_TIME, JobLimits, Limits,
 };
 pub use pool::{Dispatched, Progress, ProgressCount, WorkerPool, worker_pool_config};
-pub use relay::relay_worker;
+pub use relay::{
+    AttachConfig, AttachRefused, Attachment, add_supernode, relay_through_supernodes, relay_worker,
+};
 pub use sandbox::{DEFAULT_MAX_QUEUED_JOBS, Sandbox, SandboxConfig, default_concurrency};
-pub use server::{serve, worker_server};
+pub use server::{configured_worker_server, serve, worker_server};
 
 /// Locks `mutex`, going on past a panic in another holder: every value
 /// the worker guards stays consistent between statements.

@@ -1,19 +1,31 @@
-//! Relaying: a worker that cannot accept connections (behind NAT or a
-//! firewall) keeps an outbound connection to the coordinator and asks it for
-//! jobs (long polling); the coordinator takes jobs from clients as if it
-//! were a worker, hands them over, and returns the results, as a
-//! supernode relays between peers that cannot reach each other.
+//! Relaying: reaching a worker that cannot accept connections (behind NAT
+//! or a firewall).
 //!
-//! Two roles live here: [`hub`] is the coordinator's side (a queue of jobs
-//! for relayed workers, their waiting clients, the modules shipped to it);
-//! [`relayed`] is the relayed worker's side (registering, polling, running,
-//! answering). This file holds what travels between them.
+//! The way to do it is through **supernodes** ([`supernode`] and
+//! [`attach`]): any worker with a reachable address may relay (`worker
+//! serve --supernode`); a worker that accepts no connections (`worker
+//! serve --relay auto`) asks the directory for supernodes, measures its
+//! round trip to each, attaches to the fastest with room, and registers
+//! as `name@supernode`. Clients then connect to it through the supernode,
+//! which joins their connection to one the worker opens, byte for byte
+//! ([`rpc_core::relay`]). When its supernode dies, it attaches to the next
+//! one and registers again at once.
+//!
+//! The older way, kept for workers started with `--relay-via`: the
+//! coordinator takes jobs from clients as if it were a worker and hands
+//! them to the relayed worker, which long-polls for them ([`hub`] is the
+//! coordinator's side, [`relayed`] the worker's). Every job and module is
+//! decoded and re-encoded on the way.
 
+mod attach;
 mod hub;
 mod relayed;
+mod supernode;
 
+pub use attach::{AttachConfig, Attachment, relay_through_supernodes};
 pub(crate) use hub::add_relay;
 pub use relayed::relay_worker;
+pub use supernode::{AttachRefused, SUPERNODE_DIALS_METHOD, add_supernode};
 
 use serde::{Deserialize, Serialize};
 

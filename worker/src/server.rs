@@ -173,6 +173,21 @@ pub async fn serve(
     tokens: &[(String, String)],
     tls: Option<ServerTls>,
 ) -> Result<Server, ServeError> {
+    configured_worker_server(sandbox, config, tokens, tls)
+        .bind(addr)
+        .await
+}
+
+/// The server [`serve`] binds, to bind or serve another way (as a
+/// supernode with [`add_supernode`](crate::add_supernode), or listening
+/// nowhere with
+/// [`serve_joined`](rpc_core::ServerBuilder::serve_joined)).
+pub fn configured_worker_server(
+    sandbox: Sandbox,
+    config: ServerConfig,
+    tokens: &[(String, String)],
+    tls: Option<ServerTls>,
+) -> ServerBuilder {
     let mut server = worker_server_with(sandbox, config);
     for (token, role) in tokens {
         server = server.token(token, role.clone());
@@ -180,5 +195,5 @@ pub async fn serve(
     if let Some(tls) = tls {
         server = server.tls(tls);
     }
-    server.bind(addr).await
+    server
 }

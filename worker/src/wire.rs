@@ -5,13 +5,16 @@
 //! them for you; they are here for peers written by hand, in Rust or from
 //! the specification in another language.
 
-pub use crate::directory::{REGISTER_METHOD, Registration, WORKERS_METHOD, WorkerEntry};
+pub use crate::directory::{
+    REGISTER_METHOD, Registration, SupernodeOffer, WORKERS_METHOD, WorkerEntry,
+};
 pub use crate::functions::{
     Directory, DirectoryClient, DirectoryServer, Jobs, JobsClient, JobsServer, Relaying,
-    RelayingClient, RelayingServer, Status, StatusClient, StatusServer,
+    RelayingClient, RelayingServer, Status, StatusClient, StatusServer, Supernoding,
+    SupernodingClient, SupernodingServer,
 };
 pub use crate::job::{CALL_METHOD, CallRequest, RUN_METHOD, RunRequest, STATUS_METHOD};
 pub use crate::relay::{
     RELAY_CANCELLED_METHOD, RELAY_DONE_METHOD, RELAY_MODULE_METHOD, RELAY_POLL_METHOD, RelayDone,
-    RelayOutcome, RelayTask, RelayedJob,
+    RelayOutcome, RelayTask, RelayedJob, SUPERNODE_DIALS_METHOD,
 };

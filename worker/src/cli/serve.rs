@@ -71,6 +71,28 @@ pub(crate) struct ServeArgs {
     /// reach it through the coordinator.
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["join", "advertise"])]
     relay_via: Option<String>,
+    /// `auto`: listen nowhere and be reached through a supernode: ask the
+    /// coordinators of --join for supernodes, attach to the one with the
+    /// shortest round trip and room, and register as NAME@SUPERNODE; move
+    /// to the next at once if it goes away. With no supernode listed, the
+    /// coordinator relays.
+    #[arg(long, value_name = "MODE", requires = "join", conflicts_with_all = ["relay_via", "supernode", "advertise"])]
+    relay: Option<RelayMode>,
+    /// Relay for workers that cannot accept connections (they attach with
+    /// --relay auto, with a token of role `worker` here). Registered with
+    /// the coordinators as a supernode.
+    #[arg(long)]
+    supernode: bool,
+    /// Relayed workers attached at once, as a supernode.
+    #[arg(long, value_name = "N", default_value_t = rpc_core::relay::DEFAULT_MAX_RELAYED_WORKERS)]
+    supernode_max_workers: usize,
+    /// Relayed connections open at once, as a supernode.
+    #[arg(long, value_name = "N", default_value_t = rpc_core::relay::DEFAULT_MAX_ROUTES)]
+    supernode_max_routes: usize,
+    /// Relayed bytes a second, both ways over every relayed connection, as
+    /// a supernode [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    supernode_max_rate: Option<u64>,
     /// The address clients should use to reach this worker, as told to the
     /// coordinator [default: --listen, which must then not be 0.0.0.0].
     #[arg(long, value_name = "HOST:PORT")]
@@ -88,6 +110,13 @@ pub(crate) struct ServeArgs {
     outbound: OutboundTlsArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+}
+
+/// How a worker that listens nowhere is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RelayMode {
+    /// Through the supernode with the shortest round trip.
+    Auto,
 }
 
 impl ServeArgs {
@@ -117,7 +146,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         concurrency: args.concurrency.unwrap_or_else(worker::default_concurrency),
         cache_dir: cache_dir.clone(),
         memory_cache_bytes: args.memory_cache,
-        dirs: args.grants.dirs,
+        dirs: args.grants.dirs.clone(),
         max_queued_jobs: args.max_queued,
     };
     let concurrency = config.concurrency;
@@ -166,6 +195,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         Ok(tls) => tls,
         Err(message) => return Err(CliError::Usage(message)),
     };
+    if args.relay.is_some() {
+        return serve_relayed(args, sandbox, &tokens, tls).await;
+    }
     let metrics = args.metrics.start().await?;
     let server_config = ServerConfig {
         max_connections: args.max_connections,
@@ -192,14 +224,20 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             )));
         }
     }
-    let served = worker::serve(
-        sandbox.clone(),
-        args.listen,
-        server_config,
-        &tokens,
-        tls.clone(),
-    )
-    .await;
+    let mut server =
+        worker::configured_worker_server(sandbox.clone(), server_config, &tokens, tls.clone());
+    let supernode = args.supernode.then(|| {
+        rpc_core::relay::Supernode::new(rpc_core::relay::SupernodeConfig {
+            max_workers: args.supernode_max_workers,
+            max_routes: args.supernode_max_routes,
+            max_bytes_per_sec: args.supernode_max_rate,
+            ..rpc_core::relay::SupernodeConfig::default()
+        })
+    });
+    if let Some(supernode) = &supernode {
+        server = worker::add_supernode(server, supernode.clone());
+    }
+    let served = server.bind(args.listen).await;
     let handle = match served {
         Ok(handle) => handle,
         Err(error) => return Err(CliError::Unavailable(error.to_string())),
@@ -211,6 +249,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         handle.local_addr(),
         tokens.len(),
     );
+    if supernode.is_some() {
+        println!(
+            "worker relaying as a supernode for up to {} workers",
+            args.supernode_max_workers
+        );
+    }
     warn_if_plaintext(
         handle.local_addr(),
         tls.is_some(),
@@ -258,6 +302,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             println!("worker joining the coordinator at {coordinator} as {name}");
             let sandbox = sandbox.clone();
             let (name, advertise) = (name.clone(), advertise.clone());
+            let supernode = supernode.clone();
             beats.push(worker::join(client, HEARTBEAT, move || {
                 let status = sandbox.status();
                 worker::wire::Registration {
@@ -266,6 +311,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
                     capacity: status.concurrency,
                     running: status.running,
                     modules: sandbox.ready_modules(),
+                    supernode: supernode.as_ref().map(worker::wire::SupernodeOffer::of),
                 }
             }));
         }
@@ -274,6 +320,92 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     for beat in &beats {
         beat.abort();
     }
+    println!("worker shutting down (in-flight jobs get {} s)", args.grace);
+    handle.shutdown(Duration::from_secs(args.grace)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `sandbox` through supernodes (`--relay auto`): listens nowhere,
+/// attaches to the fastest supernode the coordinators list, and registers
+/// as NAME@SUPERNODE.
+async fn serve_relayed(
+    args: ServeArgs,
+    sandbox: Sandbox,
+    tokens: &[(String, String)],
+    tls: Option<rpc_core::tls::ServerTls>,
+) -> Result<ExitCode, CliError> {
+    let metrics = args.metrics.start().await?;
+    let server_config = ServerConfig {
+        max_connections: args.max_connections,
+        max_pending_handshakes: args.max_handshakes,
+        max_request_bytes: args.max_request_bytes,
+        metrics: metrics.as_ref().map(|(metrics, _)| metrics.clone()),
+        ..ServerConfig::default()
+    };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("relayed-{}", std::process::id()));
+    let served = worker::configured_worker_server(sandbox.clone(), server_config, tokens, tls)
+        .serve_joined();
+    let (handle, intake) = match served {
+        Ok(served) => served,
+        Err(error) => return Err(CliError::Unavailable(error.to_string())),
+    };
+    let first = args.join.first().map(String::as_str).unwrap_or_default();
+    let outbound = match args.outbound.client_tls(first, args.tls.identity()) {
+        Ok(tls) => tls,
+        Err(message) => return Err(CliError::Usage(message)),
+    };
+    let client = rpc_core::ClientConfig {
+        name: name.clone(),
+        token: args.coordinator_token.clone(),
+        tls: outbound,
+        insecure_plaintext: args.outbound.insecure_plaintext,
+        ..rpc_core::ClientConfig::default()
+    };
+    let directories = args
+        .join
+        .iter()
+        .map(|addr| rpc_core::Client::with_config(addr.clone(), client.clone()))
+        .collect();
+    let config = worker::AttachConfig {
+        name: name.clone(),
+        directories,
+        client,
+        heartbeat: HEARTBEAT,
+    };
+    let registered = name.clone();
+    let mut attachment = worker::relay_through_supernodes(intake, config, move |addr| {
+        let status = sandbox.status();
+        worker::wire::Registration {
+            name: registered.clone(),
+            addr,
+            capacity: status.concurrency,
+            running: status.running,
+            modules: sandbox.ready_modules(),
+            supernode: None,
+        }
+    });
+    println!(
+        "worker {name} listening nowhere: reached through a supernode the coordinator(s) at {} list",
+        args.join.join(", ")
+    );
+    let mut shown: Option<String> = None;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            route = attachment.attached(shown.as_deref(), Duration::from_secs(3600)) => {
+                if let Some(route) = route {
+                    println!("worker {name} attached: clients reach it at {route}");
+                    shown = Some(route);
+                }
+            }
+        }
+    }
+    drop(attachment);
     println!("worker shutting down (in-flight jobs get {} s)", args.grace);
     handle.shutdown(Duration::from_secs(args.grace)).await;
     Ok(ExitCode::SUCCESS)

@@ -43,6 +43,7 @@ pub fn relay_worker(
             capacity: status.concurrency,
             running: status.running,
             modules: registering.ready_modules(),
+            supernode: None,
         }
     }));
     let relaying = RelayingClient::new(coordinator);

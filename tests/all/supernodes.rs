@@ -1,0 +1,394 @@
+//! Workers that accept no connections, reached through supernodes: the
+//! relayed worker attaches to the supernode with the shortest round trip,
+//! moves when it dies without losing a job, survives its directory's
+//! restart, and takes a 64 MiB module through the relay once.
+//!
+//! Loopback only: the relayed worker listens nowhere, so it can be reached
+//! through a supernode or not at all. `worker/tests/processes.rs` has the
+//! same with real processes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rpc_core::relay::{Supernode, SupernodeConfig};
+use rpc_core::{Client, ClientConfig, PoolConfig, ResolveFuture, Resolver, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use worker::wire::{Registration, SupernodeOffer};
+use worker::{
+    AttachConfig, Attachment, Command, CoordinatorResolver, Module, Progress, Sandbox,
+    SandboxConfig, WorkerClient, WorkerPool, add_supernode, coordinator_server, join,
+    relay_through_supernodes, worker_server,
+};
+
+use crate::support::eventually;
+use crate::worker::cat;
+
+const TTL: Duration = Duration::from_millis(1500);
+const BEAT: Duration = Duration::from_millis(100);
+
+/// A client for the directory: one connection attempt, so that a
+/// directory that is down is answered for at once.
+fn directory_client(addr: &str) -> Client {
+    Client::with_config(
+        addr.to_owned(),
+        ClientConfig {
+            connect_timeout: Duration::from_millis(300),
+            max_retries: 0,
+            max_reconnects: Some(0),
+            ..ClientConfig::default()
+        },
+    )
+}
+
+/// A proxy to `target` that holds every piece of data `delay` in each
+/// direction: a link `2 * delay` longer.
+async fn delay_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (a_read, a_write) = inbound.into_split();
+            let (b_read, b_write) = outbound.into_split();
+            tokio::spawn(delayed_copy(a_read, b_write, delay));
+            tokio::spawn(delayed_copy(b_read, a_write, delay));
+        }
+    });
+    addr
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        tokio::time::sleep(delay).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A worker that is also a supernode, on `ip`, registered with the
+/// directory as reachable at `advertised` (its own address, or a proxy's
+/// in front of it).
+struct SupernodeWorker {
+    server: Server,
+    beat: tokio::task::JoinHandle<()>,
+    supernode: Supernode,
+}
+
+async fn start_supernode(ip: &str, directory: &str, delay: Option<Duration>) -> SupernodeWorker {
+    let sandbox = Sandbox::new(SandboxConfig {
+        concurrency: 2,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let supernode = Supernode::new(SupernodeConfig::default());
+    let server = add_supernode(worker_server(sandbox.clone()), supernode.clone())
+        .bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let advertised = match delay {
+        Some(delay) => delay_proxy(server.local_addr(), delay).await.to_string(),
+        None => server.local_addr().to_string(),
+    };
+    let offered = supernode.clone();
+    let beat = join(directory_client(directory), BEAT, move || Registration {
+        name: format!("supernode-{advertised}"),
+        addr: advertised.clone(),
+        capacity: sandbox.status().concurrency,
+        running: sandbox.status().running,
+        modules: sandbox.ready_modules(),
+        supernode: Some(SupernodeOffer::of(&offered)),
+    });
+    SupernodeWorker {
+        server,
+        beat,
+        supernode,
+    }
+}
+
+/// A worker that listens nowhere, attached through the supernodes the
+/// directories list.
+async fn start_relayed(name: &'static str, directories: &[&str]) -> (Sandbox, Server, Attachment) {
+    let sandbox = Sandbox::new(SandboxConfig {
+        concurrency: 2,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let (server, intake) = worker_server(sandbox.clone()).serve_joined().unwrap();
+    let config = AttachConfig {
+        name: name.into(),
+        directories: directories
+            .iter()
+            .map(|addr| directory_client(addr))
+            .collect(),
+        client: ClientConfig::default(),
+        heartbeat: BEAT,
+    };
+    let registered = sandbox.clone();
+    let attachment = relay_through_supernodes(intake, config, move |addr| Registration {
+        name: name.into(),
+        addr,
+        capacity: registered.status().concurrency,
+        running: registered.status().running,
+        modules: registered.ready_modules(),
+        supernode: None,
+    });
+    (sandbox, server, attachment)
+}
+
+/// The relayed workers a directory lists (not the supernodes, which are
+/// workers too), for a pool that should send its jobs through relays only.
+#[derive(Clone)]
+struct RelayedOnly(CoordinatorResolver);
+
+impl Resolver for RelayedOnly {
+    fn resolve(&self) -> ResolveFuture<'_> {
+        Box::pin(async move {
+            let workers = self.0.workers().await.map_err(std::io::Error::other)?;
+            Ok(workers
+                .into_iter()
+                .filter(|entry| entry.registration.supernode.is_none())
+                .map(|entry| entry.registration.addr)
+                .collect())
+        })
+    }
+}
+
+fn pool_following(directories: &[&str]) -> WorkerPool {
+    let pool = WorkerPool::with_config(
+        Vec::<String>::new(),
+        PoolConfig {
+            client: ClientConfig {
+                connect_timeout: Duration::from_millis(500),
+                max_retries: 0,
+                ..ClientConfig::default()
+            },
+            attempt_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(60),
+            eject_initial: Duration::from_millis(50),
+            eject_max: Duration::from_millis(300),
+            ..worker::worker_pool_config()
+        },
+    );
+    let resolver =
+        CoordinatorResolver::union(directories.iter().map(|addr| directory_client(addr)));
+    pool.pool()
+        .follow(RelayedOnly(resolver), Duration::from_millis(50));
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losing_no_job() {
+    let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let directory_addr = directory.local_addr().to_string();
+    let fast = start_supernode("127.0.0.2", &directory_addr, None).await;
+    // 10 ms each way: 20 ms more per round trip.
+    let slow = start_supernode(
+        "127.0.0.3",
+        &directory_addr,
+        Some(Duration::from_millis(10)),
+    )
+    .await;
+    let fast_addr = fast.server.local_addr().to_string();
+    eventually("both supernodes are listed", {
+        let resolver = CoordinatorResolver::new(directory_client(&directory_addr));
+        let listed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&listed);
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let count = resolver.workers().await.map_or(0, |w| w.len());
+                seen.store(count, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(BEAT).await;
+            }
+        });
+        move || listed.load(std::sync::atomic::Ordering::Relaxed) == 2
+    })
+    .await;
+
+    let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
+    let first = attachment
+        .attached(None, Duration::from_secs(10))
+        .await
+        .expect("attached");
+    assert_eq!(first, format!("r1@{fast_addr}"), "the faster supernode");
+    assert_eq!(fast.supernode.attached(), 1);
+    assert_eq!(slow.supernode.attached(), 0);
+
+    let pool = pool_following(&[&directory_addr]);
+    eventually("the pool finds the relayed worker", {
+        let pool = pool.clone();
+        move || pool.pool().status().len() == 1
+    })
+    .await;
+    let module = cat();
+    let progress = Progress::default();
+    let commands = (0..1000).map(|i| Command::new().stdin(format!("job {i}")));
+    let killer = async {
+        while progress.count().done < 300 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The fast supernode dies with relayed jobs in flight.
+        fast.beat.abort();
+        fast.server.shutdown(Duration::ZERO).await;
+    };
+    let (outputs, ()) = tokio::join!(
+        pool.map(&module, commands, 16, &progress)
+            .collect::<Vec<_>>(),
+        killer
+    );
+    assert_eq!(outputs.len(), 1000);
+    let mut through_fast = 0;
+    let mut through_slow = 0;
+    for (i, job) in outputs.into_iter().enumerate() {
+        let worker = job.worker.unwrap_or_else(|| panic!("job {i}: no worker"));
+        let output = job
+            .result
+            .unwrap_or_else(|error| panic!("job {i}: {error}"));
+        assert_eq!(output.stdout, format!("job {i}").as_bytes(), "job {i}");
+        if worker == first {
+            through_fast += 1;
+        } else {
+            assert!(worker.starts_with("r1@"), "job {i} answered by {worker}");
+            through_slow += 1;
+        }
+    }
+    assert!(through_fast >= 300, "{through_fast} through the fast one");
+    assert!(through_slow > 0, "{through_slow} through the slow one");
+    let count = progress.count();
+    assert_eq!((count.done, count.failed, count.in_flight), (1000, 0, 0));
+    // It moved to the slow one, and the module came once to the worker.
+    let moved = attachment.route().expect("attached");
+    assert_ne!(moved, first);
+    assert_eq!(slow.supernode.attached(), 1);
+    assert_eq!(relayed_box.status().compiled, 1);
+    slow.server.shutdown(Duration::ZERO).await;
+    directory.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_through_a_supernode_survive_their_directory_dying_and_coming_back() {
+    let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let directory_addr = directory.local_addr().to_string();
+    let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
+    let (_relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
+    let route = attachment
+        .attached(None, Duration::from_secs(10))
+        .await
+        .expect("attached");
+    let pool = pool_following(&[&directory_addr]);
+    eventually("the pool finds the relayed worker", {
+        let pool = pool.clone();
+        move || pool.pool().status().len() == 1
+    })
+    .await;
+    let module = cat();
+    let progress = Progress::default();
+    let commands = (0..300).map(|i| Command::new().stdin(format!("job {i}")));
+    let restarted = async {
+        while progress.count().done < 100 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        directory.shutdown(Duration::ZERO).await;
+        while progress.count().done < 200 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        coordinator_server(TTL).bind(&directory_addr).await.unwrap()
+    };
+    let (outputs, directory) = tokio::join!(
+        pool.map(&module, commands, 8, &progress)
+            .collect::<Vec<_>>(),
+        restarted
+    );
+    for (i, job) in outputs.into_iter().enumerate() {
+        let output = job
+            .result
+            .unwrap_or_else(|error| panic!("job {i}: {error}"));
+        assert_eq!(output.stdout, format!("job {i}").as_bytes(), "job {i}");
+        assert_eq!(job.worker.as_deref(), Some(route.as_str()), "job {i}");
+    }
+    // The restarted directory lists the relayed worker, through its
+    // supernode, within a few beats.
+    let resolver = CoordinatorResolver::new(directory_client(&directory_addr));
+    let mut listed = Vec::new();
+    for _ in 0..30 {
+        listed = resolver.resolve_now().await;
+        if listed.contains(&route) {
+            break;
+        }
+        tokio::time::sleep(BEAT).await;
+    }
+    assert!(listed.contains(&route), "{listed:?}");
+    supernode.server.shutdown(Duration::ZERO).await;
+    directory.shutdown(Duration::ZERO).await;
+}
+
+/// A valid module of `len` bytes: one custom section of filler.
+fn module_of_len(len: usize) -> Module {
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    // Section id 0, its size as a 5-byte LEB128, a one-byte name "x",
+    // then filler to `len`.
+    let size = len - bytes.len() - 1 - 5;
+    bytes.push(0);
+    for i in 0..5 {
+        let byte = u8::try_from((size >> (7 * i)) & 0x7f).unwrap();
+        bytes.push(if i < 4 { byte | 0x80 } else { byte });
+    }
+    bytes.push(1);
+    bytes.push(b'x');
+    bytes.resize(len, 0x5a);
+    Module::new(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_module_reaches_a_relayed_worker_once_and_verified() {
+    let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let directory_addr = directory.local_addr().to_string();
+    let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
+    let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
+    let route = attachment
+        .attached(None, Duration::from_secs(10))
+        .await
+        .expect("attached");
+    let module = module_of_len(64 << 20);
+    assert_eq!(module.bytes().len(), 64 << 20);
+    let client = WorkerClient::new(Client::new(route.clone())).timeout(Duration::from_secs(120));
+    assert!(
+        client.upload(&module).await.unwrap(),
+        "shipped the first time"
+    );
+    assert!(relayed_box.has_module(&module.hash()));
+    assert!(
+        !client.upload(&module).await.unwrap(),
+        "held: not shipped again"
+    );
+    drop(client);
+    eventually("the relayed connection is closed", {
+        let supernode = supernode.supernode.clone();
+        move || supernode.routes_open() == 0
+    })
+    .await;
+    let relayed = supernode.supernode.relayed_bytes();
+    assert!(
+        (64 << 20..(64 << 20) + (1 << 20)).contains(&relayed),
+        "{relayed} bytes relayed: the module once, and little else"
+    );
+    supernode.server.shutdown(Duration::ZERO).await;
+    directory.shutdown(Duration::ZERO).await;
+}
