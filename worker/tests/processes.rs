@@ -872,3 +872,93 @@ async fn a_worker_joining_two_coordinators_is_found_while_one_is_down() {
     assert_eq!(document["stdout"], "through the second");
     assert_eq!(document["worker"], addr.as_str());
 }
+
+/// The live registrations' addresses of `name` the coordinator lists.
+async fn address_of(resolver: &worker::CoordinatorResolver, name: &str) -> Option<String> {
+    resolver.workers().await.ok().and_then(|entries| {
+        entries
+            .into_iter()
+            .find(|entry| entry.registration.name == name)
+            .map(|entry| entry.registration.addr)
+    })
+}
+
+/// Waits (up to 10 s) until the coordinator lists `name` at an address
+/// other than `not`.
+async fn listed_at(resolver: &worker::CoordinatorResolver, name: &str, not: &str) -> String {
+    for _ in 0..100 {
+        if let Some(addr) = address_of(resolver, name).await
+            && addr != not
+        {
+            return addr;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} is not listed at a new address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_listening_nowhere_is_reached_through_a_supernode_then_the_coordinator() {
+    let coordinator = free_addr("127.0.0.1");
+    let _coordinator_process = spawn(
+        &["coordinator", "--listen", &coordinator, "--ttl", "4"],
+        "coordinator listening",
+    );
+    let supernode = free_addr("127.0.0.2");
+    let supernode_process = spawn(
+        &[
+            "serve",
+            "--listen",
+            &supernode,
+            "--no-disk-cache",
+            "--supernode",
+            "--join",
+            &coordinator,
+        ],
+        "listening",
+    );
+    let resolver = worker::CoordinatorResolver::new(Client::new(coordinator.clone()));
+    assert_eq!(registered(&resolver, 1).await, 1);
+    let _relayed = spawn(
+        &[
+            "serve",
+            "--relay",
+            "auto",
+            "--name",
+            "r1",
+            "--no-disk-cache",
+            "--join",
+            &coordinator,
+        ],
+        "listening nowhere",
+    );
+    let through_supernode = listed_at(&resolver, "r1", "").await;
+    assert_eq!(through_supernode, format!("r1@{supernode}"));
+
+    let dir = std::env::temp_dir().join(format!("worker-supernode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("cat.wasm");
+    std::fs::write(&module, cat().bytes()).unwrap();
+    let submit = |to: &str, input: &str| {
+        run_cli(
+            &["submit", "--to", to, "--json", module.to_str().unwrap()],
+            input,
+        )
+    };
+    let output = submit(&through_supernode, "relayed");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["stdout"], "relayed");
+    assert_eq!(document["worker"], through_supernode.as_str());
+
+    // The only supernode dies: the worker attaches to the coordinator,
+    // which relays when no supernode is left, and says so at once.
+    drop(supernode_process);
+    let through_coordinator = listed_at(&resolver, "r1", &through_supernode).await;
+    assert_eq!(through_coordinator, format!("r1@{coordinator}"));
+    let output = submit(&through_coordinator, "relayed again");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["stdout"], "relayed again");
+}
