@@ -5,8 +5,12 @@
 //! pipelined throughput (1 connection x 128 in flight, 4 x 64), and bulk
 //! transfer of 1 MiB and 16 MiB payloads, each as a ratio to the floor.
 //!
-//! Last, the cost of counting metrics: the same calls to a server with
+//! Then the cost of counting metrics: the same calls to a server with
 //! `ServerConfig::metrics` and to one without, alternating.
+//!
+//! Last, the cost of a supernode (`RPC_BENCH=relay`): the same server
+//! reached directly and through a supernode on loopback, alternating, with
+//! the raw loopback round trip as the yardstick of one extra hop.
 //!
 //! Run with `cargo bench -p rpc-core --bench rpc`. `RPC_BENCH=split` shows
 //! each side of the pipelined run alone: our client against a raw server
@@ -60,6 +64,14 @@ struct FloorConnection {
 
 /// The server under test, counting into `metrics` if given.
 async fn bench_server(metrics: Option<Metrics>) -> Server {
+    bench_builder(metrics)
+        .bind("127.0.0.1:0")
+        .await
+        .expect("binds")
+}
+
+/// The server under test, to be served.
+fn bench_builder(metrics: Option<Metrics>) -> rpc_core::ServerBuilder {
     Server::builder()
         .config(ServerConfig {
             max_in_flight: 1024,
@@ -73,9 +85,6 @@ async fn bench_server(metrics: Option<Metrics>) -> Server {
             FunctionOptions::new(),
             |_: Context, bytes: Bytes| async move { Ok::<_, RemoteError>(bytes) },
         )
-        .bind("127.0.0.1:0")
-        .await
-        .expect("binds")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +145,9 @@ async fn main() {
     if runs("metrics") {
         metrics_cost(&addr, &args).await;
     }
+    if runs("relay") {
+        relay_cost(&args, floor, &frames).await;
+    }
     server.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -170,6 +182,106 @@ async fn latency(client: &Client, args: &Bytes, raw: &mut FloorConnection, frame
             a.as_secs_f64() / b.as_secs_f64()
         );
     }
+}
+
+/// What a supernode costs: one server, reached directly and through a
+/// supernode (`w@relay`), p50 of sequential calls and throughput with 64
+/// in flight on one connection, in alternating rounds; the difference in
+/// p50 is compared with the raw floor's round trip, one more loopback hop.
+async fn relay_cost(args: &Bytes, floor: SocketAddr, frames: &[Bytes]) {
+    use rpc_core::relay::{Supernode, SupernodeConfig, join};
+    const ROUNDS: usize = 10;
+    let supernode = Supernode::new(SupernodeConfig::default());
+    let relay = Server::builder()
+        .supernode(supernode.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let relay_addr = relay.local_addr().to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (worker, intake) = bench_builder(None).serve_and_join(listener).unwrap();
+    let direct_addr = worker.local_addr().to_string();
+    let dials = supernode.clone();
+    let dial_addr = relay_addr.clone();
+    let dialer = tokio::spawn(async move {
+        loop {
+            let tickets = dials
+                .wait_for_dials("w", Duration::from_secs(10))
+                .await
+                .unwrap();
+            for ticket in tickets {
+                let stream = join(&dial_addr, ticket, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                intake.serve(stream).await;
+            }
+        }
+    });
+    while supernode.attached() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let relayed_addr = format!("w@{relay_addr}");
+    let (direct, relayed) = (
+        Client::new(direct_addr.clone()),
+        Client::new(relayed_addr.clone()),
+    );
+    let mut raw = connect_floor(floor).await;
+    let p50 = |client: Client| async move {
+        let mut times = Vec::with_capacity(LATENCY_CALLS / LATENCY_ROUNDS);
+        for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
+            let started = Instant::now();
+            let _: Bytes = client.call("echo", args).await.unwrap();
+            times.push(started.elapsed());
+        }
+        percentile(&mut times, 0.5).as_secs_f64()
+    };
+    let _ = p50(relayed.clone()).await;
+    let (mut direct_p50, mut relayed_p50, mut floor_p50) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            direct_p50.push(p50(direct.clone()).await);
+            relayed_p50.push(p50(relayed.clone()).await);
+        } else {
+            relayed_p50.push(p50(relayed.clone()).await);
+            direct_p50.push(p50(direct.clone()).await);
+        }
+        let mut times = Vec::with_capacity(LATENCY_CALLS / LATENCY_ROUNDS);
+        for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
+            let started = Instant::now();
+            round_trip(&mut raw, frames).await;
+            times.push(started.elapsed());
+        }
+        floor_p50.push(percentile(&mut times, 0.5).as_secs_f64());
+    }
+    let (direct_us, relayed_us, hop_us) = (
+        median(&mut direct_p50) * 1e6,
+        median(&mut relayed_p50) * 1e6,
+        median(&mut floor_p50) * 1e6,
+    );
+    println!(
+        "relay latency p50, 64-byte call     relayed {relayed_us:>7.1} us | direct {direct_us:>7.1} us | ratio {:.2}x | relayed - direct {:.1} us = {:.2} loopback round trips ({hop_us:.1} us)",
+        relayed_us / direct_us,
+        relayed_us - direct_us,
+        (relayed_us - direct_us) / hop_us,
+    );
+    let (mut direct_rates, mut relayed_rates) = (Vec::new(), Vec::new());
+    for round in 0..PIPELINED_ROUNDS {
+        if round % 2 == 0 {
+            direct_rates.push(pipelined_ours(&direct_addr, 1, 64, args).await);
+            relayed_rates.push(pipelined_ours(&relayed_addr, 1, 64, args).await);
+        } else {
+            relayed_rates.push(pipelined_ours(&relayed_addr, 1, 64, args).await);
+            direct_rates.push(pipelined_ours(&direct_addr, 1, 64, args).await);
+        }
+    }
+    let (direct_rate, relayed_rate) = (median(&mut direct_rates), median(&mut relayed_rates));
+    println!(
+        "relay throughput, 1 conn x 64       relayed {relayed_rate:>9.0} calls/s | direct {direct_rate:>9.0} calls/s | ratio {:.2}x",
+        relayed_rate / direct_rate
+    );
+    dialer.abort();
+    worker.shutdown(Duration::from_secs(1)).await;
+    relay.shutdown(Duration::from_secs(1)).await;
 }
 
 /// What counting metrics costs: the same calls to this server and to one

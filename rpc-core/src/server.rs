@@ -626,8 +626,16 @@ impl ServerBuilder {
         let (shared, tls) = self.into_state(local_addr);
         let (shutdown, watcher) = watch::channel(None);
         let task = tokio::spawn(
-            accept_loop(Incoming::Listener(listener), shared, watcher, tls)
-                .instrument(tracing::info_span!("server", addr = %local_addr)),
+            accept_loop(
+                Incoming {
+                    listener: Some(listener),
+                    joined: None,
+                },
+                shared,
+                watcher,
+                tls,
+            )
+            .instrument(tracing::info_span!("server", addr = %local_addr)),
         );
         Ok(Server {
             local_addr,
@@ -649,13 +657,46 @@ impl ServerBuilder {
     /// [`ServeError::InvalidConfig`] if the configuration is out of range.
     pub fn serve_joined(self) -> Result<(Server, crate::relay::JoinedIntake), ServeError> {
         self.config.check()?;
-        let local_addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.serve_from(None)
+    }
+
+    /// Both: serves on `listener` and the connections handed to the
+    /// returned [`JoinedIntake`](crate::relay::JoinedIntake), for a worker
+    /// reachable directly and through a supernode at once (two routes).
+    /// Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`serve`](Self::serve).
+    pub fn serve_and_join(
+        self,
+        listener: TcpListener,
+    ) -> Result<(Server, crate::relay::JoinedIntake), ServeError> {
+        self.config.check()?;
+        self.serve_from(Some(listener))
+    }
+
+    fn serve_from(
+        self,
+        listener: Option<TcpListener>,
+    ) -> Result<(Server, crate::relay::JoinedIntake), ServeError> {
+        let local_addr = match &listener {
+            Some(listener) => listener.local_addr().map_err(|source| ServeError::Bind {
+                addr: "the given listener".into(),
+                source,
+            })?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let (shared, tls) = self.into_state(local_addr);
         let (shutdown, watcher) = watch::channel(None);
+        let incoming = Incoming {
+            listener,
+            joined: Some(receiver),
+        };
         let task = tokio::spawn(
-            accept_loop(Incoming::Joined(receiver), shared, watcher, tls)
-                .instrument(tracing::info_span!("server", addr = "relayed")),
+            accept_loop(incoming, shared, watcher, tls)
+                .instrument(tracing::info_span!("server", addr = %local_addr)),
         );
         let server = Server {
             local_addr,
@@ -799,23 +840,34 @@ fn bump(stats: Option<&ServerStats>, counter: fn(&ServerStats) -> &AtomicU64) {
     }
 }
 
-/// Where a server's connections come from.
-enum Incoming {
-    /// Accepted on its listener.
-    Listener(TcpListener),
-    /// Opened by this relayed worker to its supernode.
-    Joined(tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr)>),
+/// Where a server's connections come from: its listener, connections
+/// this relayed worker opened to its supernode, or both.
+struct Incoming {
+    listener: Option<TcpListener>,
+    joined: Option<tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr)>>,
 }
 
 impl Incoming {
     async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
-        match self {
-            Incoming::Listener(listener) => listener.accept().await,
-            Incoming::Joined(receiver) => match receiver.recv().await {
-                Some(joined) => Ok(joined),
-                // Nothing more will come; the server runs until shutdown.
+        let listened = async {
+            match &self.listener {
+                Some(listener) => listener.accept().await,
                 None => std::future::pending().await,
-            },
+            }
+        };
+        let joined = async {
+            match &mut self.joined {
+                Some(receiver) => match receiver.recv().await {
+                    Some(joined) => Ok(joined),
+                    // Nothing more will come this way.
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            accepted = listened => accepted,
+            joined = joined => joined,
         }
     }
 }

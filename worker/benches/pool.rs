@@ -1,7 +1,8 @@
 //! Jobs per second over pools of 1, 2 and 4 in-process workers on loopback,
 //! for a job that sleeps 10 ms (so scaling is not capped by this machine's
-//! cores) and for a trivial job; and a trivial job relayed through a
-//! coordinator against the same job sent directly.
+//! cores) and for a trivial job; a trivial job relayed through a
+//! coordinator against the same job sent directly; and one worker reached
+//! through a supernode against the same worker reached directly.
 //!
 //! Run with `cargo bench -p worker --bench pool`.
 
@@ -137,6 +138,89 @@ async fn main() {
         "  relayed through a coordinator {relay_p50:>7.1} us   direct {direct_p50:>7.1} us   ratio {:.2}x",
         relay_p50 / direct_p50
     );
+
+    // Through a supernode (here the coordinator, which is one when no
+    // worker offers): one worker reachable both directly and through it,
+    // alternating rounds; the p50 difference against one loopback round
+    // trip (a ping), and throughput with 64 jobs in flight.
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (both, intake) = worker_server(sandbox.clone())
+        .serve_and_join(listener)
+        .unwrap();
+    let config = worker::AttachConfig {
+        name: "both".into(),
+        directories: vec![Client::new(coordinator.local_addr().to_string())],
+        client: rpc_core::ClientConfig::default(),
+        heartbeat: Duration::from_secs(1),
+    };
+    let mut attachment =
+        worker::relay_through_supernodes(intake, config, move |addr| worker::wire::Registration {
+            name: "both".into(),
+            addr,
+            capacity: 1,
+            running: 0,
+            modules: Vec::new(),
+            supernode: None,
+        });
+    let route = attachment
+        .attached(None, Duration::from_secs(10))
+        .await
+        .expect("attached to the coordinator");
+    let direct_addr = both.local_addr().to_string();
+    let direct_client = WorkerClient::new(Client::new(direct_addr.clone()));
+    let routed_client = WorkerClient::new(Client::new(route.clone()));
+    let (mut direct_p50s, mut routed_p50s, mut hops) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..6 {
+        if round % 2 == 0 {
+            direct_p50s.push(p50(&direct_client, &module).await);
+            routed_p50s.push(p50(&routed_client, &module).await);
+        } else {
+            routed_p50s.push(p50(&routed_client, &module).await);
+            direct_p50s.push(p50(&direct_client, &module).await);
+        }
+        let mut pings = Vec::new();
+        for _ in 0..2000 {
+            pings.push(direct_client.client().ping().await.unwrap().as_secs_f64() * 1e6);
+        }
+        pings.sort_by(f64::total_cmp);
+        hops.push(pings[pings.len() / 2]);
+    }
+    let (direct_p50, routed_p50, hop) = (
+        median(&mut direct_p50s),
+        median(&mut routed_p50s),
+        median(&mut hops),
+    );
+    println!(
+        "  through a supernode           {routed_p50:>7.1} us   direct {direct_p50:>7.1} us   ratio {:.2}x   difference {:.1} us = {:.2} round trips of a ping ({hop:.1} us)",
+        routed_p50 / direct_p50,
+        routed_p50 - direct_p50,
+        (routed_p50 - direct_p50) / hop
+    );
+    let direct_pool = WorkerPool::new([direct_addr]);
+    let routed_pool = WorkerPool::new([route]);
+    let (mut direct_rates, mut routed_rates) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        if round % 2 == 0 {
+            direct_rates.push(jobs_per_second(&direct_pool, &module, 5000, 64).await);
+            routed_rates.push(jobs_per_second(&routed_pool, &module, 5000, 64).await);
+        } else {
+            routed_rates.push(jobs_per_second(&routed_pool, &module, 5000, 64).await);
+            direct_rates.push(jobs_per_second(&direct_pool, &module, 5000, 64).await);
+        }
+    }
+    let (direct_rate, routed_rate) = (median(&mut direct_rates), median(&mut routed_rates));
+    println!("\ntrivial job, 64 in flight on one worker");
+    println!(
+        "  through a supernode           {routed_rate:>7.0} jobs/s   direct {direct_rate:>7.0} jobs/s   ratio {:.2}x",
+        routed_rate / direct_rate
+    );
+    drop(attachment);
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 async fn p50(worker: &WorkerClient, module: &Module) -> f64 {
