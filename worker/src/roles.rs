@@ -5,7 +5,7 @@
 //! | role | may |
 //! | --- | --- |
 //! | [`CLIENT_ROLE`] | run jobs (`worker.run`, `worker.call`), ship modules, look workers up (`coordinator.workers`) |
-//! | [`WORKER_ROLE`] | register with a coordinator (`coordinator.register`) and take relayed jobs (`coordinator.relay.*`) |
+//! | [`WORKER_ROLE`] | register with a coordinator (`coordinator.register`), attach to a supernode (`supernode.dials`) and take relayed jobs (`coordinator.relay.*`) |
 //! | [`ADMIN_ROLE`] | what a client may, and read a worker's status (`worker.status`) |
 //!
 //! No role may use the data store (`SendData`, `RequestData`): workers and
