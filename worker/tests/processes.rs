@@ -962,3 +962,159 @@ async fn a_worker_listening_nowhere_is_reached_through_a_supernode_then_the_coor
     let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(document["stdout"], "relayed again");
 }
+
+/// A network namespace joined to this one by a veth pair: inside, the
+/// only address reachable is `host_ip` (this side of the pair); nothing
+/// outside can reach a process inside except through what it opens.
+/// Deleted (with the pair) when dropped.
+struct Namespace {
+    name: String,
+    host_ip: String,
+}
+
+impl Namespace {
+    /// `None` where namespaces cannot be made (not root, no `ip`).
+    fn new() -> Option<Namespace> {
+        let id = std::process::id() % 100_000;
+        let name = format!("rpc-test-{id}");
+        let (host_if, ns_if) = (format!("rvh{id}"), format!("rvn{id}"));
+        let subnet = id % 250;
+        let host_ip = format!("10.77.{subnet}.1");
+        let ns_ip = format!("10.77.{subnet}.2");
+        let ip = |args: &[&str]| {
+            Process::new("ip")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        let _ = ip(&["netns", "del", &name]);
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let namespace = Namespace {
+            name: name.clone(),
+            host_ip: host_ip.clone(),
+        };
+        let made = ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]) && ip(&["link", "set", &ns_if, "netns", &name])
+            && ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])
+            && ip(&["link", "set", &host_if, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &ns_if,
+            ])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        made.then_some(namespace)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the pair with it.
+        let _ = Process::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Starts the worker binary inside `namespace` and waits for its first
+/// line of output.
+fn spawn_in(namespace: &Namespace, args: &[&str], expect: &str) -> WorkerProcess {
+    let mut child = Process::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &namespace.name,
+            env!("CARGO_BIN_EXE_worker"),
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ip netns exec starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains(expect), "unexpected first line: {line:?}");
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+    });
+    WorkerProcess(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_in_a_namespace_that_only_reaches_its_supernode_serves_through_it() {
+    let Some(namespace) = Namespace::new() else {
+        eprintln!(
+            "skipped: network namespaces are unavailable here (they need root and `ip netns`); \
+             the loopback version in tests/all/supernodes.rs always runs"
+        );
+        return;
+    };
+    let host = namespace.host_ip.clone();
+    let coordinator = free_addr(&host);
+    let _coordinator_process = spawn(
+        &["coordinator", "--listen", &coordinator, "--ttl", "4"],
+        "coordinator listening",
+    );
+    let supernode = free_addr(&host);
+    let _supernode_process = spawn(
+        &[
+            "serve",
+            "--listen",
+            &supernode,
+            "--no-disk-cache",
+            "--supernode",
+            "--join",
+            &coordinator,
+        ],
+        "listening",
+    );
+    // Inside, nothing but the pair's other end is reachable, and the
+    // worker listens nowhere: a supernode is its only way to be reached.
+    let _relayed = spawn_in(
+        &namespace,
+        &[
+            "serve",
+            "--relay",
+            "auto",
+            "--name",
+            "caged",
+            "--no-disk-cache",
+            "--join",
+            &coordinator,
+        ],
+        "listening nowhere",
+    );
+    let resolver = worker::CoordinatorResolver::new(Client::new(coordinator.clone()));
+    let route = listed_at(&resolver, "caged", "").await;
+    assert_eq!(route, format!("caged@{supernode}"));
+
+    let dir = std::env::temp_dir().join(format!("worker-netns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("cat.wasm");
+    std::fs::write(&module, cat().bytes()).unwrap();
+    let output = run_cli(
+        &["submit", "--to", &route, "--json", module.to_str().unwrap()],
+        "from outside the cage",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["stdout"], "from outside the cage");
+    assert_eq!(document["worker"], route.as_str());
+}
