@@ -184,6 +184,17 @@ async fn latency(client: &Client, args: &Bytes, raw: &mut FloorConnection, frame
     }
 }
 
+/// The p50 of a round of sequential 64-byte echoes, in seconds.
+async fn echo_p50(client: Client, args: &Bytes) -> f64 {
+    let mut times = Vec::with_capacity(LATENCY_CALLS / LATENCY_ROUNDS);
+    for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
+        let started = Instant::now();
+        let _: Bytes = client.call("echo", args).await.unwrap();
+        times.push(started.elapsed());
+    }
+    percentile(&mut times, 0.5).as_secs_f64()
+}
+
 /// What a supernode costs: one server, reached directly and through a
 /// supernode (`w@relay`), p50 of sequential calls and throughput with 64
 /// in flight on one connection, in alternating rounds; the difference in
@@ -226,15 +237,7 @@ async fn relay_cost(args: &Bytes, floor: SocketAddr, frames: &[Bytes]) {
         Client::new(relayed_addr.clone()),
     );
     let mut raw = connect_floor(floor).await;
-    let p50 = |client: Client| async move {
-        let mut times = Vec::with_capacity(LATENCY_CALLS / LATENCY_ROUNDS);
-        for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
-            let started = Instant::now();
-            let _: Bytes = client.call("echo", args).await.unwrap();
-            times.push(started.elapsed());
-        }
-        percentile(&mut times, 0.5).as_secs_f64()
-    };
+    let p50 = |client: Client| echo_p50(client, args);
     let _ = p50(relayed.clone()).await;
     let (mut direct_p50, mut relayed_p50, mut floor_p50) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -294,15 +297,7 @@ async fn metrics_cost(plain: &str, args: &Bytes) {
     let counted = bench_server(Some(metrics.clone())).await;
     let counted_addr = counted.local_addr().to_string();
     let (plain_client, counted_client) = (Client::new(plain), Client::new(counted_addr.clone()));
-    let p50 = |client: Client| async move {
-        let mut times = Vec::with_capacity(LATENCY_CALLS / LATENCY_ROUNDS);
-        for _ in 0..LATENCY_CALLS / LATENCY_ROUNDS {
-            let started = Instant::now();
-            let _: Bytes = client.call("echo", args).await.unwrap();
-            times.push(started.elapsed());
-        }
-        percentile(&mut times, 0.5).as_secs_f64()
-    };
+    let p50 = |client: Client| echo_p50(client, args);
     let mut ratios = Vec::new();
     let (mut on_all, mut off_all) = (Vec::new(), Vec::new());
     for pair in 0..PAIRS {

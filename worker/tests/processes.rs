@@ -230,9 +230,15 @@ fn spawn(args: &[&str], expect: &str) -> WorkerProcess {
 /// Starts a process with `args` and environment variables `env`, and waits
 /// for its first line of output.
 fn spawn_with(args: &[&str], env: &[(&str, &str)], expect: &str) -> WorkerProcess {
-    let mut child = Process::new(env!("CARGO_BIN_EXE_worker"))
-        .args(args)
-        .envs(env.iter().copied())
+    let mut command = Process::new(env!("CARGO_BIN_EXE_worker"));
+    command.args(args).envs(env.iter().copied());
+    spawn_command(command, expect)
+}
+
+/// Starts `command` (the worker binary, or something that runs it) and
+/// waits for its first line of output.
+fn spawn_command(mut command: Process, expect: &str) -> WorkerProcess {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -1030,30 +1036,16 @@ impl Drop for Namespace {
 /// Starts the worker binary inside `namespace` and waits for its first
 /// line of output.
 fn spawn_in(namespace: &Namespace, args: &[&str], expect: &str) -> WorkerProcess {
-    let mut child = Process::new("ip")
+    let mut command = Process::new("ip");
+    command
         .args([
             "netns",
             "exec",
             &namespace.name,
             env!("CARGO_BIN_EXE_worker"),
         ])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ip netns exec starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.contains(expect), "unexpected first line: {line:?}");
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    });
-    WorkerProcess(child)
+        .args(args);
+    spawn_command(command, expect)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,17 @@ pub(crate) enum RelayMode {
 }
 
 impl ServeArgs {
+    /// The server's configuration from the flags, counting into `metrics`.
+    fn server_config(&self, metrics: Option<rpc_core::metrics::Metrics>) -> ServerConfig {
+        ServerConfig {
+            max_connections: self.max_connections,
+            max_pending_handshakes: self.max_handshakes,
+            max_request_bytes: self.max_request_bytes,
+            metrics,
+            ..ServerConfig::default()
+        }
+    }
+
     /// Serves jobs (or takes them through a coordinator) until SIGINT or
     /// SIGTERM, then drains.
     pub(crate) async fn execute(self) -> Result<ExitCode, CliError> {
@@ -199,13 +210,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         return serve_relayed(args, sandbox, &tokens, tls).await;
     }
     let metrics = args.metrics.start().await?;
-    let server_config = ServerConfig {
-        max_connections: args.max_connections,
-        max_pending_handshakes: args.max_handshakes,
-        max_request_bytes: args.max_request_bytes,
-        metrics: metrics.as_ref().map(|(metrics, _)| metrics.clone()),
-        ..ServerConfig::default()
-    };
+    let server_config = args.server_config(metrics.as_ref().map(|(metrics, _)| metrics.clone()));
     // Checked before binding: a worker that joins must be reachable at the
     // address it advertises.
     if !args.join.is_empty() {
@@ -335,13 +340,7 @@ async fn serve_relayed(
     tls: Option<rpc_core::tls::ServerTls>,
 ) -> Result<ExitCode, CliError> {
     let metrics = args.metrics.start().await?;
-    let server_config = ServerConfig {
-        max_connections: args.max_connections,
-        max_pending_handshakes: args.max_handshakes,
-        max_request_bytes: args.max_request_bytes,
-        metrics: metrics.as_ref().map(|(metrics, _)| metrics.clone()),
-        ..ServerConfig::default()
-    };
+    let server_config = args.server_config(metrics.as_ref().map(|(metrics, _)| metrics.clone()));
     let name = args
         .name
         .clone()
