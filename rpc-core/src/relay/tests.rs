@@ -4,6 +4,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use super::*;
+use crate::StatusCode;
 use crate::wire::Frame;
 use crate::{Client, ClientConfig, RpcError, Server};
 
@@ -269,7 +270,7 @@ async fn routes_waiting_for_a_silent_worker_are_capped_and_time_out() {
         })
         .collect();
     for _ in 0..1000 {
-        if supernode.inner.waiting.available_permits() == 0 {
+        if supernode.waiting_routes() == 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -291,7 +292,7 @@ async fn routes_waiting_for_a_silent_worker_are_capped_and_time_out() {
             StatusCode::DEADLINE_EXCEEDED
         );
     }
-    assert_eq!(supernode.tickets().len(), 0, "no ticket left behind");
+    assert_eq!(supernode.tickets_outstanding(), 0, "no ticket left behind");
     assert_eq!(supernode.routes_open(), 0);
     silent.abort();
     relay.shutdown(Duration::from_millis(100)).await;
