@@ -623,25 +623,11 @@ impl ServerBuilder {
             addr: "the given listener".into(),
             source,
         })?;
-        let (shared, tls) = self.into_state(local_addr);
-        let (shutdown, watcher) = watch::channel(None);
-        let task = tokio::spawn(
-            accept_loop(
-                Incoming {
-                    listener: Some(listener),
-                    joined: None,
-                },
-                shared,
-                watcher,
-                tls,
-            )
-            .instrument(tracing::info_span!("server", addr = %local_addr)),
-        );
-        Ok(Server {
-            local_addr,
-            shutdown,
-            task,
-        })
+        let incoming = Incoming {
+            listener: Some(listener),
+            joined: None,
+        };
+        Ok(self.start(incoming, local_addr))
     }
 
     /// Serves connections it is handed instead of accepting them: those a
@@ -688,22 +674,27 @@ impl ServerBuilder {
             None => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        let (shared, tls) = self.into_state(local_addr);
-        let (shutdown, watcher) = watch::channel(None);
         let incoming = Incoming {
             listener,
             joined: Some(receiver),
         };
+        let server = self.start(incoming, local_addr);
+        Ok((server, crate::relay::JoinedIntake { sender }))
+    }
+
+    /// Starts the accept loop over `incoming`.
+    fn start(self, incoming: Incoming, local_addr: SocketAddr) -> Server {
+        let (shared, tls) = self.into_state(local_addr);
+        let (shutdown, watcher) = watch::channel(None);
         let task = tokio::spawn(
             accept_loop(incoming, shared, watcher, tls)
                 .instrument(tracing::info_span!("server", addr = %local_addr)),
         );
-        let server = Server {
+        Server {
             local_addr,
             shutdown,
             task,
-        };
-        Ok((server, crate::relay::JoinedIntake { sender }))
+        }
     }
 
     /// What every connection will share, and the TLS configuration, made
