@@ -286,12 +286,20 @@ async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losi
 async fn jobs_through_a_supernode_survive_their_directory_dying_and_coming_back() {
     let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
     let directory_addr = directory.local_addr().to_string();
-    let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
+    // No supernode yet: the worker attaches to the directory itself, and
+    // moves to the supernode within a beat or two of its being listed.
     let (_relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
-    let route = attachment
+    let standing_in = attachment
         .attached(None, Duration::from_secs(10))
         .await
         .expect("attached");
+    assert_eq!(standing_in, format!("r1@{directory_addr}"));
+    let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
+    let route = attachment
+        .attached(Some(&standing_in), Duration::from_secs(5))
+        .await
+        .expect("moved to the supernode");
+    assert_eq!(route, format!("r1@{}", supernode.server.local_addr()));
     let pool = pool_following(&[&directory_addr]);
     eventually("the pool finds the relayed worker", {
         let pool = pool.clone();
@@ -362,10 +370,20 @@ async fn a_64_mib_module_reaches_a_relayed_worker_once_and_verified() {
     let directory_addr = directory.local_addr().to_string();
     let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
     let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
-    let route = attachment
-        .attached(None, Duration::from_secs(10))
-        .await
-        .expect("attached");
+    // Through the supernode (at first, maybe through the directory, if
+    // the supernode was not listed yet).
+    let through = format!("r1@{}", supernode.server.local_addr());
+    let mut route = String::new();
+    for _ in 0..20 {
+        route = attachment
+            .attached(Some(&route), Duration::from_secs(5))
+            .await
+            .expect("attached");
+        if route == through {
+            break;
+        }
+    }
+    assert_eq!(route, through);
     let module = module_of_len(64 << 20);
     assert_eq!(module.bytes().len(), 64 << 20);
     let client = WorkerClient::new(Client::new(route.clone())).timeout(Duration::from_secs(120));

@@ -164,6 +164,9 @@ struct Attaching {
 enum Ended {
     /// It refused the worker (full): try the next.
     Refused(String),
+    /// It was a directory standing in, and a supernode is listed now:
+    /// measure again.
+    Superseded,
     /// The connection to it failed: measure again.
     Lost(String),
 }
@@ -174,6 +177,8 @@ struct Measured {
     addr: String,
     rtt: Duration,
     client: Client,
+    /// A directory standing in as a supernode, because none was listed.
+    fallback: bool,
 }
 
 impl Attaching {
@@ -199,6 +204,7 @@ impl Attaching {
                     Ended::Refused(reason) => {
                         tracing::info!(supernode = %measured.addr, %reason, "supernode refused");
                     }
+                    Ended::Superseded => break,
                     Ended::Lost(error) => {
                         tracing::warn!(supernode = %measured.addr, %error, "lost the supernode; attaching to another");
                         self.route.send_replace(None);
@@ -210,11 +216,10 @@ impl Attaching {
         }
     }
 
-    /// The supernodes the directories list with room (or the directories
-    /// themselves, if they list none), fastest first.
-    async fn measure(&self) -> Vec<Measured> {
+    /// The supernodes with room that the directories list now.
+    async fn listed_supernodes(&self) -> Vec<String> {
         let resolver = CoordinatorResolver::union(self.config.directories.iter().cloned());
-        let mut candidates: Vec<String> = match resolver.workers().await {
+        match resolver.workers().await {
             Ok(entries) => entries
                 .into_iter()
                 .filter(|entry| {
@@ -226,8 +231,15 @@ impl Attaching {
                 .map(|entry| entry.registration.addr)
                 .collect(),
             Err(_) => Vec::new(),
-        };
-        if candidates.is_empty() {
+        }
+    }
+
+    /// The supernodes the directories list with room (or the directories
+    /// themselves, if they list none), fastest first.
+    async fn measure(&self) -> Vec<Measured> {
+        let mut candidates = self.listed_supernodes().await;
+        let fallback = candidates.is_empty();
+        if fallback {
             candidates = self
                 .config
                 .directories
@@ -255,7 +267,12 @@ impl Attaching {
                 })
                 .await;
                 match rtt {
-                    Ok(Ok(rtt)) => Some(Measured { addr, rtt, client }),
+                    Ok(Ok(rtt)) => Some(Measured {
+                        addr,
+                        rtt,
+                        client,
+                        fallback,
+                    }),
                     _ => None,
                 }
             }
@@ -277,7 +294,29 @@ impl Attaching {
             .to_owned();
         let mut attached = false;
         loop {
-            match dials.dials(self.config.name.clone()).await {
+            let polled = if measured.fallback && attached {
+                // On a directory standing in: move as soon as a real
+                // supernode is listed (the coordinator relays only when
+                // none is).
+                let mut check = tokio::time::interval(self.config.heartbeat);
+                check.tick().await;
+                let poll = dials.dials(self.config.name.clone());
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        polled = &mut poll => break polled,
+                        _ = check.tick() => {
+                            if !self.listed_supernodes().await.is_empty() {
+                                tracing::info!("a supernode is listed; leaving the directory's relay");
+                                return Ended::Superseded;
+                            }
+                        }
+                    }
+                }
+            } else {
+                dials.dials(self.config.name.clone()).await
+            };
+            match polled {
                 Ok(tickets) => {
                     if !attached {
                         attached = true;
