@@ -4,6 +4,7 @@
 mod connection;
 mod in_flight;
 mod reader;
+mod routes;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use crate::wire::{
 };
 use crate::wire::{DESCRIBE_METHOD, FunctionInfo};
 use connection::Connection;
+pub use routes::MAX_ROUTES;
 
 /// The default for [`ClientConfig::connect_timeout`]: 5 seconds.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -215,8 +217,14 @@ struct Inner {
 }
 
 impl Client {
-    /// A client of the server at `addr` (`host:port`) with the default
-    /// configuration. Nothing connects until the first call.
+    /// A client of the server at `addr` with the default configuration.
+    /// Nothing connects until the first call.
+    ///
+    /// `addr` is `host:port`; `tls://host:port` to require TLS;
+    /// `worker@host:port` for a worker reached through the supernode at
+    /// `host:port` (PROTOCOL.md section 8); or up to [`MAX_ROUTES`] of
+    /// these separated by commas, several routes to one server, of which
+    /// the fastest is used ([`route`](Self::route)).
     pub fn new(addr: impl Into<String>) -> Client {
         Client::with_config(addr, ClientConfig::default())
     }
@@ -262,6 +270,25 @@ impl Client {
     /// The address this client connects to.
     pub fn addr(&self) -> &str {
         &self.inner.addr
+    }
+
+    /// The route its connection goes over now, if it has one open. For an
+    /// address with several routes (`w1@10.0.0.1:7000,w1@10.0.0.2:7000`)
+    /// that is the one whose handshake completed first when it connected:
+    /// every route is dialled at once, and the fastest kept. A lost
+    /// connection races them all again.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), rpc_core::RpcError> {
+    /// let client = rpc_core::Client::new("w1@10.0.0.1:7000,w1@10.0.0.2:7000");
+    /// client.ping().await?;
+    /// println!("reached w1 through {:?}", client.route());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn route(&self) -> Option<String> {
+        self.live_connection()
+            .map(|connection| connection.route().to_owned())
     }
 
     /// Calls `method` with `args` (a tuple for several arguments) and decodes
@@ -510,7 +537,7 @@ impl Client {
         let mut backoff = config.initial_backoff;
         let mut failures = 0u32;
         loop {
-            let error = match Connection::open(&self.inner.addr, config).await {
+            let error = match routes::open_fastest(&self.inner.addr, config).await {
                 Ok(connection) => {
                     let connection = Arc::new(connection);
                     *self

@@ -33,11 +33,15 @@ pub(super) struct Connection {
     server_limits: Limits,
     /// Requests on this connection not yet answered.
     outstanding: AtomicUsize,
+    /// The route it went over: the whole address, or the one of its routes
+    /// that answered first.
+    route: String,
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`, or `tls://host:port` to require
-    /// TLS) and performs the handshake.
+    /// Connects to `addr`, one route (`host:port`, `tls://host:port` to
+    /// require TLS, `worker@host:port` through a supernode), and performs
+    /// the handshake.
     pub(super) async fn open(addr: &str, config: &ClientConfig) -> Result<Connection, RpcError> {
         let (dial, tls_required) = match addr.strip_prefix(TLS_SCHEME) {
             Some(rest) => (rest, true),
@@ -194,6 +198,7 @@ impl Connection {
             outstanding: AtomicUsize::new(0),
             chunk_len: chunk_len_for(welcome.limits.max_frame_len),
             server_limits: welcome.limits,
+            route: addr.to_owned(),
         })
     }
 
@@ -231,6 +236,11 @@ impl Connection {
 
     pub(super) fn is_open(&self) -> bool {
         self.shared.is_open()
+    }
+
+    /// The route it went over (one address, without other routes).
+    pub(super) fn route(&self) -> &str {
+        &self.route
     }
 
     /// Makes one attempt at a call on this connection. `now` is a recent
@@ -354,7 +364,7 @@ impl Drop for Connection {
 }
 
 /// The prefix of addresses that require TLS.
-const TLS_SCHEME: &str = "tls://";
+pub(super) const TLS_SCHEME: &str = "tls://";
 
 /// Whether connections of `config` use TLS.
 fn uses_tls(config: &ClientConfig) -> bool {

@@ -154,6 +154,7 @@ impl Member {
             outstanding: self.outstanding.load(Ordering::Relaxed),
             rtt: Duration::from_micros(self.ewma_us.load(Ordering::Relaxed)),
             picks: self.picks.load(Ordering::Relaxed),
+            route: self.client.route(),
         }
     }
 
@@ -175,6 +176,9 @@ pub struct MemberStatus {
     pub rtt: Duration,
     /// Requests it has been given, in all.
     pub picks: u64,
+    /// The route its connection goes over, if one is open: for an address
+    /// with several routes, the fastest ([`Client::route`]).
+    pub route: Option<String>,
 }
 
 #[cfg(test)]
