@@ -2,6 +2,7 @@
 //! budget shared by every relayed connection of the process.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,20 +67,22 @@ impl Bandwidth {
 /// Copies both ways between `a` and `b` until both directions end: one
 /// side's end of stream is passed on as a half close, and an error on
 /// either side closes both. `a_first` and `b_first` are bytes already read
-/// from `a` and `b` (they go out first). Returns the bytes passed each way.
+/// from `a` and `b` (they go out first). Every piece passed, either way, is
+/// added to `passed` as it goes.
 pub(crate) async fn splice(
     a: TcpStream,
     a_first: &[u8],
     b: TcpStream,
     b_first: &[u8],
     bandwidth: Option<&Bandwidth>,
-) -> (u64, u64) {
+    passed: &AtomicU64,
+) {
     let (a_read, a_write) = a.into_split();
     let (b_read, b_write) = b.into_split();
     tokio::join!(
-        pump(a_read, a_first, b_write, bandwidth),
-        pump(b_read, b_first, a_write, bandwidth),
-    )
+        pump(a_read, a_first, b_write, bandwidth, passed),
+        pump(b_read, b_first, a_write, bandwidth, passed),
+    );
 }
 
 /// Copies from `from` to `to` until `from` ends or either fails, then
@@ -89,15 +92,15 @@ async fn pump(
     first: &[u8],
     mut to: OwnedWriteHalf,
     bandwidth: Option<&Bandwidth>,
-) -> u64 {
-    let mut passed = 0u64;
+    passed: &AtomicU64,
+) {
     let copied = async {
         if !first.is_empty() {
             if let Some(bandwidth) = bandwidth {
                 bandwidth.take(first.len()).await;
             }
             to.write_all(first).await?;
-            passed += first.len() as u64;
+            passed.fetch_add(first.len() as u64, Ordering::Relaxed);
         }
         let mut buf = vec![0u8; PUMP_BUFFER];
         loop {
@@ -109,7 +112,7 @@ async fn pump(
                 bandwidth.take(n).await;
             }
             to.write_all(buf.get(..n).unwrap_or_default()).await?;
-            passed += n as u64;
+            passed.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
     .await;
@@ -117,7 +120,6 @@ async fn pump(
         tracing::debug!(%error, "relayed connection failed");
     }
     let _ = to.shutdown().await;
-    passed
 }
 
 #[cfg(test)]

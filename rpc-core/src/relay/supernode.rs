@@ -160,7 +160,7 @@ impl Supernode {
         self.tickets().len()
     }
 
-    /// Bytes relayed so far, both ways.
+    /// Bytes relayed so far, both ways, counted as they pass.
     pub fn relayed_bytes(&self) -> u64 {
         self.inner
             .relayed_bytes
@@ -363,10 +363,15 @@ impl Supernode {
             return;
         }
         tracing::debug!(peer = %addr, worker = %route.worker, "relaying");
-        let (up, down) = splice(client, &[], worker, &[], inner.bandwidth.as_ref()).await;
-        inner
-            .relayed_bytes
-            .fetch_add(up + down, std::sync::atomic::Ordering::Relaxed);
+        splice(
+            client,
+            &[],
+            worker,
+            &[],
+            inner.bandwidth.as_ref(),
+            &inner.relayed_bytes,
+        )
+        .await;
         drop(place);
     }
 

@@ -132,8 +132,8 @@ async fn calls_and_large_payloads_reach_a_relayed_worker_byte_for_byte() {
     }
     assert_eq!(relayed.supernode.routes_open(), 1);
     assert!(
-        relayed.supernode.relayed_bytes() == 0,
-        "counted when a connection ends"
+        relayed.supernode.relayed_bytes() > 16 << 20,
+        "counted as they pass, while the connection is open"
     );
     drop(client);
     for _ in 0..500 {
@@ -147,7 +147,6 @@ async fn calls_and_large_payloads_reach_a_relayed_worker_byte_for_byte() {
         0,
         "the place is given back"
     );
-    assert!(relayed.supernode.relayed_bytes() > 16 << 20);
     relayed.stop().await;
 }
 
