@@ -27,7 +27,7 @@ use crate::wire::{
 };
 use crate::wire::{DESCRIBE_METHOD, FunctionInfo};
 use connection::Connection;
-pub use routes::MAX_ROUTES;
+pub use routes::MAX_ROUTES_PER_ADDRESS;
 
 /// The default for [`ClientConfig::connect_timeout`]: 5 seconds.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -222,7 +222,7 @@ impl Client {
     ///
     /// `addr` is `host:port`; `tls://host:port` to require TLS;
     /// `worker@host:port` for a worker reached through the supernode at
-    /// `host:port` (PROTOCOL.md section 8); or up to [`MAX_ROUTES`] of
+    /// `host:port` (PROTOCOL.md section 8); or up to [`MAX_ROUTES_PER_ADDRESS`] of
     /// these separated by commas, several routes to one server, of which
     /// the fastest is used ([`route`](Self::route)).
     pub fn new(addr: impl Into<String>) -> Client {

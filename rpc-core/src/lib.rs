@@ -128,7 +128,7 @@ pub mod wire;
 
 pub use client::{
     CallOptions, Client, ClientConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES, MAX_ROUTES,
+    DEFAULT_KEEPALIVE, DEFAULT_MAX_RETRIES, MAX_ROUTES_PER_ADDRESS,
 };
 pub use pool::{
     DnsResolver, MemberStatus, Pool, PoolCollector, PoolConfig, ResolveFuture, Resolver,

@@ -1,7 +1,8 @@
 //! Workers that accept no connections, reached through supernodes: the
 //! relayed worker attaches to the supernode with the shortest round trip,
-//! moves when it dies without losing a job, survives its directory's
-//! restart, and takes a 64 MiB module through the relay once.
+//! moves when it dies without losing a job; with two routes, clients take
+//! the faster and keep going over the other when it dies; jobs survive the
+//! directory's restart, and a 64 MiB module crosses the relay once.
 //!
 //! Loopback only: the relayed worker listens nowhere, so it can be reached
 //! through a supernode or not at all. `worker/tests/processes.rs` has the
@@ -88,6 +89,9 @@ async fn delayed_copy(
 /// in front of it).
 struct SupernodeWorker {
     server: Server,
+    /// Where clients and relayed workers reach it: its own address, or
+    /// the delaying proxy's.
+    advertised: String,
     beat: tokio::task::JoinHandle<()>,
     supernode: Supernode,
 }
@@ -108,9 +112,10 @@ async fn start_supernode(ip: &str, directory: &str, delay: Option<Duration>) -> 
         None => server.local_addr().to_string(),
     };
     let offered = supernode.clone();
+    let registered = advertised.clone();
     let beat = join(directory_client(directory), BEAT, move || Registration {
-        name: format!("supernode-{advertised}"),
-        addr: advertised.clone(),
+        name: format!("supernode-{registered}"),
+        addr: registered.clone(),
         capacity: sandbox.status().concurrency,
         running: sandbox.status().running,
         modules: sandbox.ready_modules(),
@@ -118,14 +123,19 @@ async fn start_supernode(ip: &str, directory: &str, delay: Option<Duration>) -> 
     });
     SupernodeWorker {
         server,
+        advertised,
         beat,
         supernode,
     }
 }
 
-/// A worker that listens nowhere, attached through the supernodes the
-/// directories list.
-async fn start_relayed(name: &'static str, directories: &[&str]) -> (Sandbox, Server, Attachment) {
+/// A worker that listens nowhere, attached through `routes` of the
+/// supernodes the directories list.
+async fn start_relayed(
+    name: &'static str,
+    directories: &[&str],
+    routes: usize,
+) -> (Sandbox, Server, Attachment) {
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 2,
         ..SandboxConfig::default()
@@ -140,6 +150,7 @@ async fn start_relayed(name: &'static str, directories: &[&str]) -> (Sandbox, Se
             .collect(),
         client: ClientConfig::default(),
         heartbeat: BEAT,
+        routes,
     };
     let registered = sandbox.clone();
     let attachment = relay_through_supernodes(intake, config, move |addr| Registration {
@@ -169,6 +180,21 @@ impl Resolver for RelayedOnly {
                 .collect())
         })
     }
+}
+
+/// Waits (a bounded while) until the addresses the directory at `addr`
+/// lists satisfy `wanted`; panics saying `what` otherwise.
+async fn until_listed(addr: &str, what: &str, wanted: impl Fn(&[String]) -> bool) {
+    let resolver = CoordinatorResolver::new(directory_client(addr));
+    let mut listed = Vec::new();
+    for _ in 0..200 {
+        listed = resolver.resolve_now().await;
+        if wanted(&listed) {
+            return;
+        }
+        tokio::time::sleep(BEAT / 2).await;
+    }
+    panic!("never true: {what}; listed {listed:?}");
 }
 
 fn pool_following(directories: &[&str]) -> WorkerPool {
@@ -207,22 +233,12 @@ async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losi
     )
     .await;
     let fast_addr = fast.server.local_addr().to_string();
-    eventually("both supernodes are listed", {
-        let resolver = CoordinatorResolver::new(directory_client(&directory_addr));
-        let listed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = Arc::clone(&listed);
-        tokio::spawn(async move {
-            for _ in 0..200 {
-                let count = resolver.workers().await.map_or(0, |w| w.len());
-                seen.store(count, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(BEAT).await;
-            }
-        });
-        move || listed.load(std::sync::atomic::Ordering::Relaxed) == 2
+    until_listed(&directory_addr, "both supernodes are listed", |listed| {
+        listed.len() == 2
     })
     .await;
 
-    let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
+    let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr], 1).await;
     let first = attachment
         .attached(None, Duration::from_secs(10))
         .await
@@ -283,12 +299,104 @@ async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_routes_clients_take_the_faster_and_lose_nothing_when_it_dies() {
+    let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let directory_addr = directory.local_addr().to_string();
+    let fast = start_supernode("127.0.0.2", &directory_addr, None).await;
+    // 10 ms each way: 20 ms more per round trip.
+    let slow = start_supernode(
+        "127.0.0.3",
+        &directory_addr,
+        Some(Duration::from_millis(10)),
+    )
+    .await;
+    until_listed(&directory_addr, "both supernodes are listed", |listed| {
+        listed.len() == 2
+    })
+    .await;
+    let (_relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr], 2).await;
+    let both = attachment
+        .attached_where(Duration::from_secs(10), |route| route.contains(','))
+        .await
+        .expect("attached to both supernodes");
+    assert_eq!(
+        (fast.supernode.attached(), slow.supernode.attached()),
+        (1, 1)
+    );
+    let fast_route = format!("r1@{}", fast.advertised);
+    assert!(attachment.routes().contains(&fast_route), "{both}");
+    assert_eq!(attachment.routes().len(), 2, "{both}");
+    // Registered with both routes: the pool's one member is that address.
+    until_listed(
+        &directory_addr,
+        "the worker is listed with both routes",
+        |listed| listed.contains(&both),
+    )
+    .await;
+    let pool = pool_following(&[&directory_addr]);
+    eventually("the pool finds the relayed worker", {
+        let pool = pool.clone();
+        move || pool.pool().status().len() == 1
+    })
+    .await;
+
+    let module = cat();
+    let progress = Progress::default();
+    let commands = (0..1000).map(|i| Command::new().stdin(format!("job {i}")));
+    let killer = async {
+        while progress.count().done < 300 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Until now every job took the fast route: the slow supernode
+        // relayed no more than the handshakes of routes that lost a race.
+        let status = pool.pool().status();
+        let slow_bytes = slow.supernode.relayed_bytes();
+        let fast_bytes = fast.supernode.relayed_bytes();
+        fast.beat.abort();
+        fast.server.shutdown(Duration::ZERO).await;
+        (status, slow_bytes, fast_bytes)
+    };
+    let (outputs, (status, slow_bytes, fast_bytes)) = tokio::join!(
+        pool.map(&module, commands, 16, &progress)
+            .collect::<Vec<_>>(),
+        killer
+    );
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(status[0].addr, both);
+    assert_eq!(status[0].route.as_deref(), Some(fast_route.as_str()));
+    assert!(
+        slow_bytes < 16 << 10 && fast_bytes > 100 * slow_bytes.max(1),
+        "before the kill: {fast_bytes} bytes through the fast supernode, {slow_bytes} through the slow"
+    );
+    assert_eq!(outputs.len(), 1000);
+    for (i, job) in outputs.into_iter().enumerate() {
+        let output = job
+            .result
+            .unwrap_or_else(|error| panic!("job {i}: {error}"));
+        assert_eq!(output.stdout, format!("job {i}").as_bytes(), "job {i}");
+    }
+    let count = progress.count();
+    assert_eq!((count.done, count.failed, count.in_flight), (1000, 0, 0));
+    // The jobs after the kill went through the slow supernode, and the
+    // worker is registered through it alone (no third to attach to).
+    assert!(slow.supernode.relayed_bytes() > slow_bytes + (64 << 10));
+    let slow_route = format!("r1@{}", slow.advertised);
+    let left = attachment
+        .attached_where(Duration::from_secs(5), |route| route == slow_route)
+        .await;
+    assert_eq!(left, Some(slow_route));
+    slow.server.shutdown(Duration::ZERO).await;
+    directory.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_through_a_supernode_survive_their_directory_dying_and_coming_back() {
     let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
     let directory_addr = directory.local_addr().to_string();
     // No supernode yet: the worker attaches to the directory itself, and
     // moves to the supernode within a beat or two of its being listed.
-    let (_relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
+    let (_relayed_box, _relayed, mut attachment) =
+        start_relayed("r1", &[&directory_addr], worker::DEFAULT_RELAY_ROUTES).await;
     let standing_in = attachment
         .attached(None, Duration::from_secs(10))
         .await
@@ -369,7 +477,7 @@ async fn a_64_mib_module_reaches_a_relayed_worker_once_and_verified() {
     let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
     let directory_addr = directory.local_addr().to_string();
     let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
-    let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr]).await;
+    let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr], 1).await;
     // Through the supernode (at first, maybe through the directory, if
     // the supernode was not listed yet).
     let through = format!("r1@{}", supernode.server.local_addr());

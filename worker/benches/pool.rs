@@ -153,6 +153,7 @@ async fn main() {
         directories: vec![Client::new(coordinator.local_addr().to_string())],
         client: rpc_core::ClientConfig::default(),
         heartbeat: Duration::from_secs(1),
+        routes: 1,
     };
     let mut attachment =
         worker::relay_through_supernodes(intake, config, move |addr| worker::wire::Registration {

@@ -81,7 +81,8 @@ pub use limits::{
 };
 pub use pool::{Dispatched, Progress, ProgressCount, WorkerPool, worker_pool_config};
 pub use relay::{
-    AttachConfig, AttachRefused, Attachment, add_supernode, relay_through_supernodes, relay_worker,
+    AttachConfig, AttachRefused, Attachment, DEFAULT_RELAY_ROUTES, add_supernode,
+    relay_through_supernodes, relay_worker,
 };
 pub use sandbox::{DEFAULT_MAX_QUEUED_JOBS, Sandbox, SandboxConfig, default_concurrency};
 pub use server::{configured_worker_server, serve, worker_server};

@@ -22,7 +22,7 @@ mod hub;
 mod relayed;
 mod supernode;
 
-pub use attach::{AttachConfig, Attachment, relay_through_supernodes};
+pub use attach::{AttachConfig, Attachment, DEFAULT_RELAY_ROUTES, relay_through_supernodes};
 pub(crate) use hub::add_relay;
 pub use relayed::relay_worker;
 pub use supernode::{AttachRefused, SUPERNODE_DIALS_METHOD, add_supernode};

@@ -13,7 +13,7 @@ use crate::error::RpcError;
 /// Routes one address may name at most. An address can come from a
 /// directory, written by a peer: a longer list is refused rather than
 /// dialled.
-pub const MAX_ROUTES: usize = 8;
+pub const MAX_ROUTES_PER_ADDRESS: usize = 8;
 
 /// The routes `addr` names: itself, or the parts of a comma-separated list
 /// (`w1@10.0.0.1:7000,w1@10.0.0.2:7000`). Every route is a whole address;
@@ -21,14 +21,14 @@ pub const MAX_ROUTES: usize = 8;
 ///
 /// # Errors
 ///
-/// [`RpcError::BadRequest`] for an empty route, more than [`MAX_ROUTES`],
+/// [`RpcError::BadRequest`] for an empty route, more than [`MAX_ROUTES_PER_ADDRESS`],
 /// or routes that differ on TLS (a plaintext route beside a TLS one would
 /// let whoever slows the TLS route down read the traffic).
 pub(crate) fn routes(addr: &str) -> Result<Vec<&str>, RpcError> {
     let routes: Vec<&str> = addr.split(',').map(str::trim).collect();
-    if routes.len() > MAX_ROUTES {
+    if routes.len() > MAX_ROUTES_PER_ADDRESS {
         return Err(RpcError::BadRequest(format!(
-            "the address names {} routes, more than the {MAX_ROUTES} a client tries",
+            "the address names {} routes, more than the {MAX_ROUTES_PER_ADDRESS} a client tries",
             routes.len()
         )));
     }
@@ -273,10 +273,10 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
-        let many = ["w@10.0.0.1:1"; MAX_ROUTES + 1].join(",");
+        let many = ["w@10.0.0.1:1"; MAX_ROUTES_PER_ADDRESS + 1].join(",");
         assert!(matches!(routes(&many), Err(RpcError::BadRequest(_))));
-        let most = ["w@10.0.0.1:1"; MAX_ROUTES].join(",");
-        assert_eq!(routes(&most).unwrap().len(), MAX_ROUTES);
+        let most = ["w@10.0.0.1:1"; MAX_ROUTES_PER_ADDRESS].join(",");
+        assert_eq!(routes(&most).unwrap().len(), MAX_ROUTES_PER_ADDRESS);
     }
 
     #[test]

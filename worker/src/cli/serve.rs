@@ -71,13 +71,19 @@ pub(crate) struct ServeArgs {
     /// reach it through the coordinator.
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["join", "advertise"])]
     relay_via: Option<String>,
-    /// `auto`: listen nowhere and be reached through a supernode: ask the
-    /// coordinators of --join for supernodes, attach to the one with the
-    /// shortest round trip and room, and register as NAME@SUPERNODE; move
-    /// to the next at once if it goes away. With no supernode listed, the
+    /// `auto`: listen nowhere and be reached through supernodes: ask the
+    /// coordinators of --join for supernodes, attach to the --relay-routes
+    /// with the shortest round trip and room, and register as
+    /// NAME@SUPERNODE (one route each; clients take the fastest); replace
+    /// one at once if it goes away. With no supernode listed, the
     /// coordinator relays.
     #[arg(long, value_name = "MODE", requires = "join", conflicts_with_all = ["relay_via", "supernode", "advertise"])]
     relay: Option<RelayMode>,
+    /// Supernodes a worker with --relay auto attaches to at once, each a
+    /// route to it (1 to 8).
+    #[arg(long, value_name = "N", default_value_t = worker::DEFAULT_RELAY_ROUTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=8))]
+    relay_routes: usize,
     /// Relay for workers that cannot accept connections (they attach with
     /// --relay auto, with a token of role `worker` here). Registered with
     /// the coordinators as a supernode.
@@ -373,6 +379,7 @@ async fn serve_relayed(
         directories,
         client,
         heartbeat: HEARTBEAT,
+        routes: args.relay_routes,
     };
     let registered = name.clone();
     let mut attachment = worker::relay_through_supernodes(intake, config, move |addr| {

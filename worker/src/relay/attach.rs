@@ -1,12 +1,15 @@
 //! A relayed worker's side of supernodes: find them in the directory,
-//! measure the round trip to each, attach to the fastest with room, open
-//! the connections it asks for, and move to the next when it dies.
+//! measure the round trip to each, attach to the fastest with room (to
+//! several, for several routes), open the connections they ask for, and
+//! replace one that dies.
 
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use rpc_core::relay::{JoinedIntake, join};
-use rpc_core::{Client, ClientConfig, RpcError};
-use tokio::sync::watch;
+use rpc_core::{Client, ClientConfig, MAX_ROUTES_PER_ADDRESS, RpcError};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
@@ -21,6 +24,10 @@ const MAX_MEASURED: usize = 8;
 const MEASURE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the worker has to open a connection a supernode asked for.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default for [`AttachConfig::routes`]: two supernodes, so that
+/// clients have a route left while one that died is replaced, and choose
+/// the faster of two from where they are.
+pub const DEFAULT_RELAY_ROUTES: usize = 2;
 
 /// How a relayed worker finds and reaches its supernodes.
 #[derive(Debug, Clone)]
@@ -38,10 +45,15 @@ pub struct AttachConfig {
     /// How often it registers (and how soon after a move it is listed at
     /// the new supernode: at once).
     pub heartbeat: Duration,
+    /// Supernodes it attaches to at once, each a route clients may take
+    /// (at least 1, at most [`MAX_ROUTES_PER_ADDRESS`]; [`DEFAULT_RELAY_ROUTES`]).
+    /// It registers them all, as `name@a,name@b`, and clients keep the
+    /// fastest from where they are.
+    pub routes: usize,
 }
 
-/// A relayed worker at work: attached (or attaching) to a supernode and
-/// registered through it. Dropping it stops both.
+/// A relayed worker at work: attached (or attaching) to its supernodes and
+/// registered through them. Dropping it stops both.
 #[derive(Debug)]
 pub struct Attachment {
     tasks: Vec<JoinHandle<()>>,
@@ -49,19 +61,37 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    /// The address clients reach it at now (`name@supernode`), if it is
-    /// attached.
+    /// The address clients reach it at now (`name@supernode`, or with
+    /// several routes `name@a,name@b`), if it is attached.
     pub fn route(&self) -> Option<String> {
         self.route.borrow().clone()
+    }
+
+    /// The routes of [`route`](Self::route), one address each.
+    pub fn routes(&self) -> Vec<String> {
+        self.route()
+            .map(|route| route.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
     }
 
     /// Waits until it is attached at an address other than `not` (any
     /// address, with `None`), for at most `within`; the address.
     pub async fn attached(&mut self, not: Option<&str>, within: Duration) -> Option<String> {
+        self.attached_where(within, |route| route != not.unwrap_or_default())
+            .await
+    }
+
+    /// Waits until its address satisfies `wanted`, for at most `within`;
+    /// the address.
+    pub async fn attached_where(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let found = timeout(
             within,
             self.route
-                .wait_for(|route| route.is_some() && route.as_deref() != not),
+                .wait_for(|route| route.as_deref().is_some_and(&wanted)),
         )
         .await;
         match found {
@@ -80,13 +110,16 @@ impl Drop for Attachment {
 }
 
 /// Runs a worker that accepts no connections through supernodes: attaches
-/// to the fastest supernode with room that `config.directories` list,
-/// hands the connections it opens for clients to `intake` (the worker's
-/// server, made with
+/// to the `config.routes` fastest supernodes with room that
+/// `config.directories` list, hands the connections they ask it to open
+/// for clients to `intake` (the worker's server, made with
 /// [`ServerBuilder::serve_joined`](rpc_core::ServerBuilder::serve_joined)),
-/// and registers with every directory as `name@supernode`, calling
-/// `registration` with that address for the rest. When the supernode goes
-/// away it attaches to the next one and registers again at once.
+/// and registers with every directory as `name@supernode` (one route per
+/// supernode, separated by commas), calling `registration` with that
+/// address for the rest. When a supernode goes away, the worker keeps its
+/// other routes, attaches to the next supernode and registers again at
+/// once. With no supernode listed it attaches to the directories
+/// themselves, and leaves them as soon as one is.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -101,6 +134,7 @@ impl Drop for Attachment {
 ///     directories: vec![Client::new("10.0.0.1:7000")],
 ///     client: ClientConfig::default(),
 ///     heartbeat: Duration::from_secs(2),
+///     routes: worker::DEFAULT_RELAY_ROUTES,
 /// };
 /// let attachment = relay_through_supernodes(intake, config, move |addr| {
 ///     let status = sandbox.status();
@@ -119,9 +153,10 @@ impl Drop for Attachment {
 /// ```
 pub fn relay_through_supernodes(
     intake: JoinedIntake,
-    config: AttachConfig,
+    mut config: AttachConfig,
     registration: impl Fn(String) -> Registration + Send + Sync + 'static,
 ) -> Attachment {
+    config.routes = config.routes.clamp(1, MAX_ROUTES_PER_ADDRESS);
     let (route_sender, route) = watch::channel(None::<String>);
     let (changed, _) = watch::channel(());
     let registration = std::sync::Arc::new(registration);
@@ -139,14 +174,18 @@ pub fn relay_through_supernodes(
         ));
     }
     tasks.push(tokio::spawn(async move {
+        let (events, reports) = mpsc::channel(MAX_ROUTES_PER_ADDRESS * 2);
         let mut attaching = Attaching {
             config,
             intake,
             route: route_sender,
             changed,
             warnings: WarnOnChange::default(),
+            held: Vec::new(),
+            shunned: VecDeque::new(),
+            events,
         };
-        attaching.run().await;
+        attaching.run(reports).await;
     }));
     Attachment { tasks, route }
 }
@@ -158,16 +197,44 @@ struct Attaching {
     route: watch::Sender<Option<String>>,
     changed: watch::Sender<()>,
     warnings: WarnOnChange,
+    /// The supernodes it is attached or attaching to, in the order they
+    /// took it.
+    held: Vec<Held>,
+    /// Supernodes lost or that refused lately: measured last.
+    shunned: VecDeque<String>,
+    /// Where each attachment's task reports.
+    events: mpsc::Sender<Event>,
+}
+
+/// One supernode the worker is attached (or attaching) to.
+struct Held {
+    addr: String,
+    /// A directory standing in, because no supernode was listed.
+    fallback: bool,
+    /// Whether it has taken the worker yet.
+    attached: bool,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What an attachment's task tells the attaching loop.
+enum Event {
+    /// The supernode at this address took the worker.
+    Attached(String),
+    /// Serving the supernode at this address ended.
+    Ended(String, Ended),
 }
 
 /// How serving one supernode ended.
 enum Ended {
-    /// It refused the worker (full): try the next.
+    /// It refused the worker (full): try another.
     Refused(String),
-    /// It was a directory standing in, and a supernode is listed now:
-    /// measure again.
-    Superseded,
-    /// The connection to it failed: measure again.
+    /// The connection to it failed: attach to another.
     Lost(String),
 }
 
@@ -177,42 +244,152 @@ struct Measured {
     addr: String,
     rtt: Duration,
     client: Client,
-    /// A directory standing in as a supernode, because none was listed.
-    fallback: bool,
 }
 
 impl Attaching {
-    async fn run(&mut self) {
-        let mut lost: Option<String> = None;
+    async fn run(&mut self, mut reports: mpsc::Receiver<Event>) {
+        // While short of routes, look for more this often.
+        let mut retry = tokio::time::interval(self.config.heartbeat / 2);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut ranked = self.measure().await;
-            // The one just lost goes last: it may be back, but try the
-            // others first.
-            if let Some(lost) = &lost {
-                ranked.sort_by_key(|measured| &measured.addr == lost);
+            if self.real_routes() < self.config.routes {
+                self.fill().await;
             }
-            if ranked.is_empty() {
+            self.publish();
+            tokio::select! {
+                report = reports.recv() => match report {
+                    Some(report) => self.take(report),
+                    // Never: this loop holds a sender.
+                    None => return,
+                },
+                _ = retry.tick() => {}
+            }
+        }
+    }
+
+    /// Supernodes held that are not directories standing in.
+    fn real_routes(&self) -> usize {
+        self.held.iter().filter(|held| !held.fallback).count()
+    }
+
+    fn take(&mut self, report: Event) {
+        match report {
+            Event::Attached(addr) => {
+                let Some(held) = self.held.iter_mut().find(|held| held.addr == addr) else {
+                    return;
+                };
+                held.attached = true;
+                let fallback = held.fallback;
+                tracing::info!(supernode = %addr, fallback, "attached");
+                self.warnings.recovered();
+                if !fallback && self.held.iter().any(|held| held.fallback) {
+                    // The coordinator relays only when no supernode does.
+                    tracing::info!("a supernode took the worker; leaving the directories' relay");
+                    self.held.retain(|held| !held.fallback);
+                }
+            }
+            Event::Ended(addr, ended) => {
+                self.held.retain(|held| held.addr != addr);
+                match ended {
+                    Ended::Refused(reason) => {
+                        tracing::info!(supernode = %addr, %reason, "supernode refused");
+                    }
+                    Ended::Lost(error) => {
+                        tracing::warn!(supernode = %addr, %error, "lost a supernode; attaching to another");
+                    }
+                }
+                self.shunned.retain(|shunned| shunned != &addr);
+                if self.shunned.len() >= MAX_MEASURED {
+                    self.shunned.pop_front();
+                }
+                self.shunned.push_back(addr);
+            }
+        }
+    }
+
+    /// Registers the routes of the supernodes that took it, if they
+    /// changed.
+    fn publish(&self) {
+        let routes: Vec<String> = self
+            .held
+            .iter()
+            .filter(|held| held.attached)
+            .map(|held| route_addr(&self.config.name, &held.addr))
+            .collect();
+        let route = (!routes.is_empty()).then(|| routes.join(","));
+        if *self.route.borrow() != route {
+            tracing::info!(
+                route = route.as_deref().unwrap_or("none"),
+                "clients reach the worker at"
+            );
+            self.route.send_replace(route);
+            self.changed.send_replace(());
+        }
+    }
+
+    /// Attaches to more supernodes, the fastest with room first, until it
+    /// holds as many as it wants (or none is left to try). With none
+    /// listed, and nothing held, the directories stand in.
+    async fn fill(&mut self) {
+        let listed = self.listed_supernodes().await;
+        let (candidates, fallback) = if listed.is_empty() {
+            if self.held.iter().any(|held| !held.fallback) {
+                return;
+            }
+            let directories = self
+                .config
+                .directories
+                .iter()
+                .map(|directory| directory.addr().to_owned())
+                .collect();
+            (directories, true)
+        } else {
+            (listed, false)
+        };
+        let wanted = if fallback {
+            self.config.routes.saturating_sub(self.held.len())
+        } else {
+            self.config.routes.saturating_sub(self.real_routes())
+        };
+        let mut candidates: Vec<String> = candidates
+            .into_iter()
+            .filter(|addr| !self.held.iter().any(|held| &held.addr == addr))
+            .collect();
+        if wanted == 0 || candidates.is_empty() {
+            if self.held.is_empty() {
                 self.warnings.failed(
                     "no supernode to attach to",
                     &"the directories list none that answers, and cannot be asked themselves",
                 );
-                tokio::time::sleep(self.config.heartbeat / 2).await;
-                continue;
             }
-            for measured in ranked {
-                match self.serve(&measured).await {
-                    Ended::Refused(reason) => {
-                        tracing::info!(supernode = %measured.addr, %reason, "supernode refused");
-                    }
-                    Ended::Superseded => break,
-                    Ended::Lost(error) => {
-                        tracing::warn!(supernode = %measured.addr, %error, "lost the supernode; attaching to another");
-                        self.route.send_replace(None);
-                        lost = Some(measured.addr);
-                        break;
-                    }
-                }
-            }
+            return;
+        }
+        candidates.truncate(MAX_MEASURED);
+        let mut ranked = self.measure(candidates).await;
+        // Those lost or refused lately go last: they may be back, but try
+        // the others first.
+        ranked.sort_by_key(|measured| self.shunned.contains(&measured.addr));
+        if ranked.is_empty() && self.held.is_empty() {
+            self.warnings.failed(
+                "no supernode to attach to",
+                &"none of those listed answered a ping",
+            );
+        }
+        for measured in ranked.into_iter().take(wanted) {
+            tracing::debug!(supernode = %measured.addr, rtt = ?measured.rtt, "attaching");
+            let addr = measured.addr.clone();
+            let task = tokio::spawn(serve(
+                self.config.name.clone(),
+                self.intake.clone(),
+                measured,
+                self.events.clone(),
+            ));
+            self.held.push(Held {
+                addr,
+                fallback,
+                attached: false,
+                task,
+            });
         }
     }
 
@@ -234,20 +411,8 @@ impl Attaching {
         }
     }
 
-    /// The supernodes the directories list with room (or the directories
-    /// themselves, if they list none), fastest first.
-    async fn measure(&self) -> Vec<Measured> {
-        let mut candidates = self.listed_supernodes().await;
-        let fallback = candidates.is_empty();
-        if fallback {
-            candidates = self
-                .config
-                .directories
-                .iter()
-                .map(|directory| directory.addr().to_owned())
-                .collect();
-        }
-        candidates.truncate(MAX_MEASURED);
+    /// The round trip to each of `candidates` that answers, fastest first.
+    async fn measure(&self, candidates: Vec<String>) -> Vec<Measured> {
         let measured = futures_util::future::join_all(candidates.into_iter().map(|addr| {
             let client = Client::with_config(
                 addr.clone(),
@@ -267,12 +432,7 @@ impl Attaching {
                 })
                 .await;
                 match rtt {
-                    Ok(Ok(rtt)) => Some(Measured {
-                        addr,
-                        rtt,
-                        client,
-                        fallback,
-                    }),
+                    Ok(Ok(rtt)) => Some(Measured { addr, rtt, client }),
                     _ => None,
                 }
             }
@@ -282,75 +442,61 @@ impl Attaching {
         ranked.sort_by_key(|measured| measured.rtt);
         ranked
     }
+}
 
-    /// Attaches to one supernode and opens the connections it asks for,
-    /// until it refuses or is lost.
-    async fn serve(&mut self, measured: &Measured) -> Ended {
-        let dials = SupernodingClient::new(measured.client.clone());
-        let dial_addr = measured
-            .addr
-            .strip_prefix("tls://")
-            .unwrap_or(&measured.addr)
-            .to_owned();
-        let mut attached = false;
-        loop {
-            let polled = if measured.fallback && attached {
-                // On a directory standing in: move as soon as a real
-                // supernode is listed (the coordinator relays only when
-                // none is).
-                let mut check = tokio::time::interval(self.config.heartbeat);
-                check.tick().await;
-                let poll = dials.dials(self.config.name.clone());
-                tokio::pin!(poll);
-                loop {
-                    tokio::select! {
-                        polled = &mut poll => break polled,
-                        _ = check.tick() => {
-                            if !self.listed_supernodes().await.is_empty() {
-                                tracing::info!("a supernode is listed; leaving the directory's relay");
-                                return Ended::Superseded;
+/// Attaches to one supernode and opens the connections it asks for, until
+/// it refuses or is lost; says which on `events`.
+async fn serve(
+    name: String,
+    intake: JoinedIntake,
+    measured: Measured,
+    events: mpsc::Sender<Event>,
+) {
+    let dials = SupernodingClient::new(measured.client.clone());
+    let dial_addr = measured
+        .addr
+        .strip_prefix("tls://")
+        .unwrap_or(&measured.addr)
+        .to_owned();
+    let mut attached = false;
+    let ended = loop {
+        match dials.dials(name.clone()).await {
+            Ok(tickets) => {
+                if !attached {
+                    attached = true;
+                    if events
+                        .send(Event::Attached(measured.addr.clone()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                for ticket in tickets {
+                    let intake = intake.clone();
+                    let dial_addr = dial_addr.clone();
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        match join(&dial_addr, ticket, JOIN_TIMEOUT).await {
+                            Ok(stream) => {
+                                intake.serve(stream).await;
                             }
+                            Err(error) => tracing::warn!(
+                                %error,
+                                waited = ?started.elapsed(),
+                                "could not open a connection the supernode asked for"
+                            ),
                         }
-                    }
+                    });
                 }
-            } else {
-                dials.dials(self.config.name.clone()).await
-            };
-            match polled {
-                Ok(tickets) => {
-                    if !attached {
-                        attached = true;
-                        let route = route_addr(&self.config.name, &measured.addr);
-                        tracing::info!(supernode = %measured.addr, rtt = ?measured.rtt, %route, "attached");
-                        self.warnings.recovered();
-                        self.route.send_replace(Some(route));
-                        self.changed.send_replace(());
-                    }
-                    for ticket in tickets {
-                        let intake = self.intake.clone();
-                        let dial_addr = dial_addr.clone();
-                        tokio::spawn(async move {
-                            let started = Instant::now();
-                            match join(&dial_addr, ticket, JOIN_TIMEOUT).await {
-                                Ok(stream) => {
-                                    intake.serve(stream).await;
-                                }
-                                Err(error) => tracing::warn!(
-                                    %error,
-                                    waited = ?started.elapsed(),
-                                    "could not open a connection the supernode asked for"
-                                ),
-                            }
-                        });
-                    }
-                }
-                Err(RpcError::Application(refused)) if !attached => {
-                    return Ended::Refused(refused.to_string());
-                }
-                Err(error) => return Ended::Lost(error.to_string()),
             }
+            Err(RpcError::Application(refused)) if !attached => {
+                break Ended::Refused(refused.to_string());
+            }
+            Err(error) => break Ended::Lost(error.to_string()),
         }
-    }
+    };
+    let _ = events.send(Event::Ended(measured.addr, ended)).await;
 }
 
 /// The address clients use for `name` through the supernode at
