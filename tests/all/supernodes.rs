@@ -9,7 +9,6 @@
 //! same with real processes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -151,6 +150,7 @@ async fn start_relayed(
         client: ClientConfig::default(),
         heartbeat: BEAT,
         routes,
+        serves_tls: false,
     };
     let registered = sandbox.clone();
     let attachment = relay_through_supernodes(intake, config, move |addr| Registration {
@@ -386,6 +386,96 @@ async fn with_two_routes_clients_take_the_faster_and_lose_nothing_when_it_dies()
         .await;
     assert_eq!(left, Some(slow_route));
     slow.server.shutdown(Duration::ZERO).await;
+    directory.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_listens_too_is_reached_directly_where_it_can_be_and_relayed_where_not() {
+    let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let directory_addr = directory.local_addr().to_string();
+    let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
+    until_listed(&directory_addr, "the supernode is listed", |listed| {
+        listed.len() == 1
+    })
+    .await;
+    // Listening on its own address, and attached to the supernode.
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.4:0").await.unwrap();
+    let direct = listener.local_addr().unwrap().to_string();
+    let (server, intake) = worker_server(sandbox.clone())
+        .serve_and_join(listener)
+        .unwrap();
+    let config = AttachConfig {
+        name: "both".into(),
+        directories: vec![directory_client(&directory_addr)],
+        client: ClientConfig::default(),
+        heartbeat: BEAT,
+        routes: 1,
+        serves_tls: false,
+    };
+    let registered_direct = direct.clone();
+    let mut attachment = relay_through_supernodes(intake, config, move |relayed| Registration {
+        name: "both".into(),
+        addr: format!("{registered_direct},{relayed}"),
+        capacity: 1,
+        running: 0,
+        modules: Vec::new(),
+        supernode: None,
+    });
+    let relayed = attachment
+        .attached(None, Duration::from_secs(10))
+        .await
+        .expect("attached");
+    assert_eq!(relayed, format!("both@{}", supernode.advertised));
+    let both = format!("{direct},{relayed}");
+    until_listed(
+        &directory_addr,
+        "the worker is listed with both routes",
+        |listed| listed.contains(&both),
+    )
+    .await;
+
+    // A client that can reach it directly goes direct: one hop is faster
+    // than two.
+    let module = cat();
+    let client = WorkerClient::new(Client::new(both.clone()));
+    let output = client
+        .run(&module, Command::new().stdin("direct"))
+        .await
+        .unwrap();
+    assert_eq!(output.stdout, &b"direct"[..]);
+    assert_eq!(client.client().route(), Some(direct.clone()));
+
+    // Where its address leads nowhere (a black hole that accepts and never
+    // answers, as a private address seen from outside would), the relayed
+    // route answers, without waiting out the connect timeout.
+    let black_hole = TcpListener::bind("127.0.0.5:0").await.unwrap();
+    let nowhere = black_hole.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = WorkerClient::new(Client::with_config(
+        format!("{nowhere},{relayed}"),
+        ClientConfig {
+            connect_timeout: Duration::from_secs(60),
+            ..ClientConfig::default()
+        },
+    ));
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.run(&module, Command::new().stdin("relayed")),
+    )
+    .await
+    .expect("answered through the supernode, not after the connect timeout")
+    .unwrap();
+    assert_eq!(output.stdout, &b"relayed"[..]);
+    assert_eq!(client.client().route(), Some(relayed.clone()));
+    held.abort();
+    server.shutdown(Duration::ZERO).await;
+    supernode.server.shutdown(Duration::ZERO).await;
     directory.shutdown(Duration::ZERO).await;
 }
 

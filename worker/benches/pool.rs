@@ -154,6 +154,7 @@ async fn main() {
         client: rpc_core::ClientConfig::default(),
         heartbeat: Duration::from_secs(1),
         routes: 1,
+        serves_tls: false,
     };
     let mut attachment =
         worker::relay_through_supernodes(intake, config, move |addr| worker::wire::Registration {

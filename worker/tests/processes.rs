@@ -957,6 +957,33 @@ async fn a_worker_listening_nowhere_is_reached_through_a_supernode_then_the_coor
     assert_eq!(document["stdout"], "relayed");
     assert_eq!(document["worker"], through_supernode.as_str());
 
+    // A worker relayed that listens too registers both routes, its own
+    // address first, and takes jobs sent to the pair.
+    let own = free_addr("127.0.0.3");
+    let _both = spawn(
+        &[
+            "serve",
+            "--relay",
+            "auto",
+            "--listen",
+            &own,
+            "--advertise",
+            &own,
+            "--name",
+            "r2",
+            "--no-disk-cache",
+            "--join",
+            &coordinator,
+        ],
+        "listening on",
+    );
+    let both = listed_at(&resolver, "r2", "").await;
+    assert_eq!(both, format!("{own},r2@{supernode}"));
+    let output = submit(&both, "either way");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["stdout"], "either way");
+
     // The only supernode dies: the worker attaches to the coordinator,
     // which relays when no supernode is left, and says so at once.
     drop(supernode_process);

@@ -76,8 +76,10 @@ pub(crate) struct ServeArgs {
     /// with the shortest round trip and room, and register as
     /// NAME@SUPERNODE (one route each; clients take the fastest); replace
     /// one at once if it goes away. With no supernode listed, the
-    /// coordinator relays.
-    #[arg(long, value_name = "MODE", requires = "join", conflicts_with_all = ["relay_via", "supernode", "advertise"])]
+    /// coordinator relays. With --advertise too, it also listens on
+    /// --listen and registers that address as one more route, for the
+    /// clients that can reach it.
+    #[arg(long, value_name = "MODE", requires = "join", conflicts_with_all = ["relay_via", "supernode"])]
     relay: Option<RelayMode>,
     /// Supernodes a worker with --relay auto attaches to at once, each a
     /// route to it (1 to 8).
@@ -351,8 +353,26 @@ async fn serve_relayed(
         .name
         .clone()
         .unwrap_or_else(|| format!("relayed-{}", std::process::id()));
-    let served = worker::configured_worker_server(sandbox.clone(), server_config, tokens, tls)
-        .serve_joined();
+    // With --advertise, reachable directly too: that address is one more
+    // route, and clients that can reach it take it when it is faster.
+    let direct = match &args.advertise {
+        Some(advertise) => Some(direct_route(advertise, tls.is_some())?),
+        None => None,
+    };
+    let direct_tls = tls.is_some();
+    let server = worker::configured_worker_server(sandbox.clone(), server_config, tokens, tls);
+    let served = match &direct {
+        Some(_) => match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => server.serve_and_join(listener),
+            Err(error) => {
+                return Err(CliError::Unavailable(format!(
+                    "could not listen on {}: {error}",
+                    args.listen
+                )));
+            }
+        },
+        None => server.serve_joined(),
+    };
     let (handle, intake) = match served {
         Ok(served) => served,
         Err(error) => return Err(CliError::Unavailable(error.to_string())),
@@ -380,23 +400,37 @@ async fn serve_relayed(
         client,
         heartbeat: HEARTBEAT,
         routes: args.relay_routes,
+        serves_tls: direct_tls,
     };
     let registered = name.clone();
-    let mut attachment = worker::relay_through_supernodes(intake, config, move |addr| {
+    let registered_direct = direct.clone();
+    let mut attachment = worker::relay_through_supernodes(intake, config, move |relayed| {
         let status = sandbox.status();
         worker::wire::Registration {
             name: registered.clone(),
-            addr,
+            addr: match &registered_direct {
+                Some(direct) => format!("{direct},{relayed}"),
+                None => relayed,
+            },
             capacity: status.concurrency,
             running: status.running,
             modules: sandbox.ready_modules(),
             supernode: None,
         }
     });
-    println!(
-        "worker {name} listening nowhere: reached through a supernode the coordinator(s) at {} list",
-        args.join.join(", ")
-    );
+    match &direct {
+        Some(direct) => println!(
+            "worker {name} listening on {} (route {direct}) and reached through supernodes the \
+             coordinator(s) at {} list",
+            handle.local_addr(),
+            args.join.join(", ")
+        ),
+        None => println!(
+            "worker {name} listening nowhere: reached through a supernode the coordinator(s) at {} \
+             list",
+            args.join.join(", ")
+        ),
+    }
     let mut shown: Option<String> = None;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -405,7 +439,11 @@ async fn serve_relayed(
             () = &mut shutdown => break,
             route = attachment.attached(shown.as_deref(), Duration::from_secs(3600)) => {
                 if let Some(route) = route {
-                    println!("worker {name} attached: clients reach it at {route}");
+                    let all = match &direct {
+                        Some(direct) => format!("{direct},{route}"),
+                        None => route.clone(),
+                    };
+                    println!("worker {name} attached: clients reach it at {all}");
                     shown = Some(route);
                 }
             }
@@ -415,6 +453,22 @@ async fn serve_relayed(
     println!("worker shutting down (in-flight jobs get {} s)", args.grace);
     handle.shutdown(Duration::from_secs(args.grace)).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The route a worker that is relayed, and listens too, registers for
+/// itself: `advertise`, with `tls://` when it serves TLS.
+fn direct_route(advertise: &str, tls: bool) -> Result<String, CliError> {
+    let host = advertise.trim_start_matches("tls://");
+    if host.starts_with("0.0.0.0") || host.starts_with("[::]") || host.contains(',') {
+        return Err(CliError::Usage(format!(
+            "--advertise {advertise}: give one HOST:PORT that clients can reach"
+        )));
+    }
+    Ok(if tls {
+        format!("tls://{host}")
+    } else {
+        advertise.to_owned()
+    })
 }
 
 /// How often a worker re-registers with its coordinator.

@@ -50,6 +50,10 @@ pub struct AttachConfig {
     /// It registers them all, as `name@a,name@b`, and clients keep the
     /// fastest from where they are.
     pub routes: usize,
+    /// Whether the worker's server speaks TLS. Its routes are then
+    /// `tls://name@supernode`, whatever the supernode speaks: TLS runs end
+    /// to end, from the client through the supernode to the worker.
+    pub serves_tls: bool,
 }
 
 /// A relayed worker at work: attached (or attaching) to its supernodes and
@@ -135,6 +139,7 @@ impl Drop for Attachment {
 ///     client: ClientConfig::default(),
 ///     heartbeat: Duration::from_secs(2),
 ///     routes: worker::DEFAULT_RELAY_ROUTES,
+///     serves_tls: false,
 /// };
 /// let attachment = relay_through_supernodes(intake, config, move |addr| {
 ///     let status = sandbox.status();
@@ -314,7 +319,7 @@ impl Attaching {
             .held
             .iter()
             .filter(|held| held.attached)
-            .map(|held| route_addr(&self.config.name, &held.addr))
+            .map(|held| route_addr(&self.config.name, &held.addr, self.config.serves_tls))
             .collect();
         let route = (!routes.is_empty()).then(|| routes.join(","));
         if *self.route.borrow() != route {
@@ -500,11 +505,14 @@ async fn serve(
 }
 
 /// The address clients use for `name` through the supernode at
-/// `supernode` (`tls://` kept in front).
-fn route_addr(name: &str, supernode: &str) -> String {
-    match supernode.strip_prefix("tls://") {
-        Some(rest) => format!("tls://{name}@{rest}"),
-        None => format!("{name}@{supernode}"),
+/// `supernode`: `tls://` in front if the worker speaks TLS (the supernode's
+/// own scheme does not matter: it passes the bytes through).
+fn route_addr(name: &str, supernode: &str, serves_tls: bool) -> String {
+    let supernode = supernode.strip_prefix("tls://").unwrap_or(supernode);
+    if serves_tls {
+        format!("tls://{name}@{supernode}")
+    } else {
+        format!("{name}@{supernode}")
     }
 }
 
@@ -513,11 +521,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_route_keeps_the_supernodes_scheme() {
-        assert_eq!(route_addr("w1", "10.0.0.1:7000"), "w1@10.0.0.1:7000");
+    fn a_route_says_tls_when_the_worker_speaks_it_whatever_the_supernode_speaks() {
+        assert_eq!(route_addr("w1", "10.0.0.1:7000", false), "w1@10.0.0.1:7000");
         assert_eq!(
-            route_addr("w1", "tls://relay.example:7000"),
+            route_addr("w1", "10.0.0.1:7000", true),
+            "tls://w1@10.0.0.1:7000"
+        );
+        assert_eq!(
+            route_addr("w1", "tls://relay.example:7000", true),
             "tls://w1@relay.example:7000"
+        );
+        assert_eq!(
+            route_addr("w1", "tls://relay.example:7000", false),
+            "w1@relay.example:7000"
         );
     }
 }
