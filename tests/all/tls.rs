@@ -1,13 +1,14 @@
 //! The runtime over TLS, with certificates made by rcgen in the test: calls,
 //! every failure explained, plaintext and TLS on the wrong ends, client
-//! certificates standing for roles, rotation under load, and hostile bytes
-//! inside TLS.
+//! certificates standing for roles, rotation under load, hostile bytes
+//! inside TLS, and TLS end to end through a supernode.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use rpc_core::relay::{Supernode, SupernodeConfig, join};
 use rpc_core::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, rustls};
 use rpc_core::wire::{Frame, FrameCodec, Hello, Limits, Message};
 use rpc_core::{Client, ClientConfig, PeerRole, RpcError, Server};
@@ -524,4 +525,98 @@ async fn garbage_in_or_after_the_tls_handshake_is_refused_as_on_plaintext() {
     let fine = client(&addr.to_string(), Some(ClientTls::new(trusting(&ca, None))));
     assert_eq!(fine.call::<_, i64>("add", &(3i64, 4i64)).await.unwrap(), 7);
     server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A server with TLS `tls` that listens nowhere, attached as `name` to
+/// `supernode` (which listens at `relay_addr`), and the task that opens
+/// the connections it asks for.
+async fn attached_through(
+    supernode: &Supernode,
+    relay_addr: &str,
+    name: &'static str,
+    tls: Arc<rustls::ServerConfig>,
+) -> (Server, tokio::task::JoinHandle<()>) {
+    let counters = Arc::new(Counters::default());
+    let (server, intake) = test_server(&counters).tls(tls).serve_joined().unwrap();
+    let (dials, relay_addr) = (supernode.clone(), relay_addr.to_owned());
+    let dialer = tokio::spawn(async move {
+        for _ in 0..1000 {
+            let Ok(tickets) = dials.wait_for_dials(name, Duration::from_secs(10)).await else {
+                return;
+            };
+            for ticket in tickets {
+                if let Ok(stream) = join(&relay_addr, ticket, Duration::from_secs(5)).await {
+                    intake.serve(stream).await;
+                }
+            }
+        }
+    });
+    let attached = supernode.attached() + 1;
+    for _ in 0..1000 {
+        if supernode.attached() >= attached {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (server, dialer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_runs_end_to_end_through_a_supernode_and_checks_the_workers_name() {
+    let ca = Ca::new("test CA");
+    // A supernode without TLS of its own: it passes the bytes through.
+    let supernode = Supernode::new(SupernodeConfig::default());
+    let relay = Server::builder()
+        .supernode(supernode.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let relay_addr = relay.local_addr().to_string();
+    let (w1, w1_dialer) = attached_through(
+        &supernode,
+        &relay_addr,
+        "w1",
+        server_config(&ca.server(&["w1"])),
+    )
+    .await;
+    let tls = || Some(ClientTls::new(trusting(&ca, None)));
+    let through = client(&format!("tls://w1@{relay_addr}"), tls());
+    let sum: i64 = through.call("add", &(2i64, 40i64)).await.unwrap();
+    assert_eq!(sum, 42);
+    let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i % 249) as u8).collect();
+    let echoed: Vec<u8> = through.call("echo", &blob).await.unwrap();
+    assert!(echoed == blob);
+    assert!(
+        supernode.relayed_bytes() > 4_000_000,
+        "both ways crossed it"
+    );
+
+    // A peer attached under a name it holds no certificate for (any
+    // holder of the worker role can attach under any name) is refused by
+    // the client's certificate check: it cannot pose as that worker.
+    let (impostor, impostor_dialer) = attached_through(
+        &supernode,
+        &relay_addr,
+        "w2",
+        server_config(&ca.server(&["w3"])),
+    )
+    .await;
+    let error = failure(&client(&format!("tls://w2@{relay_addr}"), tls())).await;
+    assert!(matches!(&error, RpcError::Tls(_)), "{error}");
+    // Without TLS on the client, a tls:// route is refused before a byte
+    // is relayed.
+    let error = failure(&client(&format!("tls://w1@{relay_addr}"), None)).await;
+    assert!(
+        matches!(&error, RpcError::Tls(m) if m.contains("no TLS configuration")),
+        "{error}"
+    );
+    // And the worker is still served.
+    let sum: i64 = through.call("add", &(1i64, 1i64)).await.unwrap();
+    assert_eq!(sum, 2);
+    for dialer in [w1_dialer, impostor_dialer] {
+        dialer.abort();
+    }
+    for server in [w1, impostor, relay] {
+        server.shutdown(Duration::from_millis(200)).await;
+    }
 }

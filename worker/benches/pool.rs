@@ -172,12 +172,18 @@ async fn main() {
     let direct_addr = both.local_addr().to_string();
     let direct_client = WorkerClient::new(Client::new(direct_addr.clone()));
     let routed_client = WorkerClient::new(Client::new(route.clone()));
+    // Both routes in one address, the relayed one named first: the client
+    // races them and should keep the direct one.
+    let either_client = WorkerClient::new(Client::new(format!("{route},{direct_addr}")));
     let (mut direct_p50s, mut routed_p50s, mut hops) = (Vec::new(), Vec::new(), Vec::new());
+    let mut either_p50s = Vec::new();
     for round in 0..6 {
         if round % 2 == 0 {
             direct_p50s.push(p50(&direct_client, &module).await);
             routed_p50s.push(p50(&routed_client, &module).await);
+            either_p50s.push(p50(&either_client, &module).await);
         } else {
+            either_p50s.push(p50(&either_client, &module).await);
             routed_p50s.push(p50(&routed_client, &module).await);
             direct_p50s.push(p50(&direct_client, &module).await);
         }
@@ -198,6 +204,16 @@ async fn main() {
         routed_p50 / direct_p50,
         routed_p50 - direct_p50,
         (routed_p50 - direct_p50) / hop
+    );
+    let either_p50 = median(&mut either_p50s);
+    println!(
+        "  both routes, relayed first    {either_p50:>7.1} us   direct {direct_p50:>7.1} us   ratio {:.2}x   (route kept: {})",
+        either_p50 / direct_p50,
+        match either_client.client().route() {
+            Some(kept) if kept == direct_addr => "direct",
+            Some(_) => "relayed",
+            None => "none",
+        }
     );
     let direct_pool = WorkerPool::new([direct_addr]);
     let routed_pool = WorkerPool::new([route]);
