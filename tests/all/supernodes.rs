@@ -498,6 +498,19 @@ async fn jobs_through_a_supernode_survive_their_directory_dying_and_coming_back(
         .await
         .expect("moved to the supernode");
     assert_eq!(route, format!("r1@{}", supernode.server.local_addr()));
+    // A client that looked the worker up before it moved still reaches it
+    // through the directory for a while: the worker leaves it without
+    // cutting off a poll or dropping a connection asked for.
+    let late = WorkerClient::new(Client::with_config(
+        standing_in.clone(),
+        ClientConfig {
+            max_reconnects: Some(0),
+            ..ClientConfig::default()
+        },
+    ));
+    let status = late.status().await.expect("reached through the old route");
+    assert!(status.concurrency > 0);
+    drop(late);
     let pool = pool_following(&[&directory_addr]);
     eventually("the pool finds the relayed worker", {
         let pool = pool.clone();

@@ -24,6 +24,11 @@ const MAX_MEASURED: usize = 8;
 const MEASURE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the worker has to open a connection a supernode asked for.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a directory that stood in as a supernode keeps being polled
+/// after a supernode took the worker: clients that looked the old route up
+/// still reach the worker meanwhile, and no poll is cut off with a
+/// connection's ticket in it.
+const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// The default for [`AttachConfig::routes`]: two supernodes, so that
 /// clients have a route left while one that died is replaced, and choose
 /// the faster of two from where they are.
@@ -218,12 +223,27 @@ struct Held {
     fallback: bool,
     /// Whether it has taken the worker yet.
     attached: bool,
-    task: JoinHandle<()>,
+    /// Set to make the task stop polling (between polls) after
+    /// [`RETIRE_AFTER`].
+    retire: watch::Sender<bool>,
+    /// `None` once retired: the task then ends by itself.
+    task: Option<JoinHandle<()>>,
+}
+
+impl Held {
+    /// Lets the task finish on its own: it keeps opening the connections
+    /// it is asked for a while, then stops between two polls.
+    fn retire(mut self) {
+        self.retire.send_replace(true);
+        self.task = None;
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -290,7 +310,13 @@ impl Attaching {
                 if !fallback && self.held.iter().any(|held| held.fallback) {
                     // The coordinator relays only when no supernode does.
                     tracing::info!("a supernode took the worker; leaving the directories' relay");
-                    self.held.retain(|held| !held.fallback);
+                    let (standing_in, supernodes) = std::mem::take(&mut self.held)
+                        .into_iter()
+                        .partition(|held| held.fallback);
+                    self.held = supernodes;
+                    for held in standing_in {
+                        Held::retire(held);
+                    }
                 }
             }
             Event::Ended(addr, ended) => {
@@ -383,17 +409,20 @@ impl Attaching {
         for measured in ranked.into_iter().take(wanted) {
             tracing::debug!(supernode = %measured.addr, rtt = ?measured.rtt, "attaching");
             let addr = measured.addr.clone();
+            let (retire, retired) = watch::channel(false);
             let task = tokio::spawn(serve(
                 self.config.name.clone(),
                 self.intake.clone(),
                 measured,
                 self.events.clone(),
+                retired,
             ));
             self.held.push(Held {
                 addr,
                 fallback,
                 attached: false,
-                task,
+                retire,
+                task: Some(task),
             });
         }
     }
@@ -450,12 +479,14 @@ impl Attaching {
 }
 
 /// Attaches to one supernode and opens the connections it asks for, until
-/// it refuses or is lost; says which on `events`.
+/// it refuses or is lost (said on `events`), or until [`RETIRE_AFTER`]
+/// past `retired` turning true (said to no one).
 async fn serve(
     name: String,
     intake: JoinedIntake,
     measured: Measured,
     events: mpsc::Sender<Event>,
+    mut retired: watch::Receiver<bool>,
 ) {
     let dials = SupernodingClient::new(measured.client.clone());
     let dial_addr = measured
@@ -464,10 +495,23 @@ async fn serve(
         .unwrap_or(&measured.addr)
         .to_owned();
     let mut attached = false;
+    let mut retiring: Option<Instant> = None;
     let ended = loop {
-        match dials.dials(name.clone()).await {
+        if retiring.is_none() && *retired.borrow_and_update() {
+            retiring = Some(Instant::now() + RETIRE_AFTER);
+        }
+        if retiring.is_some_and(|at| Instant::now() >= at) {
+            tracing::debug!(supernode = %measured.addr, "stopped polling a directory that stood in");
+            return;
+        }
+        let polled = tokio::select! {
+            polled = dials.dials(name.clone()) => polled,
+            // The attachment is gone (a retired task outlives it otherwise).
+            () = events.closed() => return,
+        };
+        match polled {
             Ok(tickets) => {
-                if !attached {
+                if !attached && !*retired.borrow() {
                     attached = true;
                     if events
                         .send(Event::Attached(measured.addr.clone()))
@@ -501,7 +545,9 @@ async fn serve(
             Err(error) => break Ended::Lost(error.to_string()),
         }
     };
-    let _ = events.send(Event::Ended(measured.addr, ended)).await;
+    if !*retired.borrow() {
+        let _ = events.send(Event::Ended(measured.addr, ended)).await;
+    }
 }
 
 /// The address clients use for `name` through the supernode at
