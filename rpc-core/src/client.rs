@@ -285,6 +285,7 @@ impl Client {
     /// println!("reached w1 through {:?}", client.route());
     /// # Ok(())
     /// # }
+    /// # drop(run());
     /// ```
     pub fn route(&self) -> Option<String> {
         self.live_connection()
