@@ -220,23 +220,43 @@ fn pool_following(directories: &[&str]) -> WorkerPool {
     pool
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losing_no_job() {
+/// A directory and two supernodes listed in it: a fast one and one behind
+/// 20 ms more per round trip.
+async fn fast_and_slow_supernodes() -> (Server, SupernodeWorker, SupernodeWorker) {
     let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
     let directory_addr = directory.local_addr().to_string();
     let fast = start_supernode("127.0.0.2", &directory_addr, None).await;
-    // 10 ms each way: 20 ms more per round trip.
+    // 10 ms each way.
     let slow = start_supernode(
         "127.0.0.3",
         &directory_addr,
         Some(Duration::from_millis(10)),
     )
     .await;
-    let fast_addr = fast.server.local_addr().to_string();
     until_listed(&directory_addr, "both supernodes are listed", |listed| {
         listed.len() == 2
     })
     .await;
+    (directory, fast, slow)
+}
+
+/// A pool following the directory at `addr`, once it has found the one
+/// relayed worker there.
+async fn pool_of_one(addr: &str) -> WorkerPool {
+    let pool = pool_following(&[addr]);
+    eventually("the pool finds the relayed worker", {
+        let pool = pool.clone();
+        move || pool.pool().status().len() == 1
+    })
+    .await;
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losing_no_job() {
+    let (directory, fast, slow) = fast_and_slow_supernodes().await;
+    let directory_addr = directory.local_addr().to_string();
+    let fast_addr = fast.server.local_addr().to_string();
 
     let (relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr], 1).await;
     let first = attachment
@@ -247,12 +267,7 @@ async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losi
     assert_eq!(fast.supernode.attached(), 1);
     assert_eq!(slow.supernode.attached(), 0);
 
-    let pool = pool_following(&[&directory_addr]);
-    eventually("the pool finds the relayed worker", {
-        let pool = pool.clone();
-        move || pool.pool().status().len() == 1
-    })
-    .await;
+    let pool = pool_of_one(&directory_addr).await;
     let module = cat();
     let progress = Progress::default();
     let commands = (0..1000).map(|i| Command::new().stdin(format!("job {i}")));
@@ -300,20 +315,8 @@ async fn a_relayed_worker_takes_the_faster_supernode_and_moves_when_it_dies_losi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_routes_clients_take_the_faster_and_lose_nothing_when_it_dies() {
-    let directory = coordinator_server(TTL).bind("127.0.0.1:0").await.unwrap();
+    let (directory, fast, slow) = fast_and_slow_supernodes().await;
     let directory_addr = directory.local_addr().to_string();
-    let fast = start_supernode("127.0.0.2", &directory_addr, None).await;
-    // 10 ms each way: 20 ms more per round trip.
-    let slow = start_supernode(
-        "127.0.0.3",
-        &directory_addr,
-        Some(Duration::from_millis(10)),
-    )
-    .await;
-    until_listed(&directory_addr, "both supernodes are listed", |listed| {
-        listed.len() == 2
-    })
-    .await;
     let (_relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr], 2).await;
     let both = attachment
         .attached_where(Duration::from_secs(10), |route| route.contains(','))
@@ -333,12 +336,7 @@ async fn with_two_routes_clients_take_the_faster_and_lose_nothing_when_it_dies()
         |listed| listed.contains(&both),
     )
     .await;
-    let pool = pool_following(&[&directory_addr]);
-    eventually("the pool finds the relayed worker", {
-        let pool = pool.clone();
-        move || pool.pool().status().len() == 1
-    })
-    .await;
+    let pool = pool_of_one(&directory_addr).await;
 
     let module = cat();
     let progress = Progress::default();
@@ -511,12 +509,7 @@ async fn jobs_through_a_supernode_survive_their_directory_dying_and_coming_back(
     let status = late.status().await.expect("reached through the old route");
     assert!(status.concurrency > 0);
     drop(late);
-    let pool = pool_following(&[&directory_addr]);
-    eventually("the pool finds the relayed worker", {
-        let pool = pool.clone();
-        move || pool.pool().status().len() == 1
-    })
-    .await;
+    let pool = pool_of_one(&directory_addr).await;
     let module = cat();
     let progress = Progress::default();
     let commands = (0..300).map(|i| Command::new().stdin(format!("job {i}")));
