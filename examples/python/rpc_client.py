@@ -107,6 +107,12 @@ class HandshakeRefused(Exception):
         self.message = message
 
 
+class RouteRefused(HandshakeRefused):
+    """A supernode refused to relay (section 8): 404 when the worker is not
+    attached to it, 503 when it has no place left, 504 when the worker did
+    not dial back in time."""
+
+
 class VersionNotSpoken(Exception):
     """The server speaks other protocol versions than this client (1)."""
 
@@ -856,13 +862,34 @@ def content_hash(program: bytes) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def _split_addr(addr: str):
-    if addr.startswith("tls://"):
+MAX_ROUTES = 8
+
+
+def _split_route(route: str):
+    """One route: ``host:port``, or ``worker@host:port`` through a supernode
+    (section 8). Returns (worker or None, host, port)."""
+    if route.startswith("tls://"):
         raise ValueError("this client speaks plaintext only; use a plaintext address")
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        raise ValueError(f"expected HOST:PORT, got {addr!r}")
-    return host.strip("[]"), int(port)
+    worker, at, rest = route.rpartition("@")
+    if not at:
+        worker, rest = None, route
+    elif not worker:
+        raise ValueError(f"expected WORKER@HOST:PORT, got {route!r}")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {rest!r}")
+    return worker, host.strip("[]"), int(port)
+
+
+def _split_addr(addr: str):
+    """The routes an address names: one, or up to 8 separated by commas
+    (section 8, "Several routes to one server")."""
+    routes = [route.strip() for route in addr.split(",")]
+    if len(routes) > MAX_ROUTES:
+        raise ValueError(f"{addr!r} names {len(routes)} routes, more than {MAX_ROUTES}")
+    if any(not route for route in routes):
+        raise ValueError(f"{addr!r} has an empty route")
+    return [_split_route(route) for route in routes]
 
 
 def _is_loopback(host: str) -> bool:
@@ -887,8 +914,9 @@ class Client:
     def __init__(self, addr: str, token: Optional[str] = None, *, peer_name: str = "python",
                  limits: Optional[Limits] = None, timeout: Optional[float] = 60.0,
                  allow_plaintext_token: bool = False):
-        host, port = _split_addr(addr)
-        if token is not None and not _is_loopback(host) and not allow_plaintext_token:
+        routes = _split_addr(addr)
+        remote = [host for _, host, _ in routes if not _is_loopback(host)]
+        if token is not None and remote and not allow_plaintext_token:
             raise ValueError(
                 f"refusing to send a token in plaintext to {addr}: it could be read on the way "
                 "(pass allow_plaintext_token=True on a network you trust)")
@@ -897,7 +925,8 @@ class Client:
         self.peer_name = peer_name
         self.limits = limits or Limits()
         self.timeout = timeout
-        self._host, self._port = host, port
+        self._routes = routes
+        self.route: Optional[str] = None
         self._sock: Optional[socket.socket] = None
         self.welcome: Optional[Welcome] = None
 
@@ -932,13 +961,53 @@ class Client:
             self._open()
 
     def _open(self) -> None:
-        sock = socket.create_connection((self._host, self._port), timeout=self.timeout)
+        # Routes are tried one at a time, in order: section 8 allows it (a
+        # client that races them finds the fastest sooner).
+        failures = []
+        refusal = None
+        for worker, host, port in self._routes:
+            shown = f"{worker}@{host}:{port}" if worker else f"{host}:{port}"
+            try:
+                self._open_route(worker, host, port)
+            except (OSError, ConnectionLost, TimeoutError) as error:
+                failures.append(f"{shown}: {error}")
+                continue
+            except RouteRefused as refused:
+                # The supernode's refusal is the route's; the server's own
+                # (HandshakeRefused) is final.
+                failures.append(f"{shown}: {refused}")
+                refusal = refused
+                continue
+            self.route = shown
+            return
+        if refusal is not None and len(self._routes) == 1:
+            raise refusal
+        raise ConnectionLost(f"no route to {self.addr} answered: " + "; ".join(failures))
+
+    def _open_route(self, worker: Optional[str], host: str, port: int) -> None:
+        sock = socket.create_connection((host, port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._decoder = FrameDecoder(HANDSHAKE_FRAME_LEN)
         self._next_stream = 1
         self._going_away: Optional[GoAway] = None
         self._last_sent = time.monotonic()
+        if worker is not None:
+            # Through a supernode: Route first, then the handshake with the
+            # worker itself once the supernode answers Routed.
+            try:
+                self._send(Frame(0, Route(worker)))
+                frame = self._read_frame(self._deadline(None))
+            except BaseException:
+                self.close()
+                raise
+            if isinstance(frame.message, Error):
+                self.close()
+                raise RouteRefused(frame.message.status, frame.message.message)
+            if not isinstance(frame.message, Routed):
+                self.close()
+                raise ProtocolError("InvalidField",
+                                    f"expected Routed, got {type(frame.message).__name__}")
         try:
             self._send(Frame(0, Hello(self.peer_name, CLIENT, self.token, self.limits)))
             frame = self._read_frame(self._deadline(None))

@@ -120,6 +120,22 @@ class Vectors(unittest.TestCase):
             rpc.JobFailed("", b"\x63")
 
 
+class Addresses(unittest.TestCase):
+    """Addresses as section 8 writes them: one route or several."""
+
+    def test_routes_are_read_whole(self):
+        self.assertEqual(rpc._split_addr("127.0.0.1:7000"), [(None, "127.0.0.1", 7000)])
+        self.assertEqual(
+            rpc._split_addr("w1@10.0.0.1:7000, 10.0.0.2:7070"),
+            [("w1", "10.0.0.1", 7000), (None, "10.0.0.2", 7070)])
+
+    def test_hostile_lists_are_refused_before_anything_is_dialled(self):
+        for bad in ["", "a:1,,b:2", "a:1,", ",".join(["w@h:1"] * 9), "@h:1", "h", "h:port"]:
+            with self.assertRaises(ValueError, msg=bad):
+                rpc._split_addr(bad)
+        self.assertEqual(len(rpc._split_addr(",".join(["w@h:1"] * 8))), 8)
+
+
 def interop(name):
     return os.environ.get(f"RPC_INTEROP_{name}")
 
@@ -137,6 +153,27 @@ class Interop(unittest.TestCase):
     def module(self, name):
         with open(os.path.join(self.modules, name), "rb") as file:
             return file.read()
+
+    def test_a_server_is_reached_through_its_supernode_and_past_a_dead_route(self):
+        relayed, dead = interop("RELAYED"), interop("DEAD")
+        add = rpc.Writer().signed(2).signed(3).done()
+        with rpc.Client.connect(relayed, self.token) as client:
+            self.assertEqual(rpc.Reader(client.call("math.add", add)).signed(), 5)
+            self.assertEqual(client.route, relayed)
+        # Several routes: the dead one fails, the next is taken.
+        with rpc.Client.connect(f"{dead},{relayed}", self.token) as client:
+            self.assertEqual(rpc.Reader(client.call("math.add", add)).signed(), 5)
+            self.assertEqual(client.route, relayed)
+        # A worker the supernode does not know: its refusal, 404.
+        supernode = relayed.split("@", 1)[1]
+        with self.assertRaises(rpc.RouteRefused) as caught:
+            rpc.Client.connect(f"nobody@{supernode}", self.token)
+        self.assertEqual(caught.exception.status, 404)
+        # The token is still checked by the server itself, end to end.
+        with self.assertRaises(rpc.HandshakeRefused) as caught:
+            rpc.Client.connect(relayed, "not-the-token")
+        self.assertEqual(caught.exception.status, 403)
+        self.assertNotIsInstance(caught.exception, rpc.RouteRefused)
 
     def test_a_wrong_token_is_refused_with_403(self):
         with self.assertRaises(rpc.HandshakeRefused) as caught:

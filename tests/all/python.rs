@@ -2,7 +2,8 @@
 //! written in Python from PROTOCOL.md alone, checks its bytes against the test
 //! vectors and then talks to a real server and a real worker: handshake with
 //! a token, calls, data both ways, a module shipped hash first, WASI jobs and
-//! typed calls, and the failures a user meets.
+//! typed calls, a server reached through a supernode and past a dead route,
+//! and the failures a user meets.
 //!
 //! Skipped, with a message, where `python3` is absent.
 
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rpc_core::{FunctionOptions, Server, ServerConfig};
+use rpc_core::relay::{Supernode, SupernodeConfig, join};
+use rpc_core::{FunctionOptions, Server, ServerBuilder, ServerConfig};
 use worker::{Limits, Sandbox, SandboxConfig, worker_server};
 
 use crate::worker::{cat, echo_guest, hello, huge_module, spin_forever};
@@ -36,6 +38,11 @@ fn python3() -> Option<PathBuf> {
 /// the data store for the same role. It closes connections idle for
 /// [`IDLE_TIMEOUT`], which the Python client must survive.
 async fn application_server() -> Server {
+    application().bind("127.0.0.1:0").await.unwrap()
+}
+
+/// [`application_server`]'s functions and settings, to be served anywhere.
+fn application() -> ServerBuilder {
     Server::builder()
         .config(ServerConfig {
             idle_timeout: Some(IDLE_TIMEOUT),
@@ -62,9 +69,40 @@ async fn application_server() -> Server {
                     .ok_or_else(|| String::from("division by zero"))
             },
         )
+}
+
+/// The application, listening nowhere, attached as `name` to a supernode
+/// of its own: the supernode's server, the application's, and the task
+/// that opens the connections the supernode asks for.
+async fn relayed_application(name: &'static str) -> (Server, Server, tokio::task::JoinHandle<()>) {
+    let supernode = Supernode::new(SupernodeConfig::default());
+    let relay = Server::builder()
+        .supernode(supernode.clone())
         .bind("127.0.0.1:0")
         .await
-        .unwrap()
+        .unwrap();
+    let relay_addr = relay.local_addr().to_string();
+    let (server, intake) = application().serve_joined().unwrap();
+    let dials = supernode.clone();
+    let dialer = tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok(tickets) = dials.wait_for_dials(name, Duration::from_secs(10)).await else {
+                return;
+            };
+            for ticket in tickets {
+                if let Ok(stream) = join(&relay_addr, ticket, Duration::from_secs(5)).await {
+                    intake.serve(stream).await;
+                }
+            }
+        }
+    });
+    for _ in 0..1000 {
+        if supernode.attached() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (relay, server, dialer)
 }
 
 fn write_modules(dir: &Path) {
@@ -120,6 +158,13 @@ async fn the_python_client_written_from_the_spec_does_everything_with_real_peers
         return;
     };
     let server = application_server().await;
+    let (relay, relayed, dialer) = relayed_application("py-app").await;
+    // A port with nothing behind it, for a route that fails.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let sandbox = Sandbox::new(SandboxConfig {
         concurrency: 2,
         limits: Limits {
@@ -147,6 +192,11 @@ async fn the_python_client_written_from_the_spec_does_everything_with_real_peers
         ("RPC_INTEROP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
         ("RPC_INTEROP_MODULES", modules.display().to_string()),
         ("RPC_INTEROP_IDLE_MS", IDLE_TIMEOUT.as_millis().to_string()),
+        (
+            "RPC_INTEROP_RELAYED",
+            format!("py-app@{}", relay.local_addr()),
+        ),
+        ("RPC_INTEROP_DEAD", dead),
     ];
     let (passed, output) = tokio::task::spawn_blocking(move || run_python(&python, &envs))
         .await
@@ -163,10 +213,13 @@ async fn the_python_client_written_from_the_spec_does_everything_with_real_peers
         .filter(|line| line.contains("(__main__.Interop.") && line.ends_with("... ok"))
         .count();
     assert!(
-        interop_passed >= 13,
+        interop_passed >= 14,
         "not every interop test passed:\n{output}"
     );
     eprintln!("{output}");
     server.shutdown(Duration::from_secs(1)).await;
     worker.shutdown(Duration::from_secs(1)).await;
+    dialer.abort();
+    relayed.shutdown(Duration::from_secs(1)).await;
+    relay.shutdown(Duration::from_secs(1)).await;
 }
