@@ -3,32 +3,24 @@
 //! several, for several routes), open the connections they ask for, and
 //! replace one that dies.
 
-use std::time::Duration;
+mod link;
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
-use rpc_core::relay::{JoinedIntake, join};
-use rpc_core::{Client, ClientConfig, MAX_ROUTES_PER_ADDRESS, RpcError};
+use rpc_core::relay::JoinedIntake;
+use rpc_core::{Client, ClientConfig, MAX_ROUTES_PER_ADDRESS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 
 use crate::coordinator::{CoordinatorResolver, join_when};
 use crate::directory::Registration;
-use crate::functions::SupernodingClient;
 use crate::warnings::WarnOnChange;
+use link::{Ended, Event};
 
 /// Supernodes whose round trip is measured at most, per attachment.
 const MAX_MEASURED: usize = 8;
-/// How long measuring one supernode may take.
-const MEASURE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the worker has to open a connection a supernode asked for.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a directory that stood in as a supernode keeps being polled
-/// after a supernode took the worker: clients that looked the old route up
-/// still reach the worker meanwhile, and no poll is cut off with a
-/// connection's ticket in it.
-const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// The default for [`AttachConfig::routes`]: two supernodes, so that
 /// clients have a route left while one that died is replaced, and choose
 /// the faster of two from where they are.
@@ -224,7 +216,7 @@ struct Held {
     /// Whether it has taken the worker yet.
     attached: bool,
     /// Set to make the task stop polling (between polls) after
-    /// [`RETIRE_AFTER`].
+    /// [`link::RETIRE_AFTER`].
     retire: watch::Sender<bool>,
     /// `None` once retired: the task then ends by itself.
     task: Option<JoinHandle<()>>,
@@ -245,30 +237,6 @@ impl Drop for Held {
             task.abort();
         }
     }
-}
-
-/// What an attachment's task tells the attaching loop.
-enum Event {
-    /// The supernode at this address took the worker.
-    Attached(String),
-    /// Serving the supernode at this address ended.
-    Ended(String, Ended),
-}
-
-/// How serving one supernode ended.
-enum Ended {
-    /// It refused the worker (full): try another.
-    Refused(String),
-    /// The connection to it failed: attach to another.
-    Lost(String),
-}
-
-/// A supernode measured: its address, round trip, and the client that
-/// measured it (kept, connected).
-struct Measured {
-    addr: String,
-    rtt: Duration,
-    client: Client,
 }
 
 impl Attaching {
@@ -345,7 +313,7 @@ impl Attaching {
             .held
             .iter()
             .filter(|held| held.attached)
-            .map(|held| route_addr(&self.config.name, &held.addr, self.config.serves_tls))
+            .map(|held| link::route_addr(&self.config.name, &held.addr, self.config.serves_tls))
             .collect();
         let route = (!routes.is_empty()).then(|| routes.join(","));
         if *self.route.borrow() != route {
@@ -396,7 +364,7 @@ impl Attaching {
             return;
         }
         candidates.truncate(MAX_MEASURED);
-        let mut ranked = self.measure(candidates).await;
+        let mut ranked = link::measure(&self.config, candidates).await;
         // Those lost or refused lately go last: they may be back, but try
         // the others first.
         ranked.sort_by_key(|measured| self.shunned.contains(&measured.addr));
@@ -410,7 +378,7 @@ impl Attaching {
             tracing::debug!(supernode = %measured.addr, rtt = ?measured.rtt, "attaching");
             let addr = measured.addr.clone();
             let (retire, retired) = watch::channel(false);
-            let task = tokio::spawn(serve(
+            let task = tokio::spawn(link::serve(
                 self.config.name.clone(),
                 self.intake.clone(),
                 measured,
@@ -443,143 +411,5 @@ impl Attaching {
                 .collect(),
             Err(_) => Vec::new(),
         }
-    }
-
-    /// The round trip to each of `candidates` that answers, fastest first.
-    async fn measure(&self, candidates: Vec<String>) -> Vec<Measured> {
-        let measured = futures_util::future::join_all(candidates.into_iter().map(|addr| {
-            let client = Client::with_config(
-                addr.clone(),
-                ClientConfig {
-                    max_reconnects: Some(0),
-                    // Polls wait up to 10 s for a connection to open.
-                    timeout: Some(Duration::from_secs(30)),
-                    keepalive: Some(self.config.heartbeat),
-                    ..self.config.client.clone()
-                },
-            );
-            async move {
-                // The first ping also connects; the second is the trip.
-                let rtt = timeout(MEASURE_TIMEOUT, async {
-                    client.ping().await?;
-                    client.ping().await
-                })
-                .await;
-                match rtt {
-                    Ok(Ok(rtt)) => Some(Measured { addr, rtt, client }),
-                    _ => None,
-                }
-            }
-        }))
-        .await;
-        let mut ranked: Vec<Measured> = measured.into_iter().flatten().collect();
-        ranked.sort_by_key(|measured| measured.rtt);
-        ranked
-    }
-}
-
-/// Attaches to one supernode and opens the connections it asks for, until
-/// it refuses or is lost (said on `events`), or until [`RETIRE_AFTER`]
-/// past `retired` turning true (said to no one).
-async fn serve(
-    name: String,
-    intake: JoinedIntake,
-    measured: Measured,
-    events: mpsc::Sender<Event>,
-    mut retired: watch::Receiver<bool>,
-) {
-    let dials = SupernodingClient::new(measured.client.clone());
-    let dial_addr = measured
-        .addr
-        .strip_prefix("tls://")
-        .unwrap_or(&measured.addr)
-        .to_owned();
-    let mut attached = false;
-    let mut retiring: Option<Instant> = None;
-    let ended = loop {
-        if retiring.is_none() && *retired.borrow_and_update() {
-            retiring = Some(Instant::now() + RETIRE_AFTER);
-        }
-        if retiring.is_some_and(|at| Instant::now() >= at) {
-            tracing::debug!(supernode = %measured.addr, "stopped polling a directory that stood in");
-            return;
-        }
-        let polled = tokio::select! {
-            polled = dials.dials(name.clone()) => polled,
-            // The attachment is gone (a retired task outlives it otherwise).
-            () = events.closed() => return,
-        };
-        match polled {
-            Ok(tickets) => {
-                if !attached && !*retired.borrow() {
-                    attached = true;
-                    if events
-                        .send(Event::Attached(measured.addr.clone()))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                for ticket in tickets {
-                    let intake = intake.clone();
-                    let dial_addr = dial_addr.clone();
-                    tokio::spawn(async move {
-                        let started = Instant::now();
-                        match join(&dial_addr, ticket, JOIN_TIMEOUT).await {
-                            Ok(stream) => {
-                                intake.serve(stream).await;
-                            }
-                            Err(error) => tracing::warn!(
-                                %error,
-                                waited = ?started.elapsed(),
-                                "could not open a connection the supernode asked for"
-                            ),
-                        }
-                    });
-                }
-            }
-            Err(RpcError::Application(refused)) if !attached => {
-                break Ended::Refused(refused.to_string());
-            }
-            Err(error) => break Ended::Lost(error.to_string()),
-        }
-    };
-    if !*retired.borrow() {
-        let _ = events.send(Event::Ended(measured.addr, ended)).await;
-    }
-}
-
-/// The address clients use for `name` through the supernode at
-/// `supernode`: `tls://` in front if the worker speaks TLS (the supernode's
-/// own scheme does not matter: it passes the bytes through).
-fn route_addr(name: &str, supernode: &str, serves_tls: bool) -> String {
-    let supernode = supernode.strip_prefix("tls://").unwrap_or(supernode);
-    if serves_tls {
-        format!("tls://{name}@{supernode}")
-    } else {
-        format!("{name}@{supernode}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_route_says_tls_when_the_worker_speaks_it_whatever_the_supernode_speaks() {
-        assert_eq!(route_addr("w1", "10.0.0.1:7000", false), "w1@10.0.0.1:7000");
-        assert_eq!(
-            route_addr("w1", "10.0.0.1:7000", true),
-            "tls://w1@10.0.0.1:7000"
-        );
-        assert_eq!(
-            route_addr("w1", "tls://relay.example:7000", true),
-            "tls://w1@relay.example:7000"
-        );
-        assert_eq!(
-            route_addr("w1", "tls://relay.example:7000", false),
-            "w1@relay.example:7000"
-        );
     }
 }
