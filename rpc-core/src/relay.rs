@@ -75,7 +75,8 @@ use crate::wire::{Join, Message, Route, TICKET_LEN};
 pub(crate) use preamble::peek_relay_kind;
 use preamble::{read_frame, write_message};
 pub use supernode::{
-    AttachError, DEFAULT_MAX_RELAYED_WORKERS, DEFAULT_MAX_ROUTES, Supernode, SupernodeConfig,
+    AttachError, DEFAULT_MAX_RELAYED_WORKERS, DEFAULT_MAX_ROUTES, Supernode, SupernodeCollector,
+    SupernodeConfig,
 };
 
 /// A single-use ticket a supernode hands a relayed worker for one

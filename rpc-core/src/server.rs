@@ -337,7 +337,9 @@ impl ServerBuilder {
     /// and `Join` frames with `supernode` (see [`crate::relay`]), and
     /// every other connection as before. The supernode's limits hold for
     /// the whole process; a `Route` waits in a handshake place of this
-    /// server until its first frame is read.
+    /// server until its first frame is read. With
+    /// [`ServerConfig::metrics`], the server exports the supernode's
+    /// ([`Supernode::collector`](crate::relay::Supernode::collector)).
     pub fn supernode(mut self, supernode: crate::relay::Supernode) -> ServerBuilder {
         self.supernode = Some(supernode);
         self
@@ -721,6 +723,9 @@ impl ServerBuilder {
             metrics.add_server(Arc::clone(&stats));
             for collector in std::mem::take(&mut self.collectors) {
                 metrics.register_boxed(collector);
+            }
+            if let Some(supernode) = &self.supernode {
+                metrics.register_boxed(Box::new(supernode.collector()));
             }
             (stats, describe)
         });

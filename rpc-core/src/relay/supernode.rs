@@ -143,6 +143,29 @@ impl Supernode {
             .count()
     }
 
+    /// Its state for [`Metrics`](crate::metrics::Metrics), read on every
+    /// scrape: `rpc_supernode_attached_workers` and
+    /// `rpc_supernode_max_workers`, `rpc_supernode_connections` and
+    /// `rpc_supernode_max_connections` (relayed connections open, and the
+    /// cap), and `rpc_supernode_relayed_bytes` (a counter, both ways). A
+    /// server made with [`ServerBuilder::supernode`](crate::ServerBuilder::supernode)
+    /// registers it itself.
+    ///
+    /// ```
+    /// use rpc_core::metrics::Metrics;
+    /// use rpc_core::relay::{Supernode, SupernodeConfig};
+    ///
+    /// let supernode = Supernode::new(SupernodeConfig::default());
+    /// let metrics = Metrics::new();
+    /// metrics.register_collector(supernode.collector());
+    /// assert!(metrics.encode().contains("rpc_supernode_attached_workers 0"));
+    /// ```
+    pub fn collector(&self) -> SupernodeCollector {
+        SupernodeCollector {
+            supernode: self.clone(),
+        }
+    }
+
     /// Relayed connections open now.
     pub fn routes_open(&self) -> usize {
         self.inner.config.max_routes.max(1) - self.inner.routes.available_permits()
@@ -420,5 +443,63 @@ impl Drop for Polling<'_> {
             attached.polling = attached.polling.saturating_sub(1);
             attached.idle_since = Instant::now();
         }
+    }
+}
+
+/// A supernode's load and limits, read on every scrape; from
+/// [`Supernode::collector`].
+#[derive(Debug)]
+pub struct SupernodeCollector {
+    supernode: Supernode,
+}
+
+impl prometheus_client::collector::Collector for SupernodeCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let config = self.supernode.config();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let gauges = [
+            (
+                "rpc_supernode_attached_workers",
+                "Relayed workers attached to this supernode now.",
+                count(self.supernode.attached()),
+            ),
+            (
+                "rpc_supernode_max_workers",
+                "Relayed workers this supernode takes at most.",
+                count(config.max_workers),
+            ),
+            (
+                "rpc_supernode_connections",
+                "Connections this supernode relays now.",
+                count(self.supernode.routes_open()),
+            ),
+            (
+                "rpc_supernode_max_connections",
+                "Connections this supernode relays at most at once.",
+                count(config.max_routes),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        ConstCounter::new(self.supernode.relayed_bytes()).encode(encoder.encode_descriptor(
+            "rpc_supernode_relayed_bytes",
+            "Bytes relayed, both ways over every connection, as they pass.",
+            None,
+            MetricType::Counter,
+        )?)
     }
 }

@@ -19,8 +19,18 @@ struct Relayed {
 
 impl Relayed {
     async fn start(name: &'static str, config: SupernodeConfig) -> Relayed {
+        Relayed::start_with(name, config, crate::ServerConfig::default()).await
+    }
+
+    /// As [`start`](Self::start), the supernode's server with `server`.
+    async fn start_with(
+        name: &'static str,
+        config: SupernodeConfig,
+        server: crate::ServerConfig,
+    ) -> Relayed {
         let supernode = Supernode::new(config);
         let relay = Server::builder()
+            .config(server)
             .function("direct", |()| async { Ok::<_, crate::Infallible>(7u32) })
             .supernode(supernode.clone())
             .bind("127.0.0.1:0")
@@ -350,4 +360,44 @@ async fn a_supernode_refuses_workers_past_its_limit() {
         Err(AttachError::InvalidName)
     );
     polling.abort();
+}
+
+#[tokio::test]
+async fn a_supernode_server_with_metrics_exports_its_load_and_limits() {
+    let metrics = crate::metrics::Metrics::new();
+    let relayed = Relayed::start_with(
+        "w1",
+        SupernodeConfig {
+            max_workers: 5,
+            ..SupernodeConfig::default()
+        },
+        crate::ServerConfig {
+            metrics: Some(metrics.clone()),
+            ..crate::ServerConfig::default()
+        },
+    )
+    .await;
+    let client = quick_client(relayed.addr("w1"));
+    let echoed: Bytes = client
+        .call("echo", &Bytes::from(vec![7u8; 100_000]))
+        .await
+        .unwrap();
+    assert_eq!(echoed.len(), 100_000);
+    let scraped = metrics.encode();
+    for line in [
+        "rpc_supernode_attached_workers 1",
+        "rpc_supernode_max_workers 5",
+        "rpc_supernode_connections 1",
+        "rpc_supernode_max_connections 1024",
+    ] {
+        assert!(scraped.contains(line), "{line} missing from:\n{scraped}");
+    }
+    let relayed_bytes = scraped
+        .lines()
+        .find_map(|line| line.strip_prefix("rpc_supernode_relayed_bytes_total "))
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no relayed bytes in:\n{scraped}"));
+    assert!(relayed_bytes > 200_000, "{relayed_bytes}");
+    drop(client);
+    relayed.stop().await;
 }
