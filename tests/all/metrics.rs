@@ -331,6 +331,13 @@ async fn a_coordinator_counts_the_jobs_it_relays() {
         4.0
     );
     assert_eq!(samples.get("worker_relay_queue", &[]), 0.0);
+    // It is a supernode too, and says how loaded.
+    assert_eq!(samples.get("rpc_supernode_attached_workers", &[]), 0.0);
+    assert_eq!(
+        samples.get("rpc_supernode_max_workers", &[]),
+        rpc_core::relay::DEFAULT_MAX_RELAYED_WORKERS as f64
+    );
+    assert_eq!(samples.get("rpc_supernode_relayed_bytes_total", &[]), 0.0);
     let relayed = relayed_metrics.encode();
     assert!(
         relayed.contains("worker_jobs_total{kind=\"run\",outcome=\"ok\"} 4"),
