@@ -217,7 +217,7 @@ async fn relay_cost(args: &Bytes, floor: SocketAddr, frames: &[Bytes]) {
     let dialer = tokio::spawn(async move {
         loop {
             let tickets = dials
-                .wait_for_dials("w", Duration::from_secs(10))
+                .wait_for_dials("w", 0, Duration::from_secs(10))
                 .await
                 .unwrap();
             for ticket in tickets {

@@ -39,7 +39,7 @@
 //! let dialer = tokio::spawn(async move {
 //!     loop {
 //!         // In a real worker this is a call to the supernode over the network.
-//!         for ticket in dials.wait_for_dials("w1", Duration::from_secs(10)).await? {
+//!         for ticket in dials.wait_for_dials("w1", 0, Duration::from_secs(10)).await? {
 //!             let stream = rpc_core::relay::join(&relay_addr, ticket, Duration::from_secs(5)).await?;
 //!             intake.serve(stream).await;
 //!         }

@@ -86,7 +86,7 @@ async fn relayed_application(name: &'static str) -> (Server, Server, tokio::task
     let dials = supernode.clone();
     let dialer = tokio::spawn(async move {
         for _ in 0..10_000 {
-            let Ok(tickets) = dials.wait_for_dials(name, Duration::from_secs(10)).await else {
+            let Ok(tickets) = dials.wait_for_dials(name, 0, Duration::from_secs(10)).await else {
                 return;
             };
             for ticket in tickets {

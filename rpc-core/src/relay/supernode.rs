@@ -73,6 +73,10 @@ pub enum AttachError {
     /// The name is empty or longer than 1024 bytes.
     #[error("a relayed worker's name must be 1 to 1024 bytes")]
     InvalidName,
+    /// Another caller is attached under the name now: names are bound to
+    /// who attached them until they stop polling (and the grace ends).
+    #[error("another worker is attached under this name here: choose another name")]
+    Taken,
 }
 
 /// The relaying side: workers attached to this server, and the
@@ -105,6 +109,9 @@ struct Attached {
     /// When its last poll ended (it is attached while it polls, and for
     /// the grace after).
     idle_since: Instant,
+    /// Who attached it: only the same caller may poll under its name
+    /// while it is alive.
+    owner: u64,
 }
 
 impl Attached {
@@ -197,12 +204,19 @@ impl Supernode {
     /// tickets, to confirm the attachment. The worker stays attached while
     /// it polls and for [`SupernodeConfig::attach_grace`] after.
     ///
+    /// `owner` says who is polling ([`Context::principal`](crate::Context::principal)
+    /// in a function that serves this): while the worker is attached, only
+    /// the same owner may poll under its name, so one caller cannot take
+    /// another's connections by naming itself as it.
+    ///
     /// # Errors
     ///
-    /// [`AttachError`] if the name is not valid or no place is left.
+    /// [`AttachError`] if the name is not valid, taken by another owner,
+    /// or no place is left.
     pub async fn wait_for_dials(
         &self,
         worker: &str,
+        owner: u64,
         wait: Duration,
     ) -> Result<Vec<Ticket>, AttachError> {
         if worker.is_empty() || worker.len() > crate::wire::MAX_NAME_LEN {
@@ -211,6 +225,16 @@ impl Supernode {
         let ready = {
             let mut workers = self.workers();
             let grace = self.inner.config.attach_grace;
+            match workers.get(worker) {
+                Some(attached) if attached.owner == owner => {}
+                Some(attached) if attached.is_alive(grace) => return Err(AttachError::Taken),
+                // Gone past its grace: the name is free again, and what
+                // was queued for the old owner is not handed to the new.
+                Some(_) => {
+                    workers.remove(worker);
+                }
+                None => {}
+            }
             if !workers.contains_key(worker) {
                 workers.retain(|_, attached| attached.is_alive(grace));
                 if workers.len() >= self.inner.config.max_workers {
@@ -226,6 +250,7 @@ impl Supernode {
                         ready: Arc::new(Notify::new()),
                         polling: 0,
                         idle_since: Instant::now(),
+                        owner,
                     },
                 );
                 // The first poll returns at once: it confirms the
@@ -239,6 +264,7 @@ impl Supernode {
                     ready: Arc::new(Notify::new()),
                     polling: 0,
                     idle_since: Instant::now(),
+                    owner,
                 });
             attached.polling += 1;
             Arc::clone(&attached.ready)

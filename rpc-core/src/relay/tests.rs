@@ -49,7 +49,8 @@ impl Relayed {
         let dials = supernode.clone();
         let dialer = tokio::spawn(async move {
             for _ in 0..10_000 {
-                let Ok(tickets) = dials.wait_for_dials(name, Duration::from_secs(10)).await else {
+                let Ok(tickets) = dials.wait_for_dials(name, 0, Duration::from_secs(10)).await
+                else {
                     return;
                 };
                 for ticket in tickets {
@@ -252,7 +253,7 @@ async fn routes_waiting_for_a_silent_worker_are_capped_and_time_out() {
     let silent = tokio::spawn(async move {
         for _ in 0..10_000 {
             if taker
-                .wait_for_dials("silent", Duration::from_secs(10))
+                .wait_for_dials("silent", 0, Duration::from_secs(10))
                 .await
                 .is_err()
             {
@@ -340,7 +341,7 @@ async fn a_supernode_refuses_workers_past_its_limit() {
     let first = supernode.clone();
     let polling = tokio::spawn(async move {
         first
-            .wait_for_dials("a", Duration::from_secs(10))
+            .wait_for_dials("a", 0, Duration::from_secs(10))
             .await
             .map(|_| ())
     });
@@ -349,13 +350,13 @@ async fn a_supernode_refuses_workers_past_its_limit() {
     }
     assert_eq!(
         supernode
-            .wait_for_dials("b", Duration::from_millis(10))
+            .wait_for_dials("b", 0, Duration::from_millis(10))
             .await,
         Err(AttachError::Full { max: 1 })
     );
     assert_eq!(
         supernode
-            .wait_for_dials("", Duration::from_millis(10))
+            .wait_for_dials("", 0, Duration::from_millis(10))
             .await,
         Err(AttachError::InvalidName)
     );
@@ -400,4 +401,51 @@ async fn a_supernode_server_with_metrics_exports_its_load_and_limits() {
     assert!(relayed_bytes > 200_000, "{relayed_bytes}");
     drop(client);
     relayed.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_is_bound_to_who_attached_it_until_it_is_gone() {
+    let supernode = Supernode::new(SupernodeConfig {
+        attach_grace: Duration::from_millis(100),
+        ..SupernodeConfig::default()
+    });
+    // Owner 1 attaches as "w" and keeps polling.
+    assert_eq!(
+        supernode
+            .wait_for_dials("w", 1, Duration::from_secs(1))
+            .await,
+        Ok(Vec::new())
+    );
+    let first = supernode.clone();
+    let polling = tokio::spawn(async move {
+        first
+            .wait_for_dials("w", 1, Duration::from_secs(10))
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Another caller naming itself "w" gets nothing of its connections.
+    assert_eq!(
+        supernode
+            .wait_for_dials("w", 2, Duration::from_millis(10))
+            .await,
+        Err(AttachError::Taken)
+    );
+    // Once the owner is gone and its grace is over, the name is free.
+    polling.abort();
+    let _ = polling.await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        supernode
+            .wait_for_dials("w", 2, Duration::from_millis(10))
+            .await,
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        supernode
+            .wait_for_dials("w", 1, Duration::from_millis(10))
+            .await,
+        Err(AttachError::Taken)
+    );
+    assert_eq!(supernode.attached(), 1);
 }

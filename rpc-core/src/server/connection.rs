@@ -135,6 +135,7 @@ fn admit(
     };
     let peer = PeerInfo {
         name: hello.peer_name.clone(),
+        certified_name: certified_name(certified),
         addr,
         role,
         granted,
@@ -156,6 +157,18 @@ fn certificate_grant(certified: Option<&Certified>) -> (Option<String>, Arc<[Str
         ),
         None => (None, Arc::from([]), [0; 8]),
     }
+}
+
+/// The common name of the peer's client certificate, if it showed one.
+#[cfg(feature = "tls")]
+fn certified_name(certified: Option<&Certified>) -> Option<String> {
+    certified.and_then(|peer| peer.name.clone())
+}
+
+/// Without the `tls` feature no peer has a certificate.
+#[cfg(not(feature = "tls"))]
+fn certified_name(certified: Option<&Certified>) -> Option<String> {
+    certified.map(|never| match *never {})
 }
 
 /// Without the `tls` feature no peer has a certificate.

@@ -43,6 +43,9 @@ pub struct Context {
 #[derive(Debug)]
 pub(crate) struct PeerInfo {
     pub(crate) name: String,
+    /// The common name of its client certificate, checked in the TLS
+    /// handshake; `None` without one.
+    pub(crate) certified_name: Option<String>,
     pub(crate) addr: Option<SocketAddr>,
     /// The role its token granted; `None` for an anonymous caller.
     pub(crate) role: Option<String>,
@@ -82,6 +85,22 @@ impl Context {
     /// The name the caller gave in its handshake.
     pub fn peer_name(&self) -> &str {
         &self.peer.name
+    }
+
+    /// The common name of the client certificate the caller presented,
+    /// verified in the TLS handshake against the server's CA; `None`
+    /// without one. Unlike [`peer_name`](Self::peer_name), the caller
+    /// cannot choose it: bind names to it.
+    pub fn certified_name(&self) -> Option<&str> {
+        self.peer.certified_name.as_deref()
+    }
+
+    /// Who the caller is, as far as the server can tell, for binding
+    /// something to one caller: a digest of its token, or of its client
+    /// certificate's name (or the certificate) without a token; 0 for an
+    /// anonymous caller. Callers that share a token share it too.
+    pub fn principal(&self) -> u64 {
+        u64::from_le_bytes(self.peer.principal)
     }
 
     /// The caller's address, when the transport has one.
