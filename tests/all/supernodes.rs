@@ -614,3 +614,48 @@ async fn a_64_mib_module_reaches_a_relayed_worker_once_and_verified() {
     supernode.server.shutdown(Duration::ZERO).await;
     directory.shutdown(Duration::ZERO).await;
 }
+
+#[tokio::test]
+async fn a_name_attached_with_one_token_cannot_be_taken_with_another() {
+    let sandbox = Sandbox::new(SandboxConfig {
+        concurrency: 1,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let supernode = Supernode::new(SupernodeConfig::default());
+    let server = add_supernode(worker_server(sandbox), supernode.clone())
+        .token("token-a", "worker")
+        .token("token-b", "worker")
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+    let with_token = |token: &str| {
+        worker::wire::SupernodingClient::new(Client::with_config(
+            addr.clone(),
+            ClientConfig {
+                token: Some(token.into()),
+                ..ClientConfig::default()
+            },
+        ))
+    };
+    let a = with_token("token-a");
+    assert!(a.dials("w1".into()).await.unwrap().is_empty());
+    // Whoever holds another token cannot attach as w1 and take the
+    // connections clients open to it...
+    let error = with_token("token-b").dials("w1".into()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            rpc_core::RpcError::Application(worker::AttachRefused::Taken)
+        ),
+        "{error:?}"
+    );
+    // ... while the holder of the first (a worker reconnecting, say) may:
+    // its poll waits for connections to open instead of being refused.
+    let again = with_token("token-a");
+    let poll = tokio::time::timeout(Duration::from_millis(300), again.dials("w1".into())).await;
+    assert!(poll.is_err(), "answered at once: {poll:?}");
+    assert_eq!(supernode.attached(), 1);
+    server.shutdown(Duration::ZERO).await;
+}

@@ -541,7 +541,7 @@ async fn attached_through(
     let (dials, relay_addr) = (supernode.clone(), relay_addr.to_owned());
     let dialer = tokio::spawn(async move {
         for _ in 0..1000 {
-            let Ok(tickets) = dials.wait_for_dials(name, Duration::from_secs(10)).await else {
+            let Ok(tickets) = dials.wait_for_dials(name, 0, Duration::from_secs(10)).await else {
                 return;
             };
             for ticket in tickets {
@@ -619,4 +619,69 @@ async fn tls_runs_end_to_end_through_a_supernode_and_checks_the_workers_name() {
     for server in [w1, impostor, relay] {
         server.shutdown(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_certificate_attaches_to_a_supernode_under_its_name_only() {
+    let ca = Ca::new("test CA");
+    let clients_ca = Ca::new("clients CA");
+    let dir = scratch_dir("supernode-names");
+    let (cert, key) = ca.server(&["127.0.0.1"]).write(&dir, "server");
+    let client_ca = dir.join("clients-ca.pem");
+    write_atomically(&client_ca, &clients_ca.pem());
+    let tls = ServerTls::from_files(ServerTlsFiles {
+        cert,
+        key,
+        client_ca: Some(client_ca),
+    })
+    .unwrap();
+    let sandbox = worker::Sandbox::new(worker::SandboxConfig {
+        concurrency: 1,
+        ..worker::SandboxConfig::default()
+    })
+    .unwrap();
+    let supernode = Supernode::new(SupernodeConfig::default());
+    let server = worker::add_supernode(worker::worker_server(sandbox), supernode.clone())
+        .tls(tls)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+    let holding = |leaf: &Leaf| {
+        worker::wire::SupernodingClient::new(client(
+            &addr,
+            Some(ClientTls::new(trusting(&ca, Some(leaf)))),
+        ))
+    };
+    // Its certificate names it w1, with the worker role: it attaches as
+    // w1...
+    let w1 = holding(&clients_ca.client("w1", &["worker"]));
+    assert_eq!(w1.dials("w1".into()).await.unwrap(), Vec::<[u8; 16]>::new());
+    assert_eq!(supernode.attached(), 1);
+    // ... and not as anyone else.
+    let error = w1.dials("w2".into()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RpcError::Application(worker::AttachRefused::NotYourName)
+        ),
+        "{error:?}"
+    );
+    // Another worker cannot take w1's name, certificate or not.
+    let w9 = holding(&clients_ca.client("w9", &["worker"]));
+    let error = w9.dials("w1".into()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RpcError::Application(worker::AttachRefused::NotYourName)
+        ),
+        "{error:?}"
+    );
+    // A client certificate without the worker role may not attach at all.
+    let client_only = holding(&clients_ca.client("w3", &["client"]));
+    let error = client_only.dials("w3".into()).await.unwrap_err();
+    assert!(matches!(error, RpcError::Forbidden(_)), "{error:?}");
+    assert_eq!(supernode.attached(), 1);
+    server.shutdown(Duration::from_millis(200)).await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -88,10 +88,13 @@ pub trait Supernoding {
     /// connections it should open to this supernode now out (each to be
     /// sent in a `Join` frame), or an empty list after about 10 s without
     /// any (ask again). The first call attaches the worker; it stays
-    /// attached while it keeps asking.
+    /// attached while it keeps asking, and the name is bound to the caller
+    /// (its token, or its client certificate, whose name must be the
+    /// worker's) until then.
     #[rpc(name = "supernode.dials", roles = crate::roles::IS_WORKER)]
     async fn dials(
         &self,
+        context: Context,
         worker: String,
     ) -> Result<Vec<[u8; rpc_core::wire::TICKET_LEN]>, AttachRefused>;
 }

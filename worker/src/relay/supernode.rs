@@ -30,18 +30,37 @@ pub enum AttachRefused {
     /// The name is empty or longer than 1024 bytes.
     #[error("a relayed worker's name must be 1 to 1024 bytes")]
     InvalidName,
+    /// Another worker is attached under the name now: choose another.
+    #[error("another worker is attached under this name here; choose another name")]
+    Taken,
+    /// The caller's client certificate names someone else: a worker with
+    /// a certificate attaches under its certificate's name only.
+    #[error("a worker with a client certificate attaches under its certificate's name only")]
+    NotYourName,
 }
 
 /// The supernode's function, over its [`Supernode`].
 struct Dials(Supernode);
 
 impl Supernoding for Dials {
-    async fn dials(&self, worker: String) -> Result<Vec<[u8; TICKET_LEN]>, AttachRefused> {
+    async fn dials(
+        &self,
+        context: rpc_core::Context,
+        worker: String,
+    ) -> Result<Vec<[u8; TICKET_LEN]>, AttachRefused> {
+        // A name a certificate vouches for is its holder's alone; other
+        // names are bound to whoever attached them first, while attached.
+        if let Some(certified) = context.certified_name()
+            && certified != worker
+        {
+            return Err(AttachRefused::NotYourName);
+        }
         self.0
-            .wait_for_dials(&worker, DIALS_WAIT)
+            .wait_for_dials(&worker, context.principal(), DIALS_WAIT)
             .await
             .map_err(|error| match error {
                 AttachError::Full { max } => AttachRefused::Full { max: max as u64 },
+                AttachError::Taken => AttachRefused::Taken,
                 _ => AttachRefused::InvalidName,
             })
     }
