@@ -362,3 +362,91 @@ async fn a_directory_that_is_down_does_not_hold_up_the_others_answer() {
     }
     assert_eq!(listed.len(), 1, "{listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_belongs_to_whoever_registered_it_and_the_directory_is_bounded() {
+    use futures_util::StreamExt;
+    use worker::wire::{DirectoryClient, MAX_MODULES_LISTED, MAX_REGISTRATIONS, RegisterRefused};
+
+    let coordinator = coordinator_server(Duration::from_secs(30))
+        .token("token-a", "worker")
+        .token("token-b", "worker")
+        .token("ctok", "client")
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = coordinator.local_addr().to_string();
+    let directory = |token: &str| {
+        DirectoryClient::new(Client::with_config(
+            addr.clone(),
+            ClientConfig {
+                token: Some(token.into()),
+                ..ClientConfig::default()
+            },
+        ))
+    };
+    let entry = |name: &str, addr: &str| Registration {
+        name: name.into(),
+        addr: addr.into(),
+        capacity: 1,
+        running: 0,
+        modules: Vec::new(),
+        supernode: None,
+    };
+    let refused = |result: Result<u64, rpc_core::RpcError<RegisterRefused>>| match result {
+        Err(rpc_core::RpcError::Application(refused)) => refused,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let (a, b) = (directory("token-a"), directory("token-b"));
+    a.register(entry("w1", "10.0.0.1:7070")).await.unwrap();
+    // Another token cannot take the name over (and be sent its jobs)...
+    assert_eq!(
+        refused(b.register(entry("w1", "10.6.6.6:7070")).await),
+        RegisterRefused::Taken
+    );
+    // ... while the one that registered it renews it.
+    a.register(entry("w1", "10.0.0.1:7070")).await.unwrap();
+    let listed = CoordinatorResolver::new(Client::with_config(
+        addr.clone(),
+        ClientConfig {
+            token: Some("ctok".into()),
+            ..ClientConfig::default()
+        },
+    ))
+    .resolve_now()
+    .await;
+    assert_eq!(listed, ["10.0.0.1:7070"]);
+
+    // Oversized registrations are refused whole.
+    let mut fat = entry("w2", "10.0.0.2:7070");
+    fat.modules = vec![rpc_core::ContentHash::of(b"x"); MAX_MODULES_LISTED + 1];
+    assert_eq!(refused(b.register(fat).await), RegisterRefused::TooLarge);
+    assert_eq!(
+        refused(b.register(entry("", "10.0.0.2:7070")).await),
+        RegisterRefused::TooLarge
+    );
+    assert_eq!(
+        refused(b.register(entry("w2", &"9".repeat(5000))).await),
+        RegisterRefused::TooLarge
+    );
+
+    // At most MAX_REGISTRATIONS names: the rest wait for entries to expire,
+    // and those listed still renew.
+    let results: Vec<_> = futures_util::stream::iter(1..MAX_REGISTRATIONS)
+        .map(|i| {
+            let b = b.clone();
+            async move { b.register(entry(&format!("n{i}"), "10.0.0.3:7070")).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(
+        refused(b.register(entry("one-too-many", "10.0.0.3:7070")).await),
+        RegisterRefused::Full {
+            max: MAX_REGISTRATIONS as u64
+        }
+    );
+    a.register(entry("w1", "10.0.0.1:7070")).await.unwrap();
+    coordinator.shutdown(Duration::ZERO).await;
+}

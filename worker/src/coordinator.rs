@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rpc_core::{Client, PeerRole, ResolveFuture, Resolver, RpcError, Server, ServerBuilder};
 
-use crate::directory::{Registration, WorkerEntry};
+use crate::directory::{MAX_REGISTRATIONS, RegisterRefused, Registration, WorkerEntry};
 use crate::functions::{Directory, DirectoryClient, DirectoryServer};
 use crate::warnings::WarnOnChange;
 use crate::{lock, roles};
@@ -17,26 +17,53 @@ use crate::{lock, roles};
 /// The default time a registration stays valid without a heartbeat: 6 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(6);
 
+/// A registration as the directory keeps it: when it was last renewed,
+/// and who registered it (only they may renew it while it lives).
+#[derive(Debug)]
+struct Entry {
+    registration: Registration,
+    seen: Instant,
+    owner: u64,
+}
+
 #[derive(Debug)]
 struct Roster {
     ttl: Duration,
-    workers: Mutex<HashMap<String, (Registration, Instant)>>,
+    workers: Mutex<HashMap<String, Entry>>,
 }
 
 impl Roster {
-    fn register(&self, registration: Registration) -> u64 {
-        let mut workers = lock(&self.workers);
-        workers.insert(registration.name.clone(), (registration, Instant::now()));
-        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    fn register(&self, registration: Registration, owner: u64) -> Result<u64, RegisterRefused> {
+        if !registration.fits() {
+            return Err(RegisterRefused::TooLarge);
+        }
+        let now = Instant::now();
+        let mut workers = self.unexpired(now);
+        match workers.get(&registration.name) {
+            Some(entry) if entry.owner != owner => return Err(RegisterRefused::Taken),
+            Some(_) => {}
+            None if workers.len() >= MAX_REGISTRATIONS => {
+                return Err(RegisterRefused::Full {
+                    max: MAX_REGISTRATIONS as u64,
+                });
+            }
+            None => {}
+        }
+        workers.insert(
+            registration.name.clone(),
+            Entry {
+                registration,
+                seen: now,
+                owner,
+            },
+        );
+        Ok(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The registrations renewed within the TTL; older ones are dropped.
-    fn unexpired(
-        &self,
-        now: Instant,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Registration, Instant)>> {
+    fn unexpired(&self, now: Instant) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         let mut workers = lock(&self.workers);
-        workers.retain(|_, (_, seen)| now.duration_since(*seen) < self.ttl);
+        workers.retain(|_, entry| now.duration_since(entry.seen) < self.ttl);
         workers
     }
 
@@ -51,9 +78,9 @@ impl Roster {
         let workers = self.unexpired(now);
         let mut live: Vec<WorkerEntry> = workers
             .values()
-            .map(|(registration, seen)| WorkerEntry {
-                registration: registration.clone(),
-                last_seen_ms: u64::try_from(now.duration_since(*seen).as_millis())
+            .map(|entry| WorkerEntry {
+                registration: entry.registration.clone(),
+                last_seen_ms: u64::try_from(now.duration_since(entry.seen).as_millis())
                     .unwrap_or(u64::MAX),
             })
             .collect();
@@ -102,8 +129,12 @@ pub fn coordinator_server(ttl: Duration) -> ServerBuilder {
 }
 
 impl Directory for Roster {
-    async fn register(&self, registration: Registration) -> u64 {
-        Roster::register(self, registration)
+    async fn register(
+        &self,
+        context: rpc_core::Context,
+        registration: Registration,
+    ) -> Result<u64, RegisterRefused> {
+        Roster::register(self, registration, context.principal())
     }
 
     async fn workers(&self) -> Vec<WorkerEntry> {
@@ -160,6 +191,10 @@ pub(crate) fn join_when(
                     warnings.recovered();
                 }
                 Ok(_) => {}
+                Err(RpcError::Application(refused)) => {
+                    warnings.failed("the coordinator refused the registration", &refused);
+                    registered = false;
+                }
                 Err(error) => {
                     let what = if registered {
                         "lost the coordinator"

@@ -65,3 +65,43 @@ pub struct WorkerEntry {
     /// Milliseconds since its last heartbeat.
     pub last_seen_ms: u64,
 }
+
+/// Workers a directory lists at most: past it, new names are refused
+/// ([`RegisterRefused::Full`]) until entries expire.
+pub const MAX_REGISTRATIONS: usize = 10_000;
+/// Module hashes one registration may list.
+pub const MAX_MODULES_LISTED: usize = 1024;
+/// Bytes a registration's address may take (every route, commas and all).
+pub const MAX_ADDR_LEN: usize = 4096;
+
+/// Why a directory does not take a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RegisterRefused {
+    /// Another worker (another token, or certificate) is registered under
+    /// the name, until its entry expires.
+    #[error("another worker is registered under this name; choose another name")]
+    Taken,
+    /// The directory lists as many workers as it takes.
+    #[error("the directory lists {max} workers, its limit; join another directory")]
+    Full {
+        /// [`MAX_REGISTRATIONS`].
+        max: u64,
+    },
+    /// A name over 1024 bytes, an address over [`MAX_ADDR_LEN`], or more
+    /// than [`MAX_MODULES_LISTED`] modules.
+    #[error(
+        "the registration is larger than a directory keeps: a name of at most 1024 bytes, an \
+         address of at most 4096, at most 1024 modules"
+    )]
+    TooLarge,
+}
+
+impl Registration {
+    /// Whether it is within what a directory keeps of one worker.
+    pub(crate) fn fits(&self) -> bool {
+        !self.name.is_empty()
+            && self.name.len() <= rpc_core::wire::MAX_NAME_LEN
+            && self.addr.len() <= MAX_ADDR_LEN
+            && self.modules.len() <= MAX_MODULES_LISTED
+    }
+}

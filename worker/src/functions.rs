@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use rpc_core::{ContentHash, Context, Failure, service};
 
-use crate::directory::{Registration, WorkerEntry};
+use crate::directory::{RegisterRefused, Registration, WorkerEntry};
 use crate::job::{CallOutput, CallRequest, JobError, RunOutput, RunRequest, WorkerStatus};
 use crate::relay::{AttachRefused, RelayDone, RelayTask};
 
@@ -48,9 +48,14 @@ pub trait Status {
 #[service]
 pub trait Directory {
     /// Registers a worker, or renews its registration; the time to live of
-    /// the entry, in milliseconds.
+    /// the entry, in milliseconds. A name is bound to the caller that
+    /// registered it (its token or certificate) until its entry expires.
     #[rpc(name = "coordinator.register", roles = crate::roles::IS_WORKER)]
-    async fn register(&self, registration: Registration) -> u64;
+    async fn register(
+        &self,
+        context: Context,
+        registration: Registration,
+    ) -> Result<u64, RegisterRefused>;
 
     /// Lists the live workers.
     #[rpc(name = "coordinator.workers", roles = crate::roles::RUNS_JOBS)]

@@ -6,7 +6,8 @@
 //! the specification in another language.
 
 pub use crate::directory::{
-    REGISTER_METHOD, Registration, SupernodeOffer, WORKERS_METHOD, WorkerEntry,
+    MAX_ADDR_LEN, MAX_MODULES_LISTED, MAX_REGISTRATIONS, REGISTER_METHOD, RegisterRefused,
+    Registration, SupernodeOffer, WORKERS_METHOD, WorkerEntry,
 };
 pub use crate::functions::{
     Directory, DirectoryClient, DirectoryServer, Jobs, JobsClient, JobsServer, Relaying,
