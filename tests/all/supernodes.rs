@@ -659,3 +659,58 @@ async fn a_name_attached_with_one_token_cannot_be_taken_with_another() {
     assert_eq!(supernode.attached(), 1);
     server.shutdown(Duration::ZERO).await;
 }
+
+/// Lookups (`coordinator.workers` answered 200) that `metrics` has counted.
+fn lookups(metrics: &rpc_core::metrics::Metrics) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find(|line| {
+            line.starts_with("rpc_calls_total{")
+                && line.contains("function=\"coordinator.workers\"")
+                && line.contains("status=\"200\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_short_of_supernodes_looks_for_more_less_and_less_often() {
+    let metrics = rpc_core::metrics::Metrics::new();
+    let directory = coordinator_server(TTL)
+        .config(rpc_core::ServerConfig {
+            metrics: Some(metrics.clone()),
+            ..rpc_core::ServerConfig::default()
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let directory_addr = directory.local_addr().to_string();
+    let supernode = start_supernode("127.0.0.2", &directory_addr, None).await;
+    until_listed(&directory_addr, "the supernode is listed", |listed| {
+        listed.len() == 1
+    })
+    .await;
+    // It wants two routes and the network has one supernode: it stays
+    // short, and keeps looking.
+    let (_relayed_box, _relayed, mut attachment) = start_relayed("r1", &[&directory_addr], 2).await;
+    attachment
+        .attached(None, Duration::from_secs(10))
+        .await
+        .expect("attached to the one supernode");
+    tokio::time::sleep(BEAT * 10).await;
+    let before = lookups(&metrics);
+    tokio::time::sleep(BEAT * 40).await;
+    let looked = lookups(&metrics) - before;
+    // Without backing off it looked about 40 times in 40 beats; once every
+    // 8 beats makes 5.
+    assert!(
+        looked <= 12.0,
+        "{looked} lookups in 40 beats by one worker short of a supernode"
+    );
+    assert!(looked >= 1.0, "it stopped looking");
+    assert_eq!(attachment.routes().len(), 1);
+    supernode.server.shutdown(Duration::ZERO).await;
+    directory.shutdown(Duration::ZERO).await;
+}

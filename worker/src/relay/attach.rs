@@ -241,17 +241,35 @@ impl Drop for Held {
 
 impl Attaching {
     async fn run(&mut self, mut reports: mpsc::Receiver<Event>) {
-        // While short of routes, look for more this often.
-        let mut retry = tokio::time::interval(self.config.heartbeat / 2);
+        // While short of routes, look for more: often while nothing is
+        // found or something was just lost, then less and less often
+        // (up to `slowest`), so that many workers short of supernodes do
+        // not keep the directories busy.
+        let quick = self.config.heartbeat / 2;
+        let slowest = self.config.heartbeat * 8;
+        let mut pause = quick;
+        let mut next_fill = tokio::time::Instant::now();
+        let mut retry = tokio::time::interval(quick);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.real_routes() < self.config.routes {
-                self.fill().await;
+            if self.real_routes() < self.config.routes && tokio::time::Instant::now() >= next_fill {
+                let started = self.fill().await;
+                pause = if started || self.held.is_empty() {
+                    quick
+                } else {
+                    (pause * 2).min(slowest)
+                };
+                next_fill = tokio::time::Instant::now() + pause;
             }
             self.publish();
             tokio::select! {
                 report = reports.recv() => match report {
-                    Some(report) => self.take(report),
+                    Some(report) => {
+                        if matches!(report, Event::Ended(..)) {
+                            next_fill = tokio::time::Instant::now();
+                        }
+                        self.take(report);
+                    }
                     // Never: this loop holds a sender.
                     None => return,
                 },
@@ -328,12 +346,13 @@ impl Attaching {
 
     /// Attaches to more supernodes, the fastest with room first, until it
     /// holds as many as it wants (or none is left to try). With none
-    /// listed, and nothing held, the directories stand in.
-    async fn fill(&mut self) {
+    /// listed, and nothing held, the directories stand in. Whether it
+    /// started attaching to any.
+    async fn fill(&mut self) -> bool {
         let listed = self.listed_supernodes().await;
         let (candidates, fallback) = if listed.is_empty() {
             if self.held.iter().any(|held| !held.fallback) {
-                return;
+                return false;
             }
             let directories = self
                 .config
@@ -361,7 +380,7 @@ impl Attaching {
                     &"the directories list none that answers, and cannot be asked themselves",
                 );
             }
-            return;
+            return false;
         }
         candidates.truncate(MAX_MEASURED);
         let mut ranked = link::measure(&self.config, candidates).await;
@@ -374,7 +393,9 @@ impl Attaching {
                 &"none of those listed answered a ping",
             );
         }
+        let mut started = false;
         for measured in ranked.into_iter().take(wanted) {
+            started = true;
             tracing::debug!(supernode = %measured.addr, rtt = ?measured.rtt, "attaching");
             let addr = measured.addr.clone();
             let (retire, retired) = watch::channel(false);
@@ -393,6 +414,7 @@ impl Attaching {
                 task: Some(task),
             });
         }
+        started
     }
 
     /// The supernodes with room that the directories list now.
