@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rpc_core::relay::{Supernode, SupernodeConfig, join};
+use rpc_core::relay::{Supernode, SupernodeConfig};
 use rpc_core::{FunctionOptions, Server, ServerBuilder, ServerConfig};
 use worker::{Limits, Sandbox, SandboxConfig, worker_server};
 
+use crate::support::dial_for;
 use crate::worker::{cat, echo_guest, hello, huge_module, spin_forever};
 
 const TOKEN: &str = "python-client-token";
@@ -83,19 +84,7 @@ async fn relayed_application(name: &'static str) -> (Server, Server, tokio::task
         .unwrap();
     let relay_addr = relay.local_addr().to_string();
     let (server, intake) = application().serve_joined().unwrap();
-    let dials = supernode.clone();
-    let dialer = tokio::spawn(async move {
-        for _ in 0..10_000 {
-            let Ok(tickets) = dials.wait_for_dials(name, 0, Duration::from_secs(10)).await else {
-                return;
-            };
-            for ticket in tickets {
-                if let Ok(stream) = join(&relay_addr, ticket, Duration::from_secs(5)).await {
-                    intake.serve(stream).await;
-                }
-            }
-        }
-    });
+    let dialer = dial_for(&supernode, &relay_addr, name, intake);
     for _ in 0..1000 {
         if supernode.attached() > 0 {
             break;

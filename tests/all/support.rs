@@ -237,3 +237,33 @@ pub async fn frames_until_close(framed: &mut Framed<TcpStream, FrameCodec>) -> V
     }
     messages
 }
+
+/// A relayed server's side of attaching to `supernode` (listening at
+/// `relay_addr`) as `name`, without the worker crate: polls for the
+/// connections clients open to it and hands each to `intake`, until
+/// aborted (or a bounded while).
+pub(crate) fn dial_for(
+    supernode: &rpc_core::relay::Supernode,
+    relay_addr: &str,
+    name: &'static str,
+    intake: rpc_core::relay::JoinedIntake,
+) -> tokio::task::JoinHandle<()> {
+    let (supernode, relay_addr) = (supernode.clone(), relay_addr.to_owned());
+    tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok(tickets) = supernode
+                .wait_for_dials(name, 0, Duration::from_secs(10))
+                .await
+            else {
+                return;
+            };
+            for ticket in tickets {
+                let joined =
+                    rpc_core::relay::join(&relay_addr, ticket, Duration::from_secs(5)).await;
+                if let Ok(stream) = joined {
+                    intake.serve(stream).await;
+                }
+            }
+        }
+    })
+}

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rpc_core::relay::{Supernode, SupernodeConfig, join};
+use rpc_core::relay::{Supernode, SupernodeConfig};
 use rpc_core::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, rustls};
 use rpc_core::wire::{Frame, FrameCodec, Hello, Limits, Message};
 use rpc_core::{Client, ClientConfig, PeerRole, RpcError, Server};
 use tokio::io::AsyncWriteExt;
 
 use crate::pki::{Ca, Leaf, scratch_dir, write_atomically};
-use crate::support::{Counters, test_server};
+use crate::support::{Counters, dial_for, test_server};
 
 /// A rustls client configuration trusting `ca`, showing `cert` if given.
 fn trusting(ca: &Ca, cert: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
@@ -60,6 +60,21 @@ fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
             .with_single_cert(vec![leaf.cert.clone()], leaf.key())
             .unwrap(),
     )
+}
+
+/// A server TLS configuration from files in `dir`: a certificate for
+/// 127.0.0.1 signed by `ca`, and client certificates required, signed by
+/// `clients_ca`.
+fn requiring_client_certificates(ca: &Ca, clients_ca: &Ca, dir: &std::path::Path) -> ServerTls {
+    let (cert, key) = ca.server(&["127.0.0.1"]).write(dir, "server");
+    let client_ca = dir.join("clients-ca.pem");
+    write_atomically(&client_ca, &clients_ca.pem());
+    ServerTls::from_files(ServerTlsFiles {
+        cert,
+        key,
+        client_ca: Some(client_ca),
+    })
+    .unwrap()
 }
 
 /// The error of one `add` call, which must fail well before its deadline:
@@ -249,16 +264,8 @@ async fn client_certificates_stand_for_roles_and_others_are_refused_in_the_hands
     let ca = Ca::new("test CA");
     let clients_ca = Ca::new("clients CA");
     let dir = scratch_dir("mtls");
-    let (cert, key) = ca.server(&["127.0.0.1"]).write(&dir, "server");
-    let client_ca = dir.join("clients-ca.pem");
-    write_atomically(&client_ca, &clients_ca.pem());
-    let tls = ServerTls::from_files(ServerTlsFiles {
-        cert,
-        key,
-        client_ca: Some(client_ca),
-    })
-    .unwrap()
-    .with_default_client_roles(["client"]);
+    let tls =
+        requiring_client_certificates(&ca, &clients_ca, &dir).with_default_client_roles(["client"]);
     let counters = Arc::new(Counters::default());
     // The server has a token too: a certificate lets a client in without it.
     let server = test_server(&counters)
@@ -538,19 +545,7 @@ async fn attached_through(
 ) -> (Server, tokio::task::JoinHandle<()>) {
     let counters = Arc::new(Counters::default());
     let (server, intake) = test_server(&counters).tls(tls).serve_joined().unwrap();
-    let (dials, relay_addr) = (supernode.clone(), relay_addr.to_owned());
-    let dialer = tokio::spawn(async move {
-        for _ in 0..1000 {
-            let Ok(tickets) = dials.wait_for_dials(name, 0, Duration::from_secs(10)).await else {
-                return;
-            };
-            for ticket in tickets {
-                if let Ok(stream) = join(&relay_addr, ticket, Duration::from_secs(5)).await {
-                    intake.serve(stream).await;
-                }
-            }
-        }
-    });
+    let dialer = dial_for(supernode, relay_addr, name, intake);
     let attached = supernode.attached() + 1;
     for _ in 0..1000 {
         if supernode.attached() >= attached {
@@ -626,15 +621,7 @@ async fn a_worker_with_a_certificate_attaches_to_a_supernode_under_its_name_only
     let ca = Ca::new("test CA");
     let clients_ca = Ca::new("clients CA");
     let dir = scratch_dir("supernode-names");
-    let (cert, key) = ca.server(&["127.0.0.1"]).write(&dir, "server");
-    let client_ca = dir.join("clients-ca.pem");
-    write_atomically(&client_ca, &clients_ca.pem());
-    let tls = ServerTls::from_files(ServerTlsFiles {
-        cert,
-        key,
-        client_ca: Some(client_ca),
-    })
-    .unwrap();
+    let tls = requiring_client_certificates(&ca, &clients_ca, &dir);
     let sandbox = worker::Sandbox::new(worker::SandboxConfig {
         concurrency: 1,
         ..worker::SandboxConfig::default()
