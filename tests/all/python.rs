@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rpc_core::relay::{Supernode, SupernodeConfig};
 use rpc_core::{FunctionOptions, Server, ServerBuilder, ServerConfig};
 use worker::{Limits, Sandbox, SandboxConfig, worker_server};
 
-use crate::support::dial_for;
+use crate::support::{dial_for, plain_supernode};
 use crate::worker::{cat, echo_guest, hello, huge_module, spin_forever};
 
 const TOKEN: &str = "python-client-token";
@@ -76,21 +75,9 @@ fn application() -> ServerBuilder {
 /// of its own: the supernode's server, the application's, and the task
 /// that opens the connections the supernode asks for.
 async fn relayed_application(name: &'static str) -> (Server, Server, tokio::task::JoinHandle<()>) {
-    let supernode = Supernode::new(SupernodeConfig::default());
-    let relay = Server::builder()
-        .supernode(supernode.clone())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let relay_addr = relay.local_addr().to_string();
+    let (supernode, relay, relay_addr) = plain_supernode().await;
     let (server, intake) = application().serve_joined().unwrap();
-    let dialer = dial_for(&supernode, &relay_addr, name, intake);
-    for _ in 0..1000 {
-        if supernode.attached() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let dialer = dial_for(&supernode, &relay_addr, name, intake).await;
     (relay, server, dialer)
 }
 

@@ -238,23 +238,35 @@ pub async fn frames_until_close(framed: &mut Framed<TcpStream, FrameCodec>) -> V
     messages
 }
 
+/// A supernode on a loopback port, without TLS (it passes the bytes
+/// through): the supernode, its server, and the address it listens at.
+pub(crate) async fn plain_supernode() -> (rpc_core::relay::Supernode, Server, String) {
+    let supernode = rpc_core::relay::Supernode::new(rpc_core::relay::SupernodeConfig::default());
+    let relay = Server::builder()
+        .supernode(supernode.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = relay.local_addr().to_string();
+    (supernode, relay, addr)
+}
+
 /// A relayed server's side of attaching to `supernode` (listening at
 /// `relay_addr`) as `name`, without the worker crate: polls for the
 /// connections clients open to it and hands each to `intake`, until
-/// aborted (or a bounded while).
-pub(crate) fn dial_for(
+/// aborted (or a bounded while). Returns once the supernode counts it
+/// attached (or after a bounded wait).
+pub(crate) async fn dial_for(
     supernode: &rpc_core::relay::Supernode,
     relay_addr: &str,
     name: &'static str,
     intake: rpc_core::relay::JoinedIntake,
 ) -> tokio::task::JoinHandle<()> {
-    let (supernode, relay_addr) = (supernode.clone(), relay_addr.to_owned());
-    tokio::spawn(async move {
+    let attached_before = supernode.attached();
+    let (dials, relay_addr) = (supernode.clone(), relay_addr.to_owned());
+    let dialer = tokio::spawn(async move {
         for _ in 0..10_000 {
-            let Ok(tickets) = supernode
-                .wait_for_dials(name, 0, Duration::from_secs(10))
-                .await
-            else {
+            let Ok(tickets) = dials.wait_for_dials(name, 0, Duration::from_secs(10)).await else {
                 return;
             };
             for ticket in tickets {
@@ -265,5 +277,12 @@ pub(crate) fn dial_for(
                 }
             }
         }
-    })
+    });
+    for _ in 0..1000 {
+        if supernode.attached() > attached_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    dialer
 }

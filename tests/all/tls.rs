@@ -15,7 +15,7 @@ use rpc_core::{Client, ClientConfig, PeerRole, RpcError, Server};
 use tokio::io::AsyncWriteExt;
 
 use crate::pki::{Ca, Leaf, scratch_dir, write_atomically};
-use crate::support::{Counters, dial_for, test_server};
+use crate::support::{Counters, dial_for, plain_supernode, test_server};
 
 /// A rustls client configuration trusting `ca`, showing `cert` if given.
 fn trusting(ca: &Ca, cert: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
@@ -545,14 +545,7 @@ async fn attached_through(
 ) -> (Server, tokio::task::JoinHandle<()>) {
     let counters = Arc::new(Counters::default());
     let (server, intake) = test_server(&counters).tls(tls).serve_joined().unwrap();
-    let dialer = dial_for(supernode, relay_addr, name, intake);
-    let attached = supernode.attached() + 1;
-    for _ in 0..1000 {
-        if supernode.attached() >= attached {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let dialer = dial_for(supernode, relay_addr, name, intake).await;
     (server, dialer)
 }
 
@@ -560,13 +553,7 @@ async fn attached_through(
 async fn tls_runs_end_to_end_through_a_supernode_and_checks_the_workers_name() {
     let ca = Ca::new("test CA");
     // A supernode without TLS of its own: it passes the bytes through.
-    let supernode = Supernode::new(SupernodeConfig::default());
-    let relay = Server::builder()
-        .supernode(supernode.clone())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let relay_addr = relay.local_addr().to_string();
+    let (supernode, relay, relay_addr) = plain_supernode().await;
     let (w1, w1_dialer) = attached_through(
         &supernode,
         &relay_addr,
