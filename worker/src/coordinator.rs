@@ -38,16 +38,25 @@ impl Roster {
             return Err(RegisterRefused::TooLarge);
         }
         let now = Instant::now();
-        let mut workers = self.unexpired(now);
+        // Heartbeats come often: look at the one entry, and sweep expired
+        // ones only when the roster looks full.
+        let mut workers = lock(&self.workers);
+        let live = |entry: &Entry| now.duration_since(entry.seen) < self.ttl;
         match workers.get(&registration.name) {
-            Some(entry) if entry.owner != owner => return Err(RegisterRefused::Taken),
-            Some(_) => {}
-            None if workers.len() >= MAX_REGISTRATIONS => {
-                return Err(RegisterRefused::Full {
-                    max: MAX_REGISTRATIONS as u64,
-                });
+            Some(entry) if entry.owner != owner && live(entry) => {
+                return Err(RegisterRefused::Taken);
             }
-            None => {}
+            Some(_) => {}
+            None => {
+                if workers.len() >= MAX_REGISTRATIONS {
+                    workers.retain(|_, entry| live(entry));
+                }
+                if workers.len() >= MAX_REGISTRATIONS {
+                    return Err(RegisterRefused::Full {
+                        max: MAX_REGISTRATIONS as u64,
+                    });
+                }
+            }
         }
         workers.insert(
             registration.name.clone(),
